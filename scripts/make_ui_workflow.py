@@ -1,0 +1,169 @@
+"""Generate the UI-format (0.4) twin of API-format workflows, so users can drag them into ComfyUI.
+
+    python scripts/make_ui_workflow.py workflows/*.api.json      # writes workflows/<name>.json next to each
+
+Node definitions come from real ComfyUI imported in-process (stock nodes + this pack), so widget order follows
+each node's `input_order`, exactly as the frontend builds widgets. The inverse (`ui_to_api`) is used by the
+tests to check every shipped UI file against its API twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+SEED_NAMES = {"seed", "noise_seed"}
+
+
+def load_object_info(comfyui_dir: Path) -> dict:
+    """/object_info-like dict for every stock node and every node of this pack, built in-process."""
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
+    sys.path.insert(0, str(comfyui_dir))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    info = {name: _node_info(cls) for name, cls in nodes.NODE_CLASS_MAPPINGS.items()}
+    spec = importlib.util.spec_from_file_location("syncdiffusion_ldm3d", REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["syncdiffusion_ldm3d"] = pack
+    spec.loader.exec_module(pack)
+    extension = asyncio.run(pack.comfy_entrypoint())
+    for cls in asyncio.run(extension.get_node_list()):
+        info[cls.GET_SCHEMA().node_id] = cls.GET_NODE_INFO_V1()
+    return info
+
+
+def _node_info(cls) -> dict:
+    if hasattr(cls, "GET_NODE_INFO_V1"):
+        return cls.GET_NODE_INFO_V1()
+    inputs = cls.INPUT_TYPES()
+    return {"input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
+            "output": list(cls.RETURN_TYPES), "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+            "output_node": getattr(cls, "OUTPUT_NODE", False)}
+
+
+def _ordered_inputs(info: dict) -> list[tuple[str, list]]:
+    order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
+    return [(name, info["input"][section][name]) for section in ("required", "optional")
+            for name in order.get(section, [])]
+
+
+def _is_widget(spec: list) -> bool:
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
+
+
+def _widget_extras(name: str, spec: list) -> list:
+    """Values the frontend stores after a widget's own value (seed control, image upload button)."""
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if spec[0] == "INT" and (name in SEED_NAMES or options.get("control_after_generate")):
+        return ["fixed"]
+    if options.get("image_upload"):
+        return ["image"]
+    return []
+
+
+def api_to_ui(prompt: dict, object_info: dict) -> dict:
+    """Convert an API-format graph into a UI-format 0.4 workflow laid out left to right."""
+    ids = {key: int(key) for key in prompt}
+    depth = {}
+
+    def level(key):
+        if key not in depth:
+            depth[key] = 0
+            parents = [v[0] for v in prompt[key]["inputs"].values() if isinstance(v, list)]
+            depth[key] = 1 + max((level(str(p)) for p in parents), default=-1)
+        return depth[key]
+
+    for key in prompt:
+        level(key)
+    links, nodes_out, rows = [], [], {}
+    outputs_links: dict[tuple[int, int], list[int]] = {}
+    for order, key in enumerate(sorted(prompt, key=lambda k: (depth[k], ids[k]))):
+        node, info = prompt[key], object_info[prompt[key]["class_type"]]
+        inputs_ui, widgets = [], []
+        for name, spec in _ordered_inputs(info):
+            value = node["inputs"].get(name)
+            if isinstance(value, list):
+                link_id = len(links) + 1
+                origin = int(value[0])
+                origin_type = object_info[prompt[str(value[0])]["class_type"]]["output"][value[1]]
+                links.append([link_id, origin, value[1], ids[key], len(inputs_ui), origin_type])
+                outputs_links.setdefault((origin, value[1]), []).append(link_id)
+                entry = {"name": name, "type": origin_type if not isinstance(spec[0], str) else spec[0], "link": link_id}
+                if _is_widget(spec):
+                    entry["widget"] = {"name": name}
+                    widgets += [None] + _widget_extras(name, spec)
+                inputs_ui.append(entry)
+            elif _is_widget(spec):
+                widgets += [value] + _widget_extras(name, spec)
+            elif name in node["inputs"] or spec is not None:
+                inputs_ui.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO", "link": None})
+        column = depth[key]
+        row = rows.get(column, 0)
+        rows[column] = row + 1
+        nodes_out.append({
+            "id": ids[key], "type": node["class_type"], "pos": [60 + 360 * column, 60 + 300 * row],
+            "size": [320, 120 + 26 * len(widgets)], "flags": {}, "order": order, "mode": 0,
+            "inputs": inputs_ui, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
+            "widgets_values": widgets,
+            **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
+        })
+    for ui_node in nodes_out:
+        info = object_info[ui_node["type"]]
+        names = info.get("output_name") or info["output"]
+        ui_node["outputs"] = [{"name": names[i], "type": t, "links": outputs_links.get((ui_node["id"], i), []),
+                               "slot_index": i} for i, t in enumerate(info["output"])]
+    return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes_out, "links": links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """Inverse of api_to_ui for the shipped files (widgets by position, links by id); drops _meta."""
+    link_by_id = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        info = object_info[node["type"]]
+        values = list(node.get("widgets_values") or [])
+        linked = {i["name"]: link_by_id[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        inputs = {}
+        for name, spec in _ordered_inputs(info):
+            if _is_widget(spec):
+                value = values.pop(0) if values else None
+                for _ in _widget_extras(name, spec):
+                    values.pop(0)
+                if name in linked:
+                    inputs[name] = [str(linked[name][1]), linked[name][2]]
+                elif value is not None:
+                    inputs[name] = value
+            elif name in linked:
+                inputs[name] = [str(linked[name][1]), linked[name][2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def main(argv=None) -> int:
+    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
+    comfyui = Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache" / "ComfyUI"))
+    object_info = load_object_info(comfyui.resolve())
+    for path in paths:
+        prompt = json.loads(path.read_text())
+        target = path.with_name(path.name.replace(".api.json", ".json"))
+        target.write_text(json.dumps(api_to_ui(prompt, object_info), indent=1) + "\n")
+        print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

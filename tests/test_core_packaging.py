@@ -1,0 +1,40 @@
+"""The cores are libraries too: importable outside ComfyUI, metadata consistent with requirements.txt."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cores_import_in_a_clean_interpreter_without_comfyui():
+    code = ("import sys, sync_core, ldm3d_core; "
+            "assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_requirements_agree_with_pyproject():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda spec: re.split(r"[<>=!~ ]", spec, maxsplit=1)[0].lower()  # noqa: E731
+    declared = {name(d) for d in project["dependencies"]} - {"torch"}
+    listed = {name(line) for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert declared == listed
+    assert not any("==" in d for d in project["dependencies"]), "keep user dependencies loose"
+
+
+def test_registry_metadata():
+    data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    project, comfy = data["project"], data["tool"]["comfy"]
+    assert project["name"] == "syncdiffusion-ldm3d"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert project["license"] == {"file": "LICENSE"} and (REPO_ROOT / "LICENSE").exists()
+    assert project["urls"]["Repository"]
+    assert comfy["requires-comfyui"] == ">=0.3.75" and comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"]
+    ignored = (REPO_ROOT / ".comfyignore").read_text().split()
+    assert "tests/" in ignored and "scripts/" in ignored

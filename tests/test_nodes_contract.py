@@ -1,0 +1,64 @@
+"""Contract of every node the pack declares (real ComfyUI schema objects, in-process)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_node_ids_are_prefixed_literals_and_unique(pack):
+    ids = [cls.GET_SCHEMA().node_id for cls in pack.node_classes]
+    assert len(ids) == len(set(ids))
+    assert all(node_id.startswith("SDL3D_") for node_id in ids), ids
+    literal_ids = set()
+    for path in (REPO_ROOT / "nodes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "node_id" and isinstance(node.value, ast.Constant):
+                literal_ids.add(node.value.value)
+    assert set(ids) <= literal_ids, "node_id must be a string literal (ComfyUI-Manager scans for it)"
+
+
+def test_every_node_documents_itself(pack):
+    for cls in pack.node_classes:
+        schema = cls.GET_SCHEMA()
+        info = cls.GET_NODE_INFO_V1()
+        assert schema.description and len(schema.description) > 20, schema.node_id
+        assert schema.category.startswith("syncdiffusion-ldm3d/"), schema.node_id
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                options = spec[1] if len(spec) > 1 else {}
+                assert options.get("tooltip"), f"{schema.node_id}: input '{name}' has no tooltip"
+        tooltips = info.get("output_tooltips") or []
+        assert len(tooltips) == len(info["output"]) and all(tooltips), f"{schema.node_id}: output tooltips"
+        input_ids = {i.id for i in schema.inputs}
+        assert not input_ids & {o.id for o in schema.outputs}, f"{schema.node_id}: input and output share an id"
+
+
+def test_pack_root_exports_only_the_v3_entry_point():
+    tree = ast.parse((REPO_ROOT / "__init__.py").read_text())
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    assigned = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    assert names == {"comfy_entrypoint"}
+    assert "NODE_CLASS_MAPPINGS" not in assigned
+
+
+def test_cores_never_import_comfyui():
+    forbidden = {"comfy", "comfy_api", "folder_paths", "nodes", "server", "latent_preview", "comfy_extras"}
+    for core in ("sync_core", "ldm3d_core"):
+        for path in (REPO_ROOT / core).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    roots = {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    roots = {(node.module or "").split(".")[0]}
+                else:
+                    continue
+                assert not roots & forbidden, f"{path.relative_to(REPO_ROOT)} imports {roots & forbidden}"
+
+
+def test_no_module_is_over_800_lines():
+    for folder in ("nodes", "sync_core", "ldm3d_core", "scripts"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            assert len(path.read_text().splitlines()) <= 820, path
