@@ -5,7 +5,7 @@
 
 Without --url it starts ComfyUI itself (CPU, headless) with this pack linked in and the models of that
 ComfyUI (COMFYUI_DIR or the one scripts/bootstrap.sh installed). Every model the workflow names is checked
-first: a missing one is reported with the file to put where (workflows/models.json says where each comes
+first: a missing one is reported with the file to put where (workflows/models/expected_models.json says where each comes
 from). --offline-fixtures serves the random-weight fixtures under the names the workflow expects, so the
 whole graph executes where no weights can be downloaded (outputs are noise, the pipeline is real).
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from headless import REPO_ROOT, ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
 
 DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "panorama_360_stereo.api.json"
-MANIFEST = REPO_ROOT / "workflows" / "models.json"
+MANIFEST = REPO_ROOT / "workflows" / "models" / "expected_models.json"
 
 
 def load_manifest() -> list[dict]:
@@ -31,7 +31,7 @@ def load_manifest() -> list[dict]:
 
 
 def offline_models_tree(fixtures_models: Path, dest: Path) -> Path:
-    """A models/ folder holding every fixture plus links named as the workflows expect (models.json)."""
+    """A models/ folder holding every fixture plus links named as the workflows expect (expected_models.json)."""
     dest.mkdir(parents=True, exist_ok=True)
     for folder in fixtures_models.iterdir():
         if folder.is_dir():

@@ -1,5 +1,12 @@
 """SyncDiffusion / MultiDiffusion math in pure torch (no ComfyUI import).
 
-Submodules: views (grids, crops, averaging), sync (the LPIPS-gradient synchronisation step),
-perceptual (LPIPS construction and weight lookup), diffusers_adapter (run the core on diffusers parts).
+Submodules:
+- ``views``: ``View``, ``build_view_grid`` (official row-major grid + flush border view, optional horizontal wrap),
+  ``anchor_index``, ``crop_view``/``crop_views``, ``add_view``/``add_views``, ``coverage_count``, ``average_views``.
+- ``sync``: ``SyncSchedule`` (official ``(i+1) % freq == 0 and i < steps``, ``w * decay**k``) and ``sync_views``
+  (one LPIPS gradient step of every non-anchor view towards the anchor's x0 image).
+- ``perceptual``: offline ``lpips.LPIPS`` built from torchvision backbone files (``build_lpips``,
+  ``find_backbone_weights``, ``LPIPSWeightsMissing``, ``make_perceptual``).
+- ``diffusers_adapter``: ``sample_panorama`` = the official loop with diffusers UNet/VAE/DDIMScheduler on this core
+  (imports diffusers lazily through its own module; the other submodules need only torch and lpips).
 """

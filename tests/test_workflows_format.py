@@ -40,7 +40,7 @@ def test_ui_twin_matches_api_workflow(api_path, object_info):
 
 
 def test_every_model_a_workflow_names_has_a_fixture_and_a_source(fixture_models):
-    manifest = json.loads((REPO_ROOT / "workflows" / "models.json").read_text())["models"]
+    manifest = json.loads((REPO_ROOT / "workflows" / "models" / "expected_models.json").read_text())["models"]
     for entry in manifest:
         assert (fixture_models / entry["fixture"]).exists(), entry
         assert entry["source"] and entry["folder"] and entry["name"], entry

@@ -1,0 +1,188 @@
+"""Depth nodes: pack 16-bit depth into an RGB-like IMAGE and back, save / load true 16-bit greyscale PNGs.
+
+Layouts: depth MASK [B,H,W] float in [0,1] (white = near); packed IMAGE [B,H,W,3] with R = G = high byte / 255,
+B = low byte / 255 (the Intel/ldm3d 6-channel layout). Math in ldm3d_core.rgbd / depth_png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+from PIL.PngImagePlugin import PngInfo
+
+import folder_paths
+
+from ..ldm3d_core import depth_png, rgbd
+from .common import CATEGORY_DEPTH, input_error, require_image, require_mask
+
+log = logging.getLogger(__name__)
+
+PACK = "SDL3D_PackDepthRGB"
+UNPACK = "SDL3D_UnpackDepthRGB"
+SAVE = "SDL3D_SaveDepthPNG16"
+LOAD = "SDL3D_LoadDepthPNG"
+
+
+class PackDepthRGB(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_PackDepthRGB", display_name="Pack Depth to RGB (16-bit)", category=CATEGORY_DEPTH,
+            description="Pack a depth map as a 16-bit code (round(depth*65535)) into an RGB-like IMAGE: R = G = high "
+                        "byte, B = low byte (Intel/ldm3d 6-channel layout). Exact for all 65,536 codes when saved "
+                        "as an 8-bit PNG.",
+            inputs=[io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1].")],
+            outputs=[io.Image.Output(display_name="packed", tooltip="RGB-like IMAGE carrying the 16-bit code.")],
+        )
+
+    @classmethod
+    def execute(cls, depth) -> io.NodeOutput:
+        depth = require_mask(PACK, "depth", depth)
+        return io.NodeOutput(rgbd.pack_depth_rgb(depth))
+
+
+class UnpackDepthRGB(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_UnpackDepthRGB", display_name="Unpack RGB to Depth (16-bit)", category=CATEGORY_DEPTH,
+            description="Inverse of Pack Depth: depth = (256*round(255*G) + round(255*B)) / 65535; R is ignored.",
+            inputs=[
+                io.Image.Input("packed", tooltip="RGB-like IMAGE (G = high byte, B = low byte)."),
+                io.Combo.Input("mode", options=list(rgbd.MODES_6CH), default="exact",
+                               tooltip="'exact' uses both bytes; 'hi_only' drops the low byte."),
+            ],
+            outputs=[io.Mask.Output(display_name="depth", tooltip="Depth [B,H,W] in [0,1].")],
+        )
+
+    @classmethod
+    def execute(cls, packed, mode="exact") -> io.NodeOutput:
+        packed = require_image(UNPACK, "packed", packed)
+        if mode not in rgbd.MODES_6CH:
+            raise input_error(UNPACK, "mode", mode, "unknown mode", f"choose one of {rgbd.MODES_6CH}")
+        return io.NodeOutput(rgbd.unpack_depth_rgb(packed, mode)[0])
+
+
+def _png_metadata(cls) -> PngInfo | None:
+    from comfy.cli_args import args
+
+    hidden = getattr(cls, "hidden", None)
+    if args.disable_metadata or hidden is None:
+        return None
+    info = PngInfo()
+    if hidden.prompt is not None:
+        info.add_text("prompt", json.dumps(hidden.prompt))
+    if hidden.extra_pnginfo is not None:
+        for key, value in hidden.extra_pnginfo.items():
+            info.add_text(key, json.dumps(value))
+    return info
+
+
+class SaveDepthPNG16(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_SaveDepthPNG16", display_name="Save Depth PNG (16-bit)", category=CATEGORY_DEPTH,
+            description="Save depth as true 16-bit greyscale PNGs (code = round(depth*65535), white = near) in "
+                        "ComfyUI's output folder, with the usual filename_prefix rules (subfolders, %date% ...).",
+            inputs=[
+                io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1] (e.g. LDM3D Decode's depth)."),
+                io.String.Input("filename_prefix", default="ldm3d/depth16",
+                                tooltip="Prefix under the output folder; may contain subfolders and %date:...%."),
+            ],
+            outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, depth, filename_prefix="ldm3d/depth16") -> io.NodeOutput:
+        depth = require_mask(SAVE, "depth", depth)
+        if depth.min().item() < 0 or depth.max().item() > 1:
+            raise input_error(SAVE, "depth", depth, f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}]"
+                              ", outside [0, 1]", "normalise the depth first (16-bit PNG codes cover [0, 1])")
+        codes = rgbd.depth_to_code(depth).cpu().numpy().astype(np.uint16)
+        height, width = codes.shape[1:]
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), width, height)
+        metadata = _png_metadata(cls)
+        results = []
+        for index, code in enumerate(codes):
+            name = f"{filename.replace('%batch_num%', str(index))}_{counter:05}_.png"
+            depth_png.save_depth_png(os.path.join(folder, name), code, pnginfo=metadata)
+            results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
+            counter += 1
+        return io.NodeOutput(ui=ui.SavedImages(results))
+
+
+def _input_files() -> list[str]:
+    folder = folder_paths.get_input_directory()
+    if not os.path.isdir(folder):
+        return []
+    files = [f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))]
+    return sorted(folder_paths.filter_files_content_types(files, ["image"]))
+
+
+class LoadDepthPNG(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_LoadDepthPNG", display_name="Load Depth PNG (16-bit)", category=CATEGORY_DEPTH,
+            description="Load a single-channel depth PNG from the input folder as a depth MASK [1,H,W] in [0,1]. "
+                        "16-bit files are exact (code / 65535); 8-bit files are accepted with a warning and "
+                        "bits = 8; colour PNGs are refused.",
+            inputs=[io.Combo.Input("image", options=_input_files(), upload=io.UploadType.image,
+                                   tooltip="A 16-bit greyscale PNG in ComfyUI's input folder.")],
+            outputs=[
+                io.Mask.Output(display_name="depth", tooltip="Depth [1,H,W] in [0,1]."),
+                io.Int.Output(display_name="bits", tooltip="Bit depth of the file: 16, or 8 (reduced precision)."),
+            ],
+        )
+
+    @classmethod
+    def _path(cls, image: str) -> str:
+        if not folder_paths.exists_annotated_filepath(image):
+            raise input_error(LOAD, "image", image, "no such file in the input folder",
+                              "upload the PNG or copy it into ComfyUI/input")
+        return folder_paths.get_annotated_filepath(image)
+
+    @classmethod
+    def execute(cls, image) -> io.NodeOutput:
+        path = cls._path(image)
+        try:
+            loaded = depth_png.load_depth_png(path)
+        except depth_png.DepthPNGError as e:
+            raise input_error(LOAD, "image", image, f"not a greyscale depth PNG: {e}",
+                              "save depth as a 16-bit greyscale PNG (e.g. Save Depth PNG 16-bit); for a packed RGB "
+                              "depth use Load Image + Unpack RGB to Depth") from e
+        except OSError as e:
+            raise input_error(LOAD, "image", image, f"cannot be read as an image: {e}", "use a PNG file") from e
+        if loaded.bits == 8:
+            log.warning("%s: input 'image' = %r is an 8-bit PNG: depth has only 256 levels (bits output = 8)",
+                        LOAD, image)
+        return io.NodeOutput(torch.from_numpy(loaded.depth).unsqueeze(0), loaded.bits)
+
+    @classmethod
+    def fingerprint_inputs(cls, image):
+        path = folder_paths.get_annotated_filepath(image)
+        if not os.path.isfile(path):
+            return image
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            digest.update(f.read())
+        return digest.hexdigest()
+
+    @classmethod
+    def validate_inputs(cls, image):
+        if not folder_paths.exists_annotated_filepath(image):
+            return f"{LOAD}: input 'image' = {image!r}: no such file in the input folder. Fix: upload it first"
+        return True
+
+
+DEPTH_NODES = [PackDepthRGB, UnpackDepthRGB, SaveDepthPNG16, LoadDepthPNG]

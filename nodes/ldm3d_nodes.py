@@ -1,0 +1,222 @@
+"""LDM3D nodes: load an Intel LDM3D model, decode RGBD latents into IMAGE + 16-bit depth, encode back, SR conditioning.
+
+Layouts: IMAGE [B,H,W,3] in [0,1]; depth MASK [B,H,W] float in [0,1], white = near (LDM3D convention);
+LATENT {"samples": [B,4,H/8,W/8]} unscaled (as stock VAE Encode/Decode). Math lives in ldm3d_core.rgbd/tiling.
+"""
+
+from __future__ import annotations
+
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from ..ldm3d_core import rgbd
+from . import ldm3d_loading
+from .common import CATEGORY_LDM3D, input_error, require_finite, require_image, require_mask, require_same_size
+
+LOADER = "SDL3D_LDM3DLoader"
+DECODE = "SDL3D_LDM3DDecode"
+ENCODE = "SDL3D_LDM3DEncode"
+SR_COND = "SDL3D_LDM3DUpscaleConditioning"
+
+
+def _require_ldm3d_vae(node: str, vae):
+    if not ldm3d_loading.is_ldm3d_vae(vae):
+        channels = getattr(vae, "output_channels", "?")
+        raise input_error(node, "vae", f"{type(vae).__name__} with {channels} output channels",
+                          "this VAE is not a 4- or 6-channel LDM3D VAE (an ordinary SD VAE has no depth channel)",
+                          "connect the 'vae' output of the 'LDM3D Loader' node (SDL3D_LDM3DLoader)")
+    return vae
+
+
+def _require_latent(node: str, samples) -> torch.Tensor:
+    if not isinstance(samples, dict) or not isinstance(samples.get("samples"), torch.Tensor) \
+            or samples["samples"].ndim != 4:
+        raise input_error(node, "samples", samples, "expected a LATENT with samples [B,4,h,w]",
+                          "connect a KSampler or Empty Latent Image output")
+    z = samples["samples"]
+    if z.shape[1] != 4:
+        raise input_error(node, "samples", samples, f"LDM3D latents have 4 channels, got {z.shape[1]}",
+                          "sample with the LDM3D model's MODEL (SD1.x-shaped, 4 latent channels)")
+    require_finite(node, "samples", z)
+    return z
+
+
+class LDM3DLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_LDM3DLoader",
+            display_name="LDM3D Loader",
+            category=CATEGORY_LDM3D,
+            description="Load an Intel LDM3D model (ldm3d, ldm3d-4c, ldm3d-pano, ldm3d-sr) from a diffusers folder in "
+                        "models/ldm3d or models/diffusers, or a single-file checkpoint. The VAE channel count (4 or "
+                        "6) is read from the weights; prediction type and noise schedule from scheduler/.",
+            inputs=[
+                io.Combo.Input("model_name", options=ldm3d_loading.list_models(),
+                               tooltip="LDM3D model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, "
+                                       "scheduler/) or a .safetensors checkpoint; folders under models/diffusers are "
+                                       "listed as diffusers/<name>, checkpoints as checkpoints/<name>."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL", tooltip="SD1.x-shaped UNet; works with stock KSampler."),
+                io.Clip.Output(display_name="CLIP", tooltip="CLIP ViT-L text encoder; works with stock CLIP Text Encode."),
+                io.Vae.Output(display_name="VAE", tooltip="LDM3D VAE (4 or 6 channels, fp32). Use LDM3D Decode for RGB + "
+                                                          "depth; stock VAE Decode gives the RGB part only."),
+                io.String.Output(display_name="info", tooltip="What was read from the model: VAE channels, scaling "
+                                                              "factor, prediction type, scheduler, native size."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str) -> io.NodeOutput:
+        try:
+            loaded = ldm3d_loading.load_ldm3d(model_name)
+        except ldm3d_loading.LDM3DLoadError as e:
+            raise input_error(LOADER, "model_name", model_name, e.problem, e.fix) from e
+        return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.summary())
+
+
+class LDM3DDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_LDM3DDecode",
+            display_name="LDM3D Decode",
+            category=CATEGORY_LDM3D,
+            description="Decode an LDM3D latent (fp32) into RGB and a 16-bit-exact depth map. 6-channel VAEs: depth "
+                        "= (256*round(255*G) + round(255*B)) / 65535; 4-channel: channel 3. Optional tiling for large "
+                        "panoramas and horizontal wrap for seamless 360 images.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="LDM3D latent from KSampler."),
+                io.Vae.Input("vae", tooltip="The VAE output of LDM3D Loader (4 or 6 channels)."),
+                io.Combo.Input("depth_6ch", options=list(rgbd.MODES_6CH), default="exact",
+                               tooltip="6-channel VAEs only: 'exact' uses both bytes (16-bit code); 'hi_only' drops "
+                                       "the low byte, which a KL-f8 VAE cannot reproduce (about 8-bit accurate)."),
+                io.Boolean.Input("tiled", default=False,
+                                 tooltip="Decode in overlapping tiles (less memory for large panoramas)."),
+                io.Int.Input("tile_size", default=512, min=64, max=4096, step=64,
+                             tooltip="Tile size in pixels (tiled only)."),
+                io.Int.Input("overlap", default=128, min=0, max=2048, step=8,
+                             tooltip="Tile overlap in pixels, blended linearly (tiled only); must be < tile_size."),
+                io.Boolean.Input("circular", default=False,
+                                 tooltip="360 panorama: treat the left and right edges as touching so the seam "
+                                         "decodes without a jump (wraps tiles, or pads the latent when untiled)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="RGB IMAGE [B,H,W,3]."),
+                io.Mask.Output(display_name="depth", tooltip="Depth [B,H,W] in [0,1], white = near (16-bit exact)."),
+                io.Image.Output(display_name="depth_preview", tooltip="Depth as a grey IMAGE for previews."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, samples, vae, depth_6ch="exact", tiled=False, tile_size=512, overlap=128,
+                circular=False) -> io.NodeOutput:
+        vae = _require_ldm3d_vae(DECODE, vae)
+        z = _require_latent(DECODE, samples)
+        if depth_6ch not in rgbd.MODES_6CH:
+            raise input_error(DECODE, "depth_6ch", depth_6ch, "unknown mode", f"choose one of {rgbd.MODES_6CH}")
+        scale = vae.upscale_ratio
+        if tiled:
+            if overlap >= tile_size:
+                raise input_error(DECODE, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
+                                  "lower the overlap (a quarter of the tile is typical)")
+            tile, lap = max(1, tile_size // scale), overlap // scale
+            pbar = comfy.utils.ProgressBar(1)
+            decoded = vae.decode_rgbd_tiled(z, tile, min(lap, tile - 1), circular_x=circular, pbar=pbar)
+        elif circular:
+            decoded = vae.decode_rgbd_circular(z, pad=max(1, min(z.shape[-1], 64 // scale)))
+        else:
+            decoded = vae.decode_rgbd(z)
+        if decoded.shape[-1] != vae.ldm3d_channels:
+            raise input_error(DECODE, "vae", vae, f"decoded {decoded.shape[-1]} channels, expected "
+                                                  f"{vae.ldm3d_channels}", "reload the model with LDM3D Loader")
+        rgb, depth, _ = rgbd.split_rgbd(decoded, depth_6ch)
+        return io.NodeOutput(rgb, depth, rgbd.depth_preview(depth))
+
+
+class LDM3DEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_LDM3DEncode",
+            display_name="LDM3D Encode",
+            category=CATEGORY_LDM3D,
+            description="Encode an RGB IMAGE and a depth MASK into an LDM3D latent (img2img, ldm3d-sr). 6-channel VAEs "
+                        "get depth packed as 16-bit (G = high byte, B = low byte, R = G). Sizes are cropped to "
+                        "multiples of 8 like stock VAE Encode.",
+            inputs=[
+                io.Image.Input("image", tooltip="RGB IMAGE [B,H,W,3] in [0,1]."),
+                io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1], white = near, same size as the image."),
+                io.Vae.Input("vae", tooltip="The VAE output of LDM3D Loader."),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT", tooltip="LDM3D latent for KSampler (img2img).")],
+        )
+
+    @classmethod
+    def execute(cls, image, depth, vae) -> io.NodeOutput:
+        vae = _require_ldm3d_vae(ENCODE, vae)
+        image = require_image(ENCODE, "image", image)
+        depth = require_mask(ENCODE, "depth", depth)
+        require_same_size(ENCODE, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
+        if depth.shape[0] not in (1, image.shape[0]) and image.shape[0] != 1:
+            raise input_error(ENCODE, "depth", depth, f"batch {depth.shape[0]} differs from the image batch "
+                                                      f"{image.shape[0]}", "give one depth per image (or a single one)")
+        return io.NodeOutput({"samples": vae.encode_rgbd(image, depth)})
+
+
+class LDM3DUpscaleConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_LDM3DUpscaleConditioning",
+            display_name="LDM3D Upscale Conditioning (ldm3d-sr)",
+            category=CATEGORY_LDM3D,
+            description="For Intel/ldm3d-sr: resize the low-res RGB + depth to the target size, encode them with the "
+                        "LDM3D VAE and attach that latent (concatenated to the UNet input) and the noise level "
+                        "(UNet class label) to both conditionings. Sample an empty latent of the returned size with "
+                        "a stock KSampler, then LDM3D Decode.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning (CLIP Text Encode)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning."),
+                io.Vae.Input("vae", tooltip="The ldm3d-sr VAE (LDM3D Loader)."),
+                io.Image.Input("image", tooltip="Low-resolution RGB IMAGE [B,H,W,3]."),
+                io.Mask.Input("depth", tooltip="Low-resolution depth [B,H,W] in [0,1] (float or 16-bit; never an "
+                                               "8-bit 'L' conversion, which clips 16-bit codes)."),
+                io.Int.Input("width", default=1024, min=64, max=8192, step=8, tooltip="Output width in pixels."),
+                io.Int.Input("height", default=1024, min=64, max=8192, step=8, tooltip="Output height in pixels."),
+                io.Int.Input("noise_level", default=20, min=0, max=999,
+                             tooltip="UNet class label (the pipeline's noise_level; default 20, max_noise_level 350)."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="positive", tooltip="Positive with the low-res latent attached."),
+                io.Conditioning.Output(display_name="negative", tooltip="Negative with the low-res latent attached."),
+                io.Latent.Output(display_name="latent", tooltip="Empty latent of the target size to sample."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, vae, image, depth, width=1024, height=1024, noise_level=20) -> io.NodeOutput:
+        vae = _require_ldm3d_vae(SR_COND, vae)
+        if vae.ldm3d_channels != 4:
+            raise input_error(SR_COND, "vae", vae, f"ldm3d-sr uses a 4-channel VAE, this one has {vae.ldm3d_channels}",
+                              "connect the VAE of the ldm3d-sr model")
+        image = require_image(SR_COND, "image", image)
+        depth = require_mask(SR_COND, "depth", depth)
+        require_same_size(SR_COND, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
+        for name, value in (("width", width), ("height", height)):
+            if value % 8:
+                raise input_error(SR_COND, name, value, "must be a multiple of 8", f"use {value - value % 8}")
+        rgb = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "bicubic", "disabled")
+        d = comfy.utils.common_upscale(depth.unsqueeze(1), width, height, "bilinear", "disabled")[:, 0]
+        latent = vae.encode_rgbd(rgb.movedim(1, -1).clamp(0, 1), d.clamp(0, 1))
+        extra = {"concat_latent_image": latent, "ldm3d_noise_level": int(noise_level)}
+        out = []
+        for conditioning in (positive, negative):
+            out.append([[c[0], {**c[1], **extra}] for c in conditioning])
+        empty = torch.zeros_like(latent)
+        return io.NodeOutput(out[0], out[1], {"samples": empty})
+
+
+LDM3D_NODES = [LDM3DLoader, LDM3DDecode, LDM3DEncode, LDM3DUpscaleConditioning]

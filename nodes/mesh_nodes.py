@@ -1,0 +1,109 @@
+"""Mesh export: the displaced sphere of an equirect RGB + depth as GLB (embedded texture), OBJ + MTL + PNG, PLY.
+
+Adapter over ``ldm3d_core.mesh``; files go only under ComfyUI's output folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from comfy_api.latest import io
+
+from ..ldm3d_core import mesh as core_mesh
+from .common import CATEGORY_MESH, input_error, require_image
+from .stereo_nodes import DEPTH_TOOLTIP, _inside, depth_batch, depth_inputs, require_equirect, to_distance
+
+FORMATS = ("glb", "obj", "ply", "all")
+
+
+class SaveDepthMesh(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_SaveDepthMesh",
+            display_name="Save 360 Depth Mesh (GLB/OBJ/PLY)",
+            category=CATEGORY_MESH,
+            description="Export the equirect as a sphere displaced by its depth (DepthFusion / THREE.6DOF style) "
+                        "for 6-DoF viewing: GLB with embedded texture, OBJ + MTL + PNG, or PLY with vertex colours. "
+                        "-Z forward, +X right, +Y up; view it from the centre.",
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1; becomes the texture."),
+                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                io.Combo.Input("format", options=list(FORMATS), default="glb",
+                               tooltip="glb (one file, texture embedded), obj (+ .mtl + .png), ply (vertex colours "
+                                       "and UVs) or all three."),
+                io.Int.Input("mesh_width", default=1024, min=8, max=8192, step=8,
+                             tooltip="Vertex columns around the sphere (one more is added to duplicate the seam)."),
+                io.Int.Input("mesh_height", default=512, min=4, max=4096, step=4,
+                             tooltip="Vertex rows from pole to pole (the pole rows collapse to points)."),
+                *depth_inputs(default_mode="sphere_displace"),  # DepthFusion look by default
+                io.Boolean.Input("cull_edges", default=False,
+                                 tooltip="Drop triangles spanning a depth discontinuity (no 'rubber sheet' between "
+                                         "foreground and background; leaves gaps instead)."),
+                io.Float.Input("edge_ratio_tau", default=0.2, min=0.0, max=10.0, step=0.01,
+                               tooltip="With cull_edges: drop a triangle if max(r)/min(r) > 1 + tau."),
+                io.String.Input("filename_prefix", default="mesh/ldm3d_sphere",
+                                tooltip="File name prefix inside ComfyUI's output folder (may contain a subfolder)."),
+            ],
+            outputs=[io.String.Output("model_file", tooltip="Path of the first saved model relative to the output "
+                                                            "folder (connect to Preview 3D).")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+        )
+
+    @classmethod
+    def execute(cls, image, depth, format, mesh_width, mesh_height, depth_mode, near_m, far_m, invert_depth,
+                metric_scale_m, sphere_radius_m, displacement_m, cull_edges, edge_ratio_tau,
+                filename_prefix) -> io.NodeOutput:
+        import comfy.utils
+        import folder_paths
+
+        node = "SDL3D_SaveDepthMesh"
+        require_image(node, "image", image)
+        require_equirect(node, image)
+        d = depth_batch(node, depth, image)
+        if format not in FORMATS:
+            raise input_error(node, "format", format, "unknown format", f"use one of {FORMATS}")
+        if mesh_width < 3 or mesh_height < 3:
+            raise input_error(node, "mesh_width/mesh_height", (mesh_width, mesh_height), "too small", "use >= 8 x 4")
+        out_dir = folder_paths.get_output_directory()
+        if not filename_prefix or not _inside(out_dir, filename_prefix):
+            raise input_error(node, "filename_prefix", filename_prefix, "would write outside ComfyUI's output folder",
+                              "use a relative prefix such as 'mesh/ldm3d_sphere' (no '..', no absolute path)")
+        to_distance(node, d[:1, :2, :2], depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
+                    displacement_m, allow_inf=False)  # validate the parameters before writing anything
+
+        def r_of(dd):
+            return to_distance(node, torch.from_numpy(dd), depth_mode, near_m, far_m, invert_depth, metric_scale_m,
+                               sphere_radius_m, displacement_m, allow_inf=False).numpy()
+
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        kinds = ("glb", "obj", "ply") if format == "all" else (format,)
+        pbar = comfy.utils.ProgressBar(image.shape[0])
+        saved, previews = [], []
+        for b in range(image.shape[0]):
+            rgb = image[b, ..., :3].detach().cpu().float().numpy()
+            m = core_mesh.build_sphere_mesh(d[b].cpu().numpy(), rgb, r_of, int(mesh_width), int(mesh_height),
+                                            float(edge_ratio_tau) if cull_edges else None)
+            png = core_mesh.png_bytes(rgb)
+            stem = f"{filename.replace('%batch_num%', str(b))}_{counter:05}_"
+            for kind in kinds:
+                path = os.path.join(folder, f"{stem}.{kind}")
+                if kind == "glb":
+                    core_mesh.write_glb(path, m, png)
+                elif kind == "obj":
+                    core_mesh.write_obj(path, m, png)
+                else:
+                    if "obj" not in kinds:
+                        with open(os.path.join(folder, f"{stem}.png"), "wb") as f:
+                            f.write(png)
+                    core_mesh.write_ply(path, m, f"{stem}.png")
+                saved.append(os.path.join(subfolder, f"{stem}.{kind}") if subfolder else f"{stem}.{kind}")
+            previews.append({"filename": f"{stem}.{kinds[0]}", "subfolder": subfolder, "type": "output"})
+            counter += 1
+            pbar.update(1)
+        return io.NodeOutput(saved[0], ui={"3d": previews})
+
+
+MESH_NODES = [SaveDepthMesh]

@@ -1,0 +1,313 @@
+"""Stereo 360 nodes: ODS synthesis from RGB + depth, eye packing, and a VR-aware save node.
+
+Thin adapters over ``ldm3d_core.distance`` / ``ods`` / ``ods_warp`` / ``layouts``. IMAGE is [B,H,W,3] in [0,1];
+depth is a MASK [B,H,W] in [0,1], white = near (LDM3D / MiDaS convention), or an IMAGE whose channel mean is
+used. A depth batch of 1 is shared by every image of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+from ..ldm3d_core import distance, layouts, ods, ods_warp
+from .common import CATEGORY_STEREO, input_error, require_finite, require_image, require_same_size
+
+DEPTH_TOOLTIP = ("Depth map in [0, 1], white = near (LDM3D Decode's depth, a depth-estimator MASK or a 16-bit depth "
+                 "PNG loaded as MASK). An IMAGE is accepted too: its channel mean is used. Batch 1 is shared by "
+                 "every image.")
+
+
+def depth_inputs(default_mode: str = "inverse") -> list:
+    """The depth -> distance widgets shared by the stereo and mesh nodes (ids are forever)."""
+    return [
+        io.Combo.Input("depth_mode", options=list(distance.DEPTH_MODES), default=default_mode,
+                       tooltip="How depth values become distances. inverse: 1/r = D/near + (1-D)/far (LDM3D, MiDaS, "
+                               "DepthAnything relative). linear: r = near + (1-D)(far-near). metric: r = D * "
+                               "metric_scale_m. sphere_displace: r = sphere_radius_m - displacement_m * D "
+                               "(DepthFusion / Intel demo look)."),
+        io.Float.Input("near_m", default=1.0, min=0.01, max=1000.0, step=0.01,
+                       tooltip="Distance in metres of white (D = 1) in inverse and linear modes."),
+        io.Float.Input("far_m", default=20.0, min=0.0, max=100000.0, step=0.1,
+                       tooltip="Distance in metres of black (D = 0) in inverse and linear modes; 0 = infinity "
+                               "(inverse mode only)."),
+        io.Boolean.Input("invert_depth", default=False,
+                         tooltip="Use 1 - D: turn on for maps where white = far."),
+        io.Float.Input("metric_scale_m", default=10.0, min=0.001, max=100000.0, step=0.01,
+                       tooltip="metric mode: metres that D = 1 stands for."),
+        io.Float.Input("sphere_radius_m", default=6.0, min=0.01, max=10000.0, step=0.01,
+                       tooltip="sphere_displace mode: radius of the sphere where D = 0 (THREE.6DOF uses 6)."),
+        io.Float.Input("displacement_m", default=4.0, min=0.0, max=10000.0, step=0.01,
+                       tooltip="sphere_displace mode: how far D = 1 is pulled toward the viewer (THREE.6DOF uses 4); "
+                               "must be smaller than sphere_radius_m."),
+    ]
+
+
+def depth_batch(node: str, depth, image: torch.Tensor) -> torch.Tensor:
+    """Validate a MASK or IMAGE depth against ``image`` and return float [B, H, W] (not a view of the input)."""
+    if not isinstance(depth, torch.Tensor) or depth.ndim not in (2, 3, 4):
+        raise input_error(node, "depth", depth, "expected a MASK [batch, height, width] or an IMAGE",
+                          "connect LDM3D Decode's depth, a depth estimator output or Load Depth PNG")
+    d = depth.float()
+    if d.ndim == 4:
+        d = d[..., :3].mean(dim=-1)
+    elif d.ndim == 2:
+        d = d[None]
+    require_finite(node, "depth", d)
+    require_same_size(node, "image", image, "depth", depth, tuple(image.shape[1:3]), tuple(d.shape[1:3]))
+    if d.shape[0] not in (1, image.shape[0]):
+        raise input_error(node, "depth", depth, f"batch {d.shape[0]} differs from the image batch {image.shape[0]}",
+                          "give one depth map per image, or a single depth map for all")
+    return d.expand(image.shape[0], -1, -1).clone()
+
+
+def require_equirect(node: str, image: torch.Tensor) -> None:
+    height, width = image.shape[1:3]
+    if width != 2 * height:
+        raise input_error(node, "image", image, f"size {width}x{height} is not a 2:1 equirectangular panorama",
+                          f"resize or pad it to {2 * height}x{height} (or {width}x{width // 2}) first")
+    if height < 4:
+        raise input_error(node, "image", image, "is too small", "use at least 8x4 pixels")
+
+
+def to_distance(node: str, d: torch.Tensor, depth_mode, near_m, far_m, invert_depth, metric_scale_m,
+                sphere_radius_m, displacement_m, allow_inf: bool = True) -> torch.Tensor:
+    """Core ``depth_to_distance`` with node-level errors (far_m = 0 means infinity)."""
+    far = math.inf if far_m <= 0 else float(far_m)
+    if math.isinf(far) and depth_mode == "linear":
+        raise input_error(node, "far_m", far_m, "linear mode needs a finite far distance", "set far_m > near_m")
+    if math.isinf(far) and depth_mode == "inverse" and not allow_inf:
+        raise input_error(node, "far_m", far_m, "a mesh needs a finite far distance", "set far_m > near_m (e.g. 20)")
+    if depth_mode in ("inverse", "linear") and far <= near_m:
+        raise input_error(node, "far_m", far_m, f"must be larger than near_m = {near_m}",
+                          "set far_m > near_m, or 0 for infinity (inverse mode)")
+    if depth_mode == "sphere_displace" and not (0 <= displacement_m < sphere_radius_m):
+        raise input_error(node, "displacement_m", displacement_m,
+                          f"must be >= 0 and smaller than sphere_radius_m = {sphere_radius_m}",
+                          "lower displacement_m or raise sphere_radius_m")
+    try:
+        return distance.depth_to_distance(d, depth_mode, near=near_m, far=far, invert=invert_depth,
+                                          scale=metric_scale_m, radius=sphere_radius_m, displacement=displacement_m)
+    except ValueError as exc:
+        raise input_error(node, "depth_mode", depth_mode, str(exc), "check near_m, far_m and the scale inputs") from exc
+
+
+def _compute_device():
+    """(compute device, output device) from ComfyUI's model management."""
+    import comfy.model_management as mm
+
+    dev = mm.get_torch_device()
+    # int64 scatter_reduce(amin) is CPU/CUDA-only in torch; other backends warp on the CPU
+    return (dev if dev.type in ("cpu", "cuda") else torch.device("cpu")), mm.intermediate_device()
+
+
+class Stereo360(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_Stereo360",
+            display_name="Stereo 360 from RGB + Depth (ODS)",
+            category=CATEGORY_STEREO,
+            description="Omni-directional stereo (ODS) for VR from one equirectangular image and its depth: exact "
+                        "per-row geometry (asin, not a constant shift), z-buffered forward warp, seam-aware, pole "
+                        "fade, hole masks per eye for inpainting, top-bottom / side-by-side / anaglyph packing.",
+            inputs=[
+                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1 (e.g. 1024x512)."),
+                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                io.Float.Input("ipd_m", default=0.064, min=0.0, max=0.2, step=0.001,
+                               tooltip="Interpupillary distance in metres (64 mm is average); 0 = no stereo."),
+                *depth_inputs(),
+                io.Float.Input("convergence_m", default=0.0, min=0.0, max=100000.0, step=0.1,
+                               tooltip="Zero-parallax distance in metres; 0 = infinity (parallel eyes, right for VR "
+                                       "headsets). Use a finite value only for anaglyph or flat-screen previews."),
+                io.Float.Input("pole_fade_from_deg", default=60.0, min=0.0, max=90.0, step=0.5,
+                               tooltip="Elevation where the stereo baseline starts fading toward the poles."),
+                io.Float.Input("pole_fade_to_deg", default=75.0, min=0.0, max=90.0, step=0.5,
+                               tooltip="Elevation from which there is no stereo (poles untouched). 90/90 = no fade."),
+                io.Boolean.Input("horizontal_only", default=False,
+                                 tooltip="Keep every pixel in its row (skip the small vertical ODS correction)."),
+                io.Combo.Input("warp", options=list(ods_warp.WARP_MODES), default="forward",
+                               tooltip="forward: z-buffered splat with hole masks (reference quality). backward: fast "
+                                       "preview, no holes, approximate occlusions."),
+                io.Combo.Input("fill", options=list(ods_warp.FILL_MODES), default="background",
+                               tooltip="How disocclusion holes are filled: background = copy the farther neighbour, "
+                                       "stretch = interpolate, none = leave black. The hole masks mark them either "
+                                       "way."),
+                io.Int.Input("crack_px", default=2, min=0, max=16,
+                             tooltip="Hole runs up to this width between similar depths are cracks: interpolated "
+                                     "and not marked in the hole mask."),
+                io.Float.Input("edge_ratio_tau", default=0.05, min=0.0, max=10.0, step=0.01,
+                               tooltip="Relative depth difference below which the two sides of a hole count as the "
+                                       "same surface (crack)."),
+                io.Int.Input("supersample", default=1, min=1, max=2,
+                             tooltip="2 = warp at twice the resolution and average down (smoother edges, 4x work)."),
+                io.Combo.Input("layout", options=list(layouts.LAYOUTS), default="top_bottom",
+                               tooltip="Packing of the 'stereo' output: top_bottom (left eye on top, _360_TB), "
+                                       "side_by_side (left eye left, _360_LR) or red-cyan anaglyph."),
+                io.Boolean.Input("swap_eyes", default=False,
+                                 tooltip="Exchange the eyes in 'stereo' and 'anaglyph' (cross-eyed viewing)."),
+            ],
+            outputs=[
+                io.Image.Output("stereo", tooltip="Both eyes packed as chosen by 'layout'."),
+                io.Image.Output("left", tooltip="Left-eye equirect."),
+                io.Image.Output("right", tooltip="Right-eye equirect."),
+                io.Mask.Output("left_hole", tooltip="1 where the left eye saw nothing (filled disocclusions): "
+                                                    "inpaint these."),
+                io.Mask.Output("right_hole", tooltip="1 where the right eye saw nothing (filled disocclusions)."),
+                io.Image.Output("anaglyph", tooltip="Red-cyan anaglyph (red = left eye) for a quick check."),
+                io.Image.Output("disparity", tooltip="Binocular disparity per source pixel, 0.5 + 0.5 * d / max|d| "
+                                                     "(mid grey = zero parallax, white = nearest)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, depth, ipd_m, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
+                displacement_m, convergence_m, pole_fade_from_deg, pole_fade_to_deg, horizontal_only, warp, fill,
+                crack_px, edge_ratio_tau, supersample, layout, swap_eyes) -> io.NodeOutput:
+        node = "SDL3D_Stereo360"
+        require_image(node, "image", image)
+        require_equirect(node, image)
+        d = depth_batch(node, depth, image)
+        if not (math.isfinite(ipd_m) and ipd_m >= 0):
+            raise input_error(node, "ipd_m", ipd_m, "must be a distance >= 0 in metres",
+                              "use 0.064 (average adult); to swap eyes use swap_eyes")
+        if pole_fade_to_deg < pole_fade_from_deg:
+            raise input_error(node, "pole_fade_to_deg", pole_fade_to_deg,
+                              f"is below pole_fade_from_deg = {pole_fade_from_deg}", "make it >= pole_fade_from_deg")
+        if warp not in ods_warp.WARP_MODES or fill not in ods_warp.FILL_MODES or layout not in layouts.LAYOUTS:
+            raise input_error(node, "warp/fill/layout", (warp, fill, layout), "unknown option", "pick from the list")
+        if supersample not in (1, 2):
+            raise input_error(node, "supersample", supersample, "must be 1 or 2", "use 1 or 2")
+        geom = ods.ODSGeometry(ipd=float(ipd_m), convergence=math.inf if convergence_m <= 0 else float(convergence_m),
+                               pole_from_deg=float(pole_fade_from_deg), pole_to_deg=float(pole_fade_to_deg),
+                               horizontal_only=bool(horizontal_only))
+        dev, out_dev = _compute_device()
+        import comfy.utils
+
+        batch = image.shape[0]
+        pbar = comfy.utils.ProgressBar(2 * batch)
+        lefts, rights, lholes, rholes, disps = [], [], [], [], []
+        for i in range(batch):
+            r = to_distance(node, d[i].to(dev), depth_mode, near_m, far_m, invert_depth, metric_scale_m,
+                            sphere_radius_m, displacement_m)
+            img = image[i, ..., :3].to(dev, torch.float32)
+            eyes = []
+            for eye in ("left", "right"):
+                eyes.append(ods_warp.render_eye(img, r, eye, geom, warp=warp, fill=fill, crack_px=int(crack_px),
+                                                tau=float(edge_ratio_tau), supersample=int(supersample)))
+                pbar.update(1)
+            lefts.append(eyes[0].image.clamp(0, 1).to(out_dev))
+            rights.append(eyes[1].image.clamp(0, 1).to(out_dev))
+            lholes.append(eyes[0].hole.float().to(out_dev))
+            rholes.append(eyes[1].hole.float().to(out_dev))
+            dl = ods.ods_shift_px(r, "left", geom, torch.float32)[0]
+            dr = ods.ods_shift_px(r, "right", geom, torch.float32)[0]
+            disp = dl - dr
+            scale = disp.abs().max().clamp_min(1e-12)
+            disps.append((0.5 + 0.5 * disp / scale).float()[..., None].expand(-1, -1, 3).to(out_dev))
+        left, right = torch.stack(lefts), torch.stack(rights)
+        stereo = layouts.pack_stereo(left, right, layout, swap_eyes)
+        ana = layouts.pack_stereo(left, right, "anaglyph", swap_eyes)
+        return io.NodeOutput(stereo, left, right, torch.stack(lholes), torch.stack(rholes), ana,
+                             torch.stack(disps).contiguous())
+
+
+class StereoPack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_StereoPack",
+            display_name="Stereo 360 Pack Eyes",
+            category=CATEGORY_STEREO,
+            description="Pack a left and a right eye (e.g. after inpainting their holes) into one VR frame: "
+                        "top_bottom (left eye on top), side_by_side (left eye left) or red-cyan anaglyph.",
+            inputs=[
+                io.Image.Input("left", tooltip="Left-eye image."),
+                io.Image.Input("right", tooltip="Right-eye image, same size and batch as left."),
+                io.Combo.Input("layout", options=list(layouts.LAYOUTS), default="top_bottom",
+                               tooltip="top_bottom (_360_TB), side_by_side (_360_LR) or anaglyph."),
+                io.Boolean.Input("swap_eyes", default=False, tooltip="Exchange the eyes before packing."),
+            ],
+            outputs=[io.Image.Output("stereo", tooltip="The packed stereo frame.")],
+        )
+
+    @classmethod
+    def execute(cls, left, right, layout, swap_eyes) -> io.NodeOutput:
+        node = "SDL3D_StereoPack"
+        require_image(node, "left", left)
+        require_image(node, "right", right)
+        if tuple(left.shape) != tuple(right.shape):
+            raise input_error(node, "right", right, f"shape differs from left {tuple(left.shape)}",
+                              "give both eyes the same size and batch")
+        if layout not in layouts.LAYOUTS:
+            raise input_error(node, "layout", layout, "unknown layout", f"use one of {layouts.LAYOUTS}")
+        return io.NodeOutput(layouts.pack_stereo(left, right, layout, swap_eyes))
+
+
+class SaveStereo360(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SDL3D_SaveStereo360",
+            display_name="Save Stereo 360 (VR)",
+            category=CATEGORY_STEREO,
+            description="Save packed stereo 360 frames as PNG under ComfyUI's output folder with the suffix VR "
+                        "players auto-detect: <prefix>_00001_360_TB.png (top-bottom) or _360_LR (side-by-side).",
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("images", tooltip="Packed stereo frames (Stereo 360 'stereo' output or Pack Eyes)."),
+                io.Combo.Input("layout", options=["auto", "top_bottom", "side_by_side"], default="auto",
+                               tooltip="Layout of the frames; auto = square is top_bottom, 4:1 is side_by_side."),
+                io.String.Input("filename_prefix", default="stereo360/ODS",
+                                tooltip="File name prefix inside the output folder; may contain a subfolder and "
+                                        "%date% style variables like Save Image."),
+            ],
+            outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+        )
+
+    @classmethod
+    def execute(cls, images, layout, filename_prefix) -> io.NodeOutput:
+        import folder_paths
+        from PIL import Image
+
+        node = "SDL3D_SaveStereo360"
+        require_image(node, "images", images, channels=(3, 4))
+        height, width = images.shape[1:3]
+        chosen = layouts.detect_layout(height, width) if layout == "auto" else layout
+        if chosen is None:
+            raise input_error(node, "layout", layout, f"cannot tell the layout of a {width}x{height} frame",
+                              "pick top_bottom or side_by_side explicitly")
+        if chosen not in layouts.FILE_SUFFIX:
+            raise input_error(node, "layout", layout, "unknown layout", "use auto, top_bottom or side_by_side")
+        out_dir = folder_paths.get_output_directory()
+        if not filename_prefix or not _inside(out_dir, filename_prefix):
+            raise input_error(node, "filename_prefix", filename_prefix, "would save outside ComfyUI's output folder",
+                              "use a relative prefix such as 'stereo360/ODS'")
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir,
+                                                                                   width, height)
+        metadata = ui.ImageSaveHelper._create_png_metadata(cls)
+        results = []
+        for b in range(images.shape[0]):
+            arr = np.clip(255.0 * images[b].detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
+            name = f"{filename.replace('%batch_num%', str(b))}_{counter:05}{layouts.FILE_SUFFIX[chosen]}.png"
+            Image.fromarray(arr).save(os.path.join(folder, name), pnginfo=metadata, compress_level=4)
+            results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
+            counter += 1
+        return io.NodeOutput(ui=ui.SavedImages(results))
+
+
+def _inside(root: str, prefix: str) -> bool:
+    """True if ``root/prefix`` (normalised) stays inside ``root``; absolute prefixes are refused."""
+    if os.path.isabs(prefix) or os.path.splitdrive(prefix)[0]:
+        return False
+    root = os.path.abspath(root)
+    target = os.path.abspath(os.path.join(root, os.path.normpath(prefix)))
+    return os.path.commonpath([root, target]) == root and target != root
+
+
+STEREO_NODES = [Stereo360, StereoPack, SaveStereo360]

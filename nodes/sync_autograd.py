@@ -1,0 +1,33 @@
+"""Gradients inside ComfyUI: nodes run under torch.inference_mode(), so the models' weights are inference tensors.
+
+Autograd refuses to save inference tensors for backward. `grad_enabled()` turns inference mode off, enables grad
+and installs a TorchFunctionMode that clones an inference tensor only where it meets a tensor requiring grad (a
+weight in a conv/linear/norm on the grad path). The model itself is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+
+class _CloneInferenceTensorsOnGradPath(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if torch.is_grad_enabled():
+            flat, spec = tree_flatten((args, kwargs))
+            tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+            if any(t.requires_grad for t in tensors) and any(t.is_inference() for t in tensors):
+                flat = [t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t for t in flat]
+                args, kwargs = tree_unflatten(flat, spec)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def grad_enabled():
+    """Run autograd on ComfyUI-loaded models from inside a node (inference mode off, grad on, weight bridge)."""
+    with torch.inference_mode(False), torch.enable_grad(), _CloneInferenceTensorsOnGradPath():
+        yield

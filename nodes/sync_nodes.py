@@ -1,0 +1,285 @@
+"""SyncDiffusion nodes: a KSampler, a SAMPLER for SamplerCustom(Advanced), and an LPIPS loader.
+
+The nodes validate inputs, convert pixel sizes to latent units and hand everything to nodes/sync_sampler.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import latent_preview
+
+from ..sync_core import perceptual as core_perceptual
+from ..sync_core import sync as core_sync
+from .common import CATEGORY_SAMPLING, input_error
+from .model_folders import LPIPS_FOLDER
+from .sync_sampler import SyncDiffusionSampler, SyncSettings, is_supported_model_sampling
+
+LPIPS_TYPE = io.Custom("SDL3D_LPIPS")
+ANCHORS = ["middle", "first", "last"]
+LPIPS_NETS = ["vgg", "alex"]
+
+
+@dataclass(frozen=True)
+class LPIPSChoice:
+    """What the LPIPS loader hands to the samplers: the network and the resolution LPIPS runs at (0 = native)."""
+
+    net: str
+    model: torch.nn.Module
+    resolution: int = 0
+
+    def perceptual(self):
+        return core_perceptual.make_perceptual(self.model, self.resolution or None)
+
+
+def load_lpips(node: str, net: str = "vgg", resolution: int = 0) -> LPIPSChoice:
+    """Build LPIPS from `models/lpips/` (or the torch hub cache); a clear error when the backbone is missing."""
+    search = folder_paths.get_folder_paths(LPIPS_FOLDER) if LPIPS_FOLDER in folder_paths.folder_names_and_paths else []
+    try:
+        model = core_perceptual.build_lpips(net, search_dirs=search)
+    except core_perceptual.LPIPSWeightsMissing as err:
+        raise input_error(node, "lpips", net, f"the LPIPS backbone weights are missing ({err})",
+                          f"put torchvision's '{core_perceptual.BACKBONE_FILES[core_perceptual.normalize_net_name(net)]}' "
+                          f"into {search[0] if search else 'ComfyUI/models/lpips'} (no download happens at run time)"
+                          ) from None
+    return LPIPSChoice(net=net, model=model, resolution=int(resolution))
+
+
+def _sync_inputs(default_sampler: str | None = None) -> list:
+    return [
+        io.Int.Input("window", default=512, min=64, max=8192, step=8,
+                     tooltip="View (window) size in pixels, square. 512 for SD1.x/SD2-base (the paper), 768 for "
+                             "SD2 768-v, 1024 for SDXL. Must fit inside the image."),
+        io.Int.Input("stride", default=128, min=8, max=8192, step=8,
+                     tooltip="Distance between neighbouring views in pixels (the paper: 128 = 16 latent). Smaller = "
+                             "more overlap, more coherent, slower. Must be <= window."),
+        io.Float.Input("sync_weight", default=20.0, min=0.0, max=100000.0, step=0.5,
+                       tooltip="w: the LPIPS gradient step size pulling each view toward the anchor (paper: 20). "
+                               "0 = plain MultiDiffusion."),
+        io.Float.Input("sync_decay", default=0.95, min=0.01, max=1.0, step=0.005,
+                       tooltip="Weight decay per step: w * decay^k (0.95 paper, 0.99 demos). k is rescaled to a "
+                               "50-step schedule, so 20 steps decay like 50."),
+        io.Int.Input("sync_freq", default=1, min=1, max=1000,
+                     tooltip="Synchronise every N-th step (official sync_freq; step i syncs when (i+1) % N == 0)."),
+        io.Int.Input("sync_steps", default=10, min=0, max=10000,
+                     tooltip="Synchronise only during the first N sampler steps (official sync_thres: 5-10 in "
+                             "the demos; >= steps = every step, the paper's signature). Each sync step costs about "
+                             "4-7x a plain step."),
+        io.Combo.Input("anchor", options=ANCHORS, default="middle",
+                       tooltip="The view every other view is pulled toward: the middle view (official), the "
+                               "first (leftmost/top-left) or the last."),
+        io.Boolean.Input("circular", default=False,
+                         tooltip="360 panorama: views wrap over the right edge back to the left (horizontal only), "
+                                 "so the left and right borders join seamlessly."),
+        io.Int.Input("view_batch_size", default=1, min=1, max=64,
+                     tooltip="Views evaluated per model call (faster, more memory; the gradient pass memory grows "
+                             "with it). Area, mask and ControlNet conditioning use 1."),
+        io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES,
+                       default=default_sampler or "euler",
+                       tooltip="The base sampler that takes the steps (any ComfyUI sampler). euler with the "
+                               "ddim_uniform scheduler is the paper's DDIM."),
+    ]
+
+
+def _needs_lpips(settings: SyncSettings) -> bool:
+    return settings.schedule.weight > 0 and settings.schedule.steps > 0
+
+
+def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
+              sync_steps: int, anchor: str, circular: bool, view_batch_size: int) -> SyncSettings:
+    for name, value in (("window", window), ("stride", stride)):
+        if value % 8 != 0 or value <= 0:
+            raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
+                              f"use {max(8, value // 8 * 8)}")
+    if not 0 < stride <= window:
+        raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
+                          "use a stride <= window (128 for a 512 window, as in the paper)")
+    if anchor not in ANCHORS:
+        raise input_error(node, "anchor", anchor, "unknown anchor", f"use one of {ANCHORS}")
+    try:
+        schedule = core_sync.SyncSchedule(weight=float(sync_weight), decay=float(sync_decay), freq=int(sync_freq),
+                                          steps=int(sync_steps))
+    except ValueError as err:
+        raise input_error(node, "sync_weight", sync_weight, str(err), "use the defaults (20, 0.95, 1, 10)") from None
+    return SyncSettings(window=(window // 8, window // 8), stride=(stride // 8, stride // 8), schedule=schedule,
+                        anchor=anchor, circular=bool(circular), view_batch_size=int(view_batch_size))
+
+
+def check_model_and_vae(node: str, model, vae) -> None:
+    model_sampling = model.get_model_object("model_sampling")
+    if not is_supported_model_sampling(model_sampling):
+        raise input_error(node, "model", type(model_sampling).__name__,
+                          "SyncDiffusion's gradient step is defined for eps/v-prediction diffusion models; this "
+                          "model uses another parametrisation (flow matching / CONST)",
+                          "use an SD1.x, SD2.x or SDXL checkpoint")
+    if vae is None or not hasattr(vae, "first_stage_model") or not hasattr(vae, "latent_channels"):
+        raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
+    model_channels = model.get_model_object("latent_format").latent_channels
+    if vae.latent_channels != model_channels:
+        raise input_error(node, "vae", f"VAE with {vae.latent_channels}-channel latents", "does not match the "
+                          f"model's {model_channels}-channel latent space", "connect the VAE that belongs to the "
+                          "model (for SDXL: the SDXL VAE or TAESDXL)")
+
+
+def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, model) -> None:
+    """Called where the latent is known: window inside the image, channels matching the model."""
+    model_channels = model.get_model_object("latent_format").latent_channels
+    if latent.ndim != 4 or latent.shape[1] != model_channels:
+        raise input_error(node, "latent_image", latent, f"has {latent.shape[1] if latent.ndim > 1 else '?'} "
+                          f"channels, the model expects {model_channels}", "use Empty Latent Image or VAE Encode "
+                          "with this model's VAE")
+    latent_h, latent_w = latent.shape[-2:]
+    wh, ww = settings.window
+    if wh > latent_h or (ww > latent_w):
+        raise input_error(node, "window", wh * 8, f"is larger than the image ({latent_w * 8}x{latent_h * 8} px)",
+                          f"use a window <= {min(latent_h, latent_w) * 8} or a larger image")
+
+
+class SyncDiffusionKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_SyncDiffusionKSampler",
+            display_name="SyncDiffusion KSampler",
+            category=CATEGORY_SAMPLING,
+            description="Coherent panoramas (SyncDiffusion, NeurIPS 2023): joint diffusion over overlapping views "
+                        "(MultiDiffusion) plus, during the first sync_steps steps, one LPIPS gradient step per view "
+                        "pulling its predicted image toward the anchor view. Works with any sampler/scheduler, "
+                        "ControlNet, area conditioning and img2img (denoise < 1).",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (SD1.x/SD2.x/SDXL; eps or v-prediction)."),
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning; area conditioning and ControlNet "
+                                                          "hints are cropped to each view."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
+                io.Latent.Input("latent_image", tooltip="The panorama latent (e.g. Empty Latent Image 2048x512)."),
+                io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (differentiated). The checkpoint's VAE is "
+                                            "the paper; a TAESD VAE is ~18x cheaper."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed (same noise as the stock KSampler for the same seed)."),
+                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampler steps (paper: 50 DDIM)."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (paper: 7.5)."),
+                *_sync_inputs()[-1:],
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="ddim_uniform",
+                               tooltip="Noise schedule; ddim_uniform gives the paper's DDIM timesteps."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Below 1: img2img panorama from latent_image (sync counts from the first "
+                                       "executed step)."),
+                *_sync_inputs()[:-1],
+                io.Custom("SDL3D_LPIPS").Input("lpips", optional=True,
+                                               tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: VGG from "
+                                                       "models/lpips, as in the paper)."),
+            ],
+            outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, vae, seed, steps, cfg, sampler_name, scheduler,
+                denoise, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
+                view_batch_size, lpips=None) -> io.NodeOutput:
+        node = "SyncDiffusion KSampler"
+        check_model_and_vae(node, model, vae)
+        settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
+                             view_batch_size)
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        check_geometry(node, latent, settings, model)
+        choice = lpips if lpips is not None or not _needs_lpips(settings) else load_lpips(node)
+        sampler = SyncDiffusionSampler(sampler_name, settings, vae, choice.perceptual() if choice else None,
+                                       choice.model if choice else None)
+        sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                         scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        callback = latent_preview.prepare_callback(model, steps)
+        samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                             noise_mask=latent_image.get("noise_mask"), callback=callback,
+                                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        out = latent_image.copy()
+        out["samples"] = samples
+        return io.NodeOutput(out)
+
+
+class SyncDiffusionSamplerNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_SyncDiffusionSampler",
+            display_name="SyncDiffusion Sampler",
+            category=CATEGORY_SAMPLING,
+            description="SyncDiffusion as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: any guider, any "
+                        "sigmas (scheduler), any noise. Wraps the chosen base sampler with joint diffusion over "
+                        "views and the LPIPS synchronisation step.",
+            inputs=[
+                io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
+                *_sync_inputs(),
+                io.Custom("SDL3D_LPIPS").Input("lpips", optional=True,
+                                               tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: VGG from "
+                                                       "models/lpips)."),
+            ],
+            outputs=[io.Sampler.Output("SAMPLER", display_name="sampler",
+                                       tooltip="Connect to SamplerCustom / SamplerCustomAdvanced.")],
+        )
+
+    @classmethod
+    def execute(cls, vae, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
+                view_batch_size, sampler_name, lpips=None) -> io.NodeOutput:
+        node = "SyncDiffusion Sampler"
+        if vae is None or not hasattr(vae, "first_stage_model"):
+            raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
+        settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
+                             view_batch_size)
+        choice = lpips if lpips is not None or not _needs_lpips(settings) else load_lpips(node)
+        sampler = CheckedSyncDiffusionSampler(sampler_name, settings, vae, choice.perceptual() if choice else None,
+                                              choice.model if choice else None)
+        return io.NodeOutput(sampler)
+
+
+class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
+    """The SAMPLER node's sampler: checks model, VAE and geometry when the guider hands them over."""
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        node = "SyncDiffusion Sampler"
+        check_model_and_vae(node, model_wrap.model_patcher, self.vae)
+        check_geometry(node, noise, self.settings, model_wrap.model_patcher)
+        return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                              disable_pbar)
+
+
+class SyncDiffusionLPIPSLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_LPIPSLoader",
+            display_name="SyncDiffusion LPIPS Loader",
+            category=CATEGORY_SAMPLING,
+            description="Loads LPIPS (v0.1 learned heads from the lpips package) with its ImageNet backbone from "
+                        "models/lpips (vgg16-397923af.pth or alexnet-owt-7be5be79.pth; the torch hub cache is "
+                        "searched too). Nothing is downloaded.",
+            inputs=[
+                io.Combo.Input("net", options=LPIPS_NETS, default="vgg",
+                               tooltip="vgg = the paper's LPIPS-VGG; alex = LPIPS-AlexNet, ~20x cheaper, a "
+                                       "different metric (retune sync_weight)."),
+                io.Int.Input("resolution", default=0, min=0, max=4096, step=8,
+                             tooltip="Resize decoded views so the shorter side is this many pixels before LPIPS "
+                                     "(0 = native, as in the paper; 256 is ~4x cheaper)."),
+            ],
+            outputs=[LPIPS_TYPE.Output("SDL3D_LPIPS", display_name="lpips",
+                                       tooltip="Connect to a SyncDiffusion KSampler or Sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, net, resolution) -> io.NodeOutput:
+        if net not in LPIPS_NETS:
+            raise input_error("SyncDiffusion LPIPS Loader", "net", net, "unknown network", f"use one of {LPIPS_NETS}")
+        return io.NodeOutput(load_lpips("SyncDiffusion LPIPS Loader", net, resolution))
+
+
+SYNC_NODES = [SyncDiffusionKSampler, SyncDiffusionSamplerNode, SyncDiffusionLPIPSLoader]

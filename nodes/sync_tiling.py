@@ -1,0 +1,212 @@
+"""Per-view denoising inside ComfyUI's sampling stack (MultiDiffusion tiler), used by the SyncDiffusion sampler.
+
+`ViewTiler` is installed as `model_options["sampler_calc_cond_batch_function"]`: ComfyUI's `sampling_function`
+calls it with the full panorama latent and the processed cond/uncond lists; it runs the model on every view with
+conditioning cropped to that view and merges the per-view predictions by value/count. CFG (and any post-CFG
+function) is then applied by ComfyUI on the merged canvas, which equals per-view CFG followed by averaging.
+
+Per view, before calling ComfyUI's own `calc_cond_batch`:
+- area conditioning is intersected with the view and shifted into view coordinates (dropped where it misses);
+- conditioning masks and spatial model conds (`c_concat`: inpainting, depth/unCLIP concat) are cropped;
+- ControlNet/T2I hints are resized to the canvas as stock ComfyUI would, then cropped per view (a whole hint is
+  never squashed into a view); each view keeps its own control copy, so cached hints are reused across steps;
+- SDXL size conditioning (`y`) is re-encoded with the view size unless the prompt set its own width/height.
+
+Two extra modes serve the sync step: `view_mode` (the input is a stack of given views, for the gradient pass) and
+`pending` (the first evaluation at a given sigma reads each view from its own synchronised latent).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+import comfy.conds
+import comfy.model_base
+import comfy.samplers
+import comfy.utils
+
+from ..sync_core import views as core_views
+
+
+@dataclass
+class PendingViews:
+    """Per-view latents to use at the first model evaluation at `sigma` (set by the sync step)."""
+
+    sigma: float
+    deviations: list[torch.Tensor]  # per view: its own latent minus the crop of the averaged latent
+
+
+class ViewTiler:
+    def __init__(self, model: comfy.model_base.BaseModel, views: list[core_views.View], latent_hw: tuple[int, int],
+                 view_batch_size: int = 1, previous_function=None):
+        self.model = model
+        self.views = views
+        self.latent_h, self.latent_w = latent_hw
+        self.view_batch_size = max(1, int(view_batch_size))
+        self.previous_function = previous_function
+        self.view_mode: list[int] | None = None
+        self.pending: PendingViews | None = None
+        self._controls: dict[tuple[int, int], object] = {}
+        self._count = None
+
+    # ---- ComfyUI hook -------------------------------------------------------------------------------------------
+    def __call__(self, args: dict) -> list[torch.Tensor]:
+        conds, x, sigma = args["conds"], args["input"], args["sigma"]
+        model, model_options = args["model"], args["model_options"]
+        if self.view_mode is not None:
+            return self._evaluate(conds, x, sigma, self.view_mode, model, model_options)
+        deviations = self._take_pending(sigma, x)
+        batch = x.shape[0]
+        outputs = [torch.zeros_like(x) for _ in conds]
+        for group in self._groups(conds):
+            tiles = []
+            for v in group:
+                tile = core_views.crop_view(x, self.views[v])
+                if deviations is not None:
+                    tile = tile + deviations[v].to(tile)
+                tiles.append(tile)
+            results = self._evaluate(conds, torch.cat(tiles), sigma, group, model, model_options)
+            for k, result in enumerate(results):
+                for j, v in enumerate(group):
+                    core_views.add_view(outputs[k], result[j * batch:(j + 1) * batch], self.views[v])
+        count = self._coverage(x)
+        return [out / count for out in outputs]
+
+    # ---- helpers ----------------------------------------------------------------------------------------------
+    def _coverage(self, x: torch.Tensor) -> torch.Tensor:
+        if self._count is None or self._count.device != x.device or self._count.dtype != x.dtype:
+            self._count = core_views.coverage_count(self.views, self.latent_h, self.latent_w, x.device, x.dtype)
+        return self._count
+
+    def _take_pending(self, sigma: torch.Tensor, x: torch.Tensor):
+        pending = self.pending
+        if pending is None or not math.isclose(float(sigma.flatten()[0]), pending.sigma, rel_tol=1e-5, abs_tol=1e-8):
+            return None
+        self.pending = None
+        return pending.deviations
+
+    def _groups(self, conds) -> list[list[int]]:
+        """Views evaluated together; view-specific conditioning (areas, masks, hints) forces one view per call."""
+        size = self.view_batch_size
+        for cond_list in conds:
+            for c in cond_list or []:
+                if any(key in c for key in ("area", "mask", "control", "gligen")):
+                    size = 1
+        ids = list(range(len(self.views)))
+        return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+    def _evaluate(self, conds, x_stack, sigma, view_ids, model, model_options) -> list[torch.Tensor]:
+        """Run ComfyUI's calc_cond_batch on a stack of views (view-major, each the full batch)."""
+        n = len(view_ids)
+        per_view = x_stack.shape[0] // n
+        view_conds = [None if cond_list is None else self._conds_for_views(cond_list, view_ids, per_view)
+                      for cond_list in conds]
+        timestep = sigma.repeat(n) if sigma.shape[0] * n == x_stack.shape[0] else sigma
+        options = dict(model_options)
+        options.pop("sampler_calc_cond_batch_function", None)
+        if self.previous_function is not None:
+            options["sampler_calc_cond_batch_function"] = self.previous_function
+            return self.previous_function({"conds": view_conds, "input": x_stack, "sigma": timestep,
+                                           "model": model, "model_options": options})
+        return comfy.samplers.calc_cond_batch(model, view_conds, x_stack, timestep, options)
+
+    def _conds_for_views(self, cond_list: list[dict], view_ids: list[int], batch: int) -> list[dict]:
+        out = []
+        for c in cond_list:
+            new = dict(c)
+            if "area" in c:
+                area = self._area_in_view(c["area"], self.views[view_ids[0]])
+                if area is None:
+                    continue
+                new["area"] = area
+            if "mask" in c:
+                new["mask"] = core_views.crop_view(c["mask"], self.views[view_ids[0]])
+            if "control" in c and c["control"] is not None:
+                new["control"] = self._control_for_view(c["control"], view_ids[0])
+            new["model_conds"] = self._model_conds_for_views(c, view_ids, batch)
+            out.append(new)
+        return out
+
+    def _area_in_view(self, area, view: core_views.View):
+        """Area (h, w, y, x) in latent units -> the part inside `view`, in view coordinates; None if it misses.
+
+        A wrapping (circular) view is tested against the area and its copy shifted by the panorama width.
+        """
+        area = list(area)
+        if len(area) != 4:
+            return tuple(area)  # other dimensionalities are left to ComfyUI
+        h, w, y, x = (int(a) for a in area)
+        top = max(y, view.top)
+        bottom = min(y + h, view.top + view.height)
+        best = None
+        for shift in (0, self.latent_w):
+            left = max(x + shift, view.left)
+            right = min(x + w + shift, view.left + view.width)
+            if right > left and bottom > top and (best is None or right - left > best[1]):
+                best = (bottom - top, right - left, top - view.top, left - view.left)
+        return best
+
+    def _model_conds_for_views(self, c: dict, view_ids: list[int], batch: int) -> dict:
+        model_conds = dict(c["model_conds"])
+        for key, value in model_conds.items():
+            if isinstance(value, comfy.conds.CONDNoiseShape):
+                tensor = value.cond
+                scale_h = tensor.shape[-2] / self.latent_h
+                scale_w = tensor.shape[-1] / self.latent_w
+                crops = []
+                for v in view_ids:
+                    view = _scaled_view(self.views[v], scale_h, scale_w)
+                    crops.append(comfy.utils.repeat_to_batch_size(core_views.crop_view(tensor, view), batch))
+                model_conds[key] = comfy.conds.CONDNoiseShape(torch.cat(crops))
+        if "y" in model_conds and isinstance(self.model, comfy.model_base.SDXL):
+            model_conds["y"] = self._sdxl_size_cond(c, self.views[view_ids[0]])
+        return model_conds
+
+    def _sdxl_size_cond(self, c: dict, view: core_views.View):
+        canvas = (self.latent_h * 8, self.latent_w * 8)
+        if (c.get("height"), c.get("width")) not in ((None, None), canvas):
+            return c["model_conds"]["y"]  # the prompt set its own size conditioning: keep it
+        px_h, px_w = view.height * 8, view.width * 8
+        params = {k: v for k, v in c.items() if k not in ("model_conds", "control", "area", "mask", "uuid", "hooks")}
+        params.update(width=px_w, height=px_h, target_width=px_w, target_height=px_h)
+        return comfy.conds.CONDRegular(self.model.encode_adm(**params))
+
+    def _control_for_view(self, control, view_index: int):
+        """A copy of the control chain whose hints are this view's crop of the canvas-sized hints (cached)."""
+        key = (id(control), view_index)
+        if key in self._controls:
+            return self._controls[key]
+        previous = control.previous_controlnet
+        copy = control.copy()
+        copy.timestep_range = control.timestep_range
+        if control.cond_hint_original is not None:
+            scale = control.compression_ratio
+            if getattr(control, "vae", None) is not None:
+                scale *= control.vae.spacial_compression_encode()
+            canvas_hint = comfy.utils.common_upscale(control.cond_hint_original, self.latent_w * scale,
+                                                     self.latent_h * scale, control.upscale_algorithm, "center")
+            copy.cond_hint_original = core_views.crop_view(canvas_hint, _scaled_view(self.views[view_index], scale, scale))
+        copy.cond_hint = None
+        if previous is not None:
+            copy.set_previous_controlnet(self._control_for_view(previous, view_index))
+        self._controls[key] = copy
+        return copy
+
+    def cleanup(self) -> None:
+        """Free the per-view control copies (their cached hints) and any pending state."""
+        for control in self._controls.values():
+            control.cond_hint = None
+            control.cond_hint_original = None
+        self._controls.clear()
+        self.pending = None
+        self.view_mode = None
+
+
+def _scaled_view(view: core_views.View, scale_h: float, scale_w: float) -> core_views.View:
+    if scale_h == 1 and scale_w == 1:
+        return view
+    return core_views.View(int(round(view.top * scale_h)), int(round(view.left * scale_w)),
+                           int(round(view.height * scale_h)), int(round(view.width * scale_w)))

@@ -1,0 +1,148 @@
+"""LPIPS for SyncDiffusion, built offline from a torchvision-format backbone file.
+
+The official code uses ``lpips.LPIPS(net='vgg')`` (version 0.1, learned linear heads shipped inside the pip
+package), whose VGG16 trunk is downloaded by torchvision on first use. Here the trunk is never downloaded: the
+``lpips.LPIPS`` class is built with a random trunk (``pnet_rand=True``) and the trunk weights are loaded from the
+torchvision checkpoint file (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth``), mapping torchvision keys
+``features.N.*`` onto lpips' ``net.sliceK.N.*``. The file may be the full torchvision checkpoint or its
+``features.*`` subset.
+
+Convention: ``LPIPS(a, b)`` takes images ``[N, 3, H, W]`` in [-1, 1] and returns ``[N, 1, 1, 1]``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["BACKBONE_FILES", "LPIPSWeightsMissing", "find_backbone_weights", "build_lpips", "make_perceptual",
+           "normalize_net_name"]
+
+BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+_ALIASES = {"vgg": "vgg", "vgg16": "vgg", "alex": "alex", "alexnet": "alex"}
+
+
+class LPIPSWeightsMissing(FileNotFoundError):
+    """The torchvision backbone file for LPIPS was not found in any searched folder."""
+
+
+def normalize_net_name(net: str) -> str:
+    key = str(net).strip().lower()
+    if key not in _ALIASES:
+        raise ValueError(f"LPIPS net must be 'vgg' or 'alex', got {net!r}")
+    return _ALIASES[key]
+
+
+def _hub_checkpoint_dir() -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def _search_order(search_dirs: Sequence[str]) -> list[str]:
+    dirs = [os.fspath(d) for d in search_dirs if d]
+    hub = _hub_checkpoint_dir()
+    if hub not in dirs:
+        dirs.append(hub)
+    return dirs
+
+
+def find_backbone_weights(net: str, search_dirs: Sequence[str]) -> str | None:
+    """Path of the torchvision backbone file for ``net`` in ``search_dirs`` (in order), then in torch's hub cache
+    (``torch.hub.get_dir()/checkpoints``, where torchvision would have downloaded it); None if absent."""
+    name = BACKBONE_FILES[normalize_net_name(net)]
+    for d in _search_order(search_dirs):
+        path = os.path.join(d, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _missing_error(net: str, search_dirs: Sequence[str]) -> LPIPSWeightsMissing:
+    name = BACKBONE_FILES[net]
+    searched = _search_order(search_dirs)
+    target = searched[0]
+    return LPIPSWeightsMissing(
+        f"LPIPS-{net} needs the torchvision ImageNet backbone file '{name}', which was not found. Searched: "
+        + ", ".join(repr(d) for d in searched)
+        + f". Put '{name}' (from torchvision, e.g. https://download.pytorch.org/models/{name}) into {target!r}; "
+        "no download is attempted.")
+
+
+def _map_backbone_keys(model: torch.nn.Module, state_dict: Mapping[str, Tensor], net: str) -> dict[str, Tensor]:
+    """torchvision ``features.N.{weight,bias}`` -> lpips ``net.sliceK.N.{weight,bias}``."""
+    by_index: dict[str, str] = {}
+    for key in model.state_dict():
+        parts = key.split(".")
+        if len(parts) == 4 and parts[0] == "net" and parts[1].startswith("slice"):
+            by_index[f"features.{parts[2]}.{parts[3]}"] = key
+    src = {}
+    for key, value in state_dict.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        if k.startswith("features."):
+            src[k] = value
+    missing = sorted(k for k in by_index if k not in src)
+    if missing:
+        raise ValueError(
+            f"the LPIPS-{net} backbone state dict is not a torchvision {'VGG16' if net == 'vgg' else 'AlexNet'} "
+            f"checkpoint: missing {missing[:4]}{' ...' if len(missing) > 4 else ''} (found {len(src)} features.* "
+            f"keys)")
+    target_shapes = model.state_dict()
+    mapped = {}
+    for k, dst in by_index.items():
+        if tuple(src[k].shape) != tuple(target_shapes[dst].shape):
+            raise ValueError(f"the LPIPS-{net} backbone tensor {k} has shape {tuple(src[k].shape)}, expected "
+                             f"{tuple(target_shapes[dst].shape)}: wrong network file?")
+        mapped[dst] = src[k]
+    return mapped
+
+
+def build_lpips(net: str = "vgg", backbone_path: str | None = None, search_dirs: Sequence[str] = (),
+                backbone_state_dict: Mapping[str, Tensor] | None = None) -> torch.nn.Module:
+    """The real ``lpips.LPIPS`` (v0.1, learned heads from the pip package) with its trunk loaded from a
+    torchvision-format file or state dict; eval mode, frozen, on CPU, fp32.
+
+    Priority: ``backbone_state_dict``, then ``backbone_path``, then :func:`find_backbone_weights` over
+    ``search_dirs`` + the torch hub cache. Raises :class:`LPIPSWeightsMissing` when nothing is found.
+    """
+    net = normalize_net_name(net)
+    if backbone_state_dict is None:
+        path = backbone_path
+        if path is not None and not os.path.isfile(path):
+            raise LPIPSWeightsMissing(f"LPIPS-{net} backbone file {path!r} does not exist; expected torchvision's "
+                                      f"'{BACKBONE_FILES[net]}'")
+        if path is None:
+            path = find_backbone_weights(net, search_dirs)
+        if path is None:
+            raise _missing_error(net, search_dirs)
+        backbone_state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    import lpips  # local import: heavy, and only needed here
+
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(pretrained=True, net=net, version="0.1", lpips=True, spatial=False, pnet_rand=True,
+                            pnet_tune=False, verbose=False)
+    mapped = _map_backbone_keys(model, backbone_state_dict, net)
+    model.load_state_dict(mapped, strict=False)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def make_perceptual(model: torch.nn.Module, resolution: int | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """``perceptual(a, b)`` for :func:`sync_core.sync.sync_views`: LPIPS on [-1,1] images, optionally after a
+    bilinear resize so that the shorter side is ``resolution`` (cheaper LPIPS; the official code uses full size).
+    Inputs are cast to the model's dtype/device; the result is ``[N]`` float32."""
+    param = next(model.parameters())
+
+    def perceptual(a: Tensor, b: Tensor) -> Tensor:
+        if resolution is not None and min(a.shape[-2:]) != resolution:
+            scale = resolution / min(a.shape[-2:])
+            size = (max(1, round(a.shape[-2] * scale)), max(1, round(a.shape[-1] * scale)))
+            a = torch.nn.functional.interpolate(a, size=size, mode="bilinear", align_corners=False, antialias=True)
+            b = torch.nn.functional.interpolate(b, size=size, mode="bilinear", align_corners=False, antialias=True)
+        out = model(a.to(device=param.device, dtype=param.dtype), b.to(device=param.device, dtype=param.dtype))
+        return out.reshape(out.shape[0]).float()
+
+    return perceptual

@@ -1,0 +1,367 @@
+"""LDM3D nodes in-process on real ComfyUI with the random-weight fixtures (tests/fixtures/ldm3d_fixtures.py).
+
+Oracles: diffusers' own AutoencoderKL / UNet2DConditionModel loaded from the same fixture folders (an
+independent implementation), and the LDM3D formulas written out here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfy_harness import run_node, stock_node
+
+# |tiled - untiled| on [0,1] pixels for tile 256 px / overlap 128 px, random-weight fixture VAE (measured 0.014 / 0.080)
+TILED_MEAN_TOLERANCE, TILED_P99_TOLERANCE = 0.02, 0.1
+
+
+@pytest.fixture(scope="module")
+def ln(pack):
+    return importlib.import_module(f"{pack.module.__name__}.nodes.ldm3d_nodes")
+
+
+@pytest.fixture(scope="module")
+def loading(pack):
+    return importlib.import_module(f"{pack.module.__name__}.nodes.ldm3d_loading")
+
+
+@pytest.fixture(scope="module")
+def loaded(ln):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = run_node(ln.LDM3DLoader, model_name=name)
+        return cache[name]
+    return get
+
+
+def _diffusers_vae(comfy, name):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(str(comfy.models / "ldm3d" / name / "vae")).float().eval()
+
+
+def _latent(shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_loader_lists_and_reads_channels_from_weights(ln, loaded):
+    options = ln.LDM3DLoader.GET_SCHEMA().inputs[0].options
+    for name in ("ldm3d", "ldm3d-4c", "ldm3d-sr", "ldm3d-single-6c.safetensors"):
+        assert name in options
+    for name, channels in (("ldm3d", 6), ("ldm3d-4c", 4), ("ldm3d-sr", 4), ("ldm3d-single-6c.safetensors", 6)):
+        model, clip, vae, info = loaded(name)
+        assert vae.ldm3d_channels == channels and f"vae_channels={channels}" in info
+        assert "prediction_type=epsilon" in info and "scaling_factor=0.18215" in info
+    assert "scheduler=PNDMScheduler" in loaded("ldm3d")[3]
+
+
+def test_renamed_models_still_load_right(comfy, ln, tmp_path):
+    """Names lie: a 6-channel single file called ldm3d-4c and a 4-channel folder called ldm3d-6ch."""
+    src = comfy.models / "ldm3d"
+    os.link(src / "ldm3d-single-6c.safetensors", tmp_path / "renamed-ldm3d-4c.safetensors")
+    (tmp_path / "renamed-ldm3d-6ch").symlink_to(src / "ldm3d-4c", target_is_directory=True)
+    diffusers_dir = tmp_path / "diffusers_models"
+    diffusers_dir.mkdir()
+    (diffusers_dir / "Intel-ldm3d").symlink_to(src / "ldm3d", target_is_directory=True)
+    v_pred = tmp_path / "ldm3d-vpred"
+    v_pred.mkdir()
+    for item in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer"):
+        (v_pred / item).symlink_to(src / "ldm3d-4c" / item)
+    (v_pred / "scheduler").mkdir()
+    sched = json.loads((src / "ldm3d-4c" / "scheduler" / "scheduler_config.json").read_text())
+    (v_pred / "scheduler" / "scheduler_config.json").write_text(json.dumps(dict(sched, prediction_type="v_prediction")))
+    paths = comfy.folder_paths.folder_names_and_paths["ldm3d"][0]
+    paths.append(str(tmp_path))
+    had_diffusers = "diffusers" in comfy.folder_paths.folder_names_and_paths
+    comfy.folder_paths.add_model_folder_path("diffusers", str(diffusers_dir))
+    try:
+        assert run_node(ln.LDM3DLoader, model_name="renamed-ldm3d-4c.safetensors")[2].ldm3d_channels == 6
+        assert run_node(ln.LDM3DLoader, model_name="renamed-ldm3d-6ch")[2].ldm3d_channels == 4
+        assert "diffusers/Intel-ldm3d" in ln.LDM3DLoader.GET_SCHEMA().inputs[0].options
+        assert run_node(ln.LDM3DLoader, model_name="diffusers/Intel-ldm3d")[2].ldm3d_channels == 6
+        model, _, _, info = run_node(ln.LDM3DLoader, model_name="ldm3d-vpred")
+        assert "prediction_type=v_prediction" in info
+        assert model.model.model_type == importlib.import_module("comfy.model_base").ModelType.V_PREDICTION
+    finally:
+        paths.remove(str(tmp_path))
+        comfy.folder_paths.folder_names_and_paths["diffusers"][0].remove(str(diffusers_dir))
+        if not had_diffusers:
+            del comfy.folder_paths.folder_names_and_paths["diffusers"]
+
+
+def test_loader_errors(comfy, ln, tmp_path):
+    src = comfy.models / "ldm3d" / "ldm3d-4c"
+    broken = tmp_path / "ldm3d-broken"
+    broken.mkdir()
+    for item in ("model_index.json", "unet", "text_encoder", "scheduler", "tokenizer"):  # no vae/
+        (broken / item).symlink_to(src / item)
+    paths = comfy.folder_paths.folder_names_and_paths["ldm3d"][0]
+    paths.append(str(tmp_path))
+    try:
+        with pytest.raises(ValueError, match=r"SDL3D_LDM3DLoader: input 'model_name' = 'ldm3d-broken'.*lacks the "
+                                             r"'vae/' component.*Fix:"):
+            run_node(ln.LDM3DLoader, model_name="ldm3d-broken")
+        with pytest.raises(ValueError, match=r"SDL3D_LDM3DLoader: input 'model_name' = 'nope'.*no LDM3D model"):
+            run_node(ln.LDM3DLoader, model_name="nope")
+    finally:
+        paths.remove(str(tmp_path))
+    with pytest.raises(ValueError, match="checkpoints/sdl3d_tiny_sd15.safetensors.*Fix:"):
+        run_node(ln.LDM3DLoader, model_name="checkpoints/sdl3d_tiny_sd15.safetensors")  # SD1.5, no LDM3D VAE
+
+
+def test_full_size_unet_config_matches_comfy_sd15_table(loading):
+    """Intel/ldm3d's UNet config.json is SD1.x; the derived config must equal ComfyUI's own SD15 table."""
+    intel = {"attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
+             "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], "in_channels": 4,
+             "layers_per_block": 2, "out_channels": 4, "sample_size": 64,
+             "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "flip_sin_to_cos": True, "freq_shift": 0}
+    got = loading.unet_config_from_diffusers(intel)
+    sd15 = {"model_channels": 320, "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+            "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+            "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+            "in_channels": 4, "out_channels": 4, "adm_in_channels": None}  # comfy/model_detection.py SD15 entry
+    assert {k: got[k] for k in sd15} == sd15
+    with pytest.raises(loading.LDM3DLoadError, match="cross_attention_dim 1024"):
+        loading.unet_config_from_diffusers(dict(intel, cross_attention_dim=1024))
+
+
+def test_scheduler_config_is_read_and_unknown_refused(loading):
+    settings, _, pred = loading.sampling_from_scheduler(
+        {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+    assert pred == "v_prediction" and settings["beta_schedule"] == "sqrt_linear" and settings["linear_end"] == 0.02
+    with pytest.raises(loading.LDM3DLoadError, match="prediction_type 'sample'"):
+        loading.sampling_from_scheduler({"prediction_type": "sample"})
+    with pytest.raises(loading.LDM3DLoadError, match="beta_schedule 'exotic'"):
+        loading.sampling_from_scheduler({"beta_schedule": "exotic"})
+
+
+@pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])
+def test_decode_matches_diffusers_vae_and_ldm3d_formula(comfy, ln, loaded, name):
+    vae = loaded(name)[2]
+    z = _latent((1, 4, 4, 8), seed=3)
+    samples = {"samples": z}
+    image, depth, preview = run_node(ln.LDM3DDecode, samples=samples, vae=vae)
+    assert torch.equal(samples["samples"], z) and list(samples) == ["samples"]
+    assert image.shape == (1, 32, 64, 3) and depth.shape == (1, 32, 64) and preview.shape == (1, 32, 64, 3)
+    with torch.no_grad():
+        x = _diffusers_vae(comfy, name).decode(z).sample  # raw decoder output, [-1, 1]-ish
+    c = (x * 0.5 + 0.5).clamp(0, 1)
+    assert torch.allclose(image, c[:, :3].permute(0, 2, 3, 1), atol=2e-4)
+    if name == "ldm3d-4c":
+        assert torch.allclose(depth, c[:, 3], atol=2e-4)
+    else:
+        code = 256 * torch.round(255 * c[:, 4]) + torch.round(255 * c[:, 5])
+        got = torch.round(depth.double() * 65535)
+        assert (got == code).float().mean() > 0.99  # a rounding boundary may flip between implementations
+        assert torch.equal(got, torch.round(got))  # depth is exactly code / 65535
+    assert torch.equal(preview[..., 1], depth)
+
+
+@pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])
+def test_encode_matches_diffusers_and_round_trips_shapes(comfy, ln, loaded, name):
+    vae = loaded(name)[2]
+    g = torch.Generator().manual_seed(5)
+    image, depth = torch.rand(1, 32, 48, 3, generator=g), torch.rand(1, 32, 48, generator=g)
+    before = (image.clone(), depth.clone())
+    (latent,) = run_node(ln.LDM3DEncode, image=image, depth=depth, vae=vae)
+    assert torch.equal(image, before[0]) and torch.equal(depth, before[1])
+    assert latent["samples"].shape == (1, 4, 4, 6)
+    code = torch.round(depth * 65535)
+    if name == "ldm3d":
+        hi, lo = torch.div(code, 256, rounding_mode="floor") / 255, torch.remainder(code, 256) / 255
+        pixels = torch.stack([image[..., 0], image[..., 1], image[..., 2], hi, hi, lo], 1)
+    else:
+        pixels = torch.cat([image.permute(0, 3, 1, 2), depth[:, None]], 1)
+    with torch.no_grad():
+        oracle = _diffusers_vae(comfy, name).encode(pixels * 2 - 1).latent_dist.mode()
+    assert torch.allclose(latent["samples"], oracle, atol=1e-3)
+    image2, depth2, _ = run_node(ln.LDM3DDecode, samples=latent, vae=vae)
+    assert image2.shape == image.shape and depth2.shape == depth.shape
+
+
+def test_tiled_and_circular_decode(ln, loaded):
+    """Tiled vs untiled on the random-weight fixture VAE (GroupNorm statistics are per tile, so tiles differ).
+
+    Measured (latent 8x40 -> 64x320 px, ldm3d-4c fixture): tile 256 px / overlap 128 px: mean |diff| 0.014,
+    99th percentile 0.080, max 0.27; tile 128 / overlap 64: mean 0.041; a tile covering the image: exactly 0.
+    """
+    vae = loaded("ldm3d-4c")[2]
+    z = _latent((1, 4, 8, 40), seed=7)
+    full = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae)
+    errors = {}
+    for tile, overlap in ((128, 64), (256, 128), (320, 64)):
+        tiled = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=tile, overlap=overlap)
+        diff = torch.cat([(full[0] - tiled[0]).abs().flatten(), (full[1] - tiled[1]).abs().flatten()])
+        errors[tile] = (diff.mean().item(), diff.quantile(0.99).item(), diff.max().item())
+        print(f"tile {tile} overlap {overlap}: mean {errors[tile][0]:.4f} p99 {errors[tile][1]:.4f} "
+              f"max {errors[tile][2]:.4f}")
+    assert errors[256][0] < TILED_MEAN_TOLERANCE and errors[256][1] < TILED_P99_TOLERANCE
+    assert errors[128][0] > errors[256][0] > errors[320][0] == 0.0  # larger tiles -> closer; one tile -> exact
+    circ = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, circular=True)
+    circ_tiled = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=256, overlap=128,
+                          circular=True)
+    assert (circ[0] - circ_tiled[0]).abs().mean().item() < TILED_MEAN_TOLERANCE
+
+    # yaw equivariance: rolling the latent by k columns rolls the circular decode by 8k pixels; the plain decode
+    # is not equivariant at its borders (the old seam moves into the middle of the image).
+    k = 20
+    plain_rolled = run_node(ln.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae)
+    circ_rolled = run_node(ln.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae, circular=True)
+    seam = slice(8 * k - 16, 8 * k + 16)  # where the original image edges meet after the roll
+    plain_err = (plain_rolled[0] - torch.roll(full[0], 8 * k, dims=2))[:, :, seam].abs().mean().item()
+    circ_err = (circ_rolled[0] - torch.roll(circ[0], 8 * k, dims=2))[:, :, seam].abs().mean().item()
+    print(f"seam roll error: plain {plain_err:.4f} circular {circ_err:.4f}")
+    assert circ_err < 0.25 * plain_err
+
+
+def test_stock_nodes_work_with_loaded_model(ln, loaded):
+    model, clip, vae, _ = loaded("ldm3d-4c")
+    (pos,) = run_node(stock_node("CLIPTextEncode"), text="a lighthouse, 360 view", clip=clip)
+    (neg,) = run_node(stock_node("CLIPTextEncode"), text="", clip=clip)
+    (empty,) = run_node(stock_node("EmptyLatentImage"), width=64, height=32, batch_size=1)
+    (latent,) = run_node(stock_node("KSampler"), model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler",
+                         scheduler="normal", positive=pos, negative=neg, latent_image=empty, denoise=1.0)
+    assert latent["samples"].shape == (1, 4, 4, 8) and torch.isfinite(latent["samples"]).all()
+    image, depth, _ = run_node(ln.LDM3DDecode, samples=latent, vae=vae)
+    assert image.shape == (1, 32, 64, 3) and depth.shape == (1, 32, 64)
+    (rgb,) = run_node(stock_node("VAEDecode"), samples=latent, vae=vae)  # stock decode: RGB part
+    assert torch.allclose(rgb, image, atol=1e-5)
+    with pytest.raises(ValueError, match="LDM3D Encode"):
+        run_node(stock_node("VAEEncode"), pixels=image, vae=vae)
+    (rgb_tiled,) = run_node(stock_node("VAEDecodeTiled"), samples=latent, vae=vae, tile_size=64, overlap=32,
+                            temporal_size=64, temporal_overlap=8)
+    assert rgb_tiled.shape == (1, 32, 64, 3)
+
+
+def test_unet_matches_diffusers_unet(comfy, loaded):
+    """Key mapping + config derivation: ComfyUI's UNet == diffusers' UNet2DConditionModel on the same weights."""
+    from diffusers import UNet2DConditionModel
+
+    for name in ("ldm3d-4c", "ldm3d-sr"):
+        model = loaded(name)[0]
+        ref = UNet2DConditionModel.from_pretrained(str(comfy.models / "ldm3d" / name / "unet")).float().eval()
+        g = torch.Generator().manual_seed(11)
+        x = torch.randn(2, ref.config.in_channels, 8, 8, generator=g)
+        ctx = torch.randn(2, 77, 768, generator=g)
+        t = torch.tensor([10.0, 500.0])
+        kwargs, ckw = {}, {}
+        if name == "ldm3d-sr":
+            labels = torch.tensor([20, 350])
+            kwargs["class_labels"], ckw["y"] = labels, labels
+        with torch.no_grad():
+            want = ref(x, t, encoder_hidden_states=ctx, **kwargs).sample
+            unet = model.model.diffusion_model
+            got = unet(x.to(unet.dtype), t, context=ctx.to(unet.dtype), **ckw).float()
+        assert torch.allclose(got, want, atol=2e-3, rtol=1e-3), (name, (got - want).abs().max())
+
+
+def test_sr_conditioning_composes_with_ksampler(ln, loaded):
+    model, clip, vae, info = loaded("ldm3d-sr")
+    assert "unet_in_channels=8" in info and "max_noise_level=350" in info
+    (pos,) = run_node(stock_node("CLIPTextEncode"), text="a room", clip=clip)
+    (neg,) = run_node(stock_node("CLIPTextEncode"), text="", clip=clip)
+    g = torch.Generator().manual_seed(2)
+    image, depth = torch.rand(1, 16, 32, 3, generator=g), torch.rand(1, 16, 32, generator=g)
+    pos_before = [[pos[0][0].clone(), dict(pos[0][1])]]
+    p2, n2, empty = run_node(ln.LDM3DUpscaleConditioning, positive=pos, negative=neg, vae=vae, image=image,
+                             depth=depth, width=64, height=32, noise_level=20)
+    assert pos[0][1].keys() == pos_before[0][1].keys()  # input conditioning untouched
+    assert empty["samples"].shape == (1, 4, 4, 8) and p2[0][1]["ldm3d_noise_level"] == 20
+
+    def sample(p, n):
+        return run_node(stock_node("KSampler"), model=model, seed=3, steps=2, cfg=4.0, sampler_name="euler",
+                        scheduler="normal", positive=p, negative=n, latent_image=empty, denoise=1.0)[0]["samples"]
+    a = sample(p2, n2)
+    p3, n3, _ = run_node(ln.LDM3DUpscaleConditioning, positive=pos, negative=neg, vae=vae, image=1 - image,
+                         depth=depth, width=64, height=32, noise_level=20)
+    p4, n4, _ = run_node(ln.LDM3DUpscaleConditioning, positive=pos, negative=neg, vae=vae, image=image,
+                         depth=depth, width=64, height=32, noise_level=300)
+    assert torch.isfinite(a).all()
+    assert not torch.allclose(a, sample(p3, n3), atol=1e-4)  # the low-res image reaches the UNet
+    assert not torch.allclose(a, sample(p4, n4), atol=1e-4)  # so does the noise level (class label)
+    with pytest.raises(Exception, match="LDM3D Upscale Conditioning"):
+        sample(pos, neg)
+    p5, n5 = ([[c[0], {**c[1], "ldm3d_noise_level": 1000}] for c in conds] for conds in (p2, n2))  # hand-built
+    with pytest.raises(Exception, match="noise_level 1000 is outside"):
+        run_node(stock_node("KSampler"), model=model, seed=3, steps=1, cfg=4.0, sampler_name="euler",
+                 scheduler="normal", positive=p5, negative=n5, latent_image=empty, denoise=1.0)
+
+
+def test_bad_inputs_raise_clear_errors(ln, loaded):
+    vae = loaded("ldm3d-4c")[2]
+    ckpt = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name="sdl3d_tiny_sd15.safetensors")
+    z = {"samples": torch.zeros(1, 4, 4, 4)}
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DDecode: input 'vae'.*not a 4- or 6-channel LDM3D VAE.*Fix:"):
+        run_node(ln.LDM3DDecode, samples=z, vae=ckpt[2])
+    bad = torch.zeros(1, 4, 4, 4)
+    bad[0, 0, 0, 0] = float("nan")
+    nan_latent = {"samples": bad}
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DDecode: input 'samples'.*NaN/inf.*Fix:"):
+        run_node(ln.LDM3DDecode, samples=nan_latent, vae=vae)
+    assert torch.isnan(nan_latent["samples"][0, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DDecode: input 'overlap'"):
+        run_node(ln.LDM3DDecode, samples=z, vae=vae, tiled=True, tile_size=64, overlap=64)
+    image, depth = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 40)
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DEncode: input 'depth'.*differs.*Fix:"):
+        run_node(ln.LDM3DEncode, image=image, depth=depth, vae=vae)
+    inf_depth = torch.rand(1, 32, 32)
+    inf_depth[0, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DEncode: input 'depth'.*NaN/inf"):
+        run_node(ln.LDM3DEncode, image=image, depth=inf_depth, vae=vae)
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DEncode: input 'vae'"):
+        run_node(ln.LDM3DEncode, image=image, depth=inf_depth, vae=ckpt[2])
+    with pytest.raises(ValueError, match=r"SDL3D_LDM3DUpscaleConditioning: input 'vae'.*4-channel"):
+        run_node(ln.LDM3DUpscaleConditioning, positive=[], negative=[], vae=loaded("ldm3d")[2], image=image,
+                 depth=torch.rand(1, 32, 32), width=64, height=64, noise_level=20)
+
+
+def _run_api_workflow(pack, graph: dict) -> dict:
+    """Execute an API-format graph in-process (dependency order) with the harness; returns outputs by node id."""
+    done: dict[str, tuple] = {}
+
+    def run(node_id):
+        if node_id in done:
+            return done[node_id]
+        node = graph[node_id]
+        inputs = {}
+        for key, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                inputs[key] = run(value[0])[value[1]]
+            else:
+                inputs[key] = value
+        cls = pack.by_id.get(node["class_type"]) or stock_node(node["class_type"])
+        done[node_id] = run_node(cls, **inputs)
+        return done[node_id]
+    for node_id in graph:
+        run(node_id)
+    return done
+
+
+@pytest.mark.parametrize("workflow", ["ldm3d_txt2rgbd.api.json", "ldm3d_pano_rgbd.api.json"])
+def test_shipped_workflow_runs_and_saves_rgb_and_16bit_depth(comfy, pack, workflow):
+    from PIL import Image
+
+    graph = json.loads((Path(__file__).resolve().parents[1] / "workflows" / workflow).read_text())
+    out_dir = Path(comfy.folder_paths.get_output_directory())
+    before = set(out_dir.rglob("*.png"))
+    outputs = _run_api_workflow(pack, graph)
+    image, depth, _ = outputs["6"]
+    width, height = graph["4"]["inputs"]["width"], graph["4"]["inputs"]["height"]
+    assert image.shape == (1, height, width, 3) and depth.shape == (1, height, width)
+    new = sorted(set(out_dir.rglob("*.png")) - before)
+    depth_files = [p for p in new if "depth16" in p.name]
+    rgb_files = [p for p in new if "_rgb" in p.name]
+    assert len(depth_files) == 1 and len(rgb_files) == 1
+    with Image.open(depth_files[0]) as im:
+        assert im.mode.startswith("I") and im.size == (width, height)
+        import numpy as np
+
+        codes = np.array(im).astype(np.int64)
+    assert np.array_equal(codes, torch.round(depth[0].double() * 65535).long().numpy())
