@@ -204,9 +204,7 @@ class Stereo360(io.ComfyNode):
             rights.append(eyes[1].image.clamp(0, 1).to(out_dev))
             lholes.append(eyes[0].hole.float().to(out_dev))
             rholes.append(eyes[1].hole.float().to(out_dev))
-            dl = ods.ods_shift_px(r, "left", geom, torch.float32)[0]
-            dr = ods.ods_shift_px(r, "right", geom, torch.float32)[0]
-            disp = dl - dr
+            disp = 2.0 * ods.ods_shift_px(r, "left", geom, torch.float32)[0]  # left - right (mirror symmetric)
             scale = disp.abs().max().clamp_min(1e-12)
             disps.append((0.5 + 0.5 * disp / scale).float()[..., None].expand(-1, -1, 3).to(out_dev))
         left, right = torch.stack(lefts), torch.stack(rights)

@@ -181,7 +181,6 @@ class ViewTiler:
             return self._controls[key]
         previous = control.previous_controlnet
         copy = control.copy()
-        copy.timestep_range = control.timestep_range
         if control.cond_hint_original is not None:
             scale = control.compression_ratio
             if getattr(control, "vae", None) is not None:
@@ -192,13 +191,16 @@ class ViewTiler:
         copy.cond_hint = None
         if previous is not None:
             copy.set_previous_controlnet(self._control_for_view(previous, view_index))
+        # what comfy.samplers.pre_run_control does for the originals (timestep range, sampling object)
+        model_sampling = self.model.model_sampling
+        copy.pre_run(self.model, lambda percent: model_sampling.percent_to_sigma(percent))
         self._controls[key] = copy
         return copy
 
     def cleanup(self) -> None:
         """Free the per-view control copies (their cached hints) and any pending state."""
         for control in self._controls.values():
-            control.cond_hint = None
+            control.cleanup()
             control.cond_hint_original = None
         self._controls.clear()
         self.pending = None

@@ -225,3 +225,34 @@ def test_shipped_workflows_execute_in_process(comfy, pack, name):
     else:
         assert out["3"][0].endswith(".glb")
         assert os.path.isfile(os.path.join(comfy.folder_paths.get_output_directory(), out["3"][0]))
+
+
+def test_mesh_single_formats_and_save_input_unchanged(comfy, mn, sn):
+    image, depth = _inputs(b=1)
+    out = comfy.folder_paths.get_output_directory()
+    (ply,), _ = run_node_ui(mn.SaveDepthMesh, image=image, depth=depth,
+                            **{**MESH_DEFAULTS, "format": "ply", "filename_prefix": "sdl3d_test_mesh/only_ply"})
+    assert ply.endswith(".ply") and os.path.isfile(os.path.join(out, ply[:-4] + ".png"))
+    head = open(os.path.join(out, ply), "rb").read(400)
+    assert b"element vertex 136" in head and b"TextureFile" in head
+    (obj,), _ = run_node_ui(mn.SaveDepthMesh, image=image, depth=depth,
+                            **{**MESH_DEFAULTS, "format": "obj", "cull_edges": True})
+    assert obj.endswith(".obj") and os.path.isfile(os.path.join(out, obj[:-4] + ".mtl"))
+    stereo = torch.rand(1, 2 * H, W, 3)
+    before = stereo.clone()
+    run_node_ui(sn.SaveStereo360, images=stereo, layout="top_bottom", filename_prefix="sdl3d_test_vr/keep")
+    assert torch.equal(stereo, before)
+
+
+def test_every_shipped_workflow_uses_current_stereo_and_mesh_inputs(pack):
+    from pathlib import Path
+
+    mine = ("SDL3D_Stereo360", "SDL3D_StereoPack", "SDL3D_SaveStereo360", "SDL3D_SaveDepthMesh")
+    seen = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.api.json")):
+        for node_id, spec in json.loads(path.read_text()).items():
+            if spec["class_type"] in mine:
+                expected = {i.id for i in pack.by_id[spec["class_type"]].GET_SCHEMA().inputs}
+                assert set(spec["inputs"]) == expected, f"{path.name} node {node_id}"
+                seen += 1
+    assert seen >= 4
