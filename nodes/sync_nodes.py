@@ -89,8 +89,17 @@ def _sync_inputs(default_sampler: str | None = None) -> list:
     ]
 
 
-def _needs_lpips(settings: SyncSettings) -> bool:
-    return settings.schedule.weight > 0 and settings.schedule.steps > 0
+def _lpips_input():
+    return LPIPS_TYPE.Input("lpips", optional=True, tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: "
+                                                           "LPIPS-VGG from models/lpips, as in the paper).")
+
+
+def _build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSettings, vae, lpips):
+    """The SAMPLER object; LPIPS is loaded here (so a missing file is reported by this node) only if it is used."""
+    if lpips is None and settings.schedule.weight > 0 and settings.schedule.steps > 0:
+        lpips = load_lpips(node)
+    return sampler_class(sampler_name, settings, vae, lpips.perceptual() if lpips else None,
+                         lpips.model if lpips else None)
 
 
 def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
@@ -174,9 +183,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
                                tooltip="Below 1: img2img panorama from latent_image (sync counts from the first "
                                        "executed step)."),
                 *_sync_inputs()[:-1],
-                io.Custom("SDL3D_LPIPS").Input("lpips", optional=True,
-                                               tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: VGG from "
-                                                       "models/lpips, as in the paper)."),
+                _lpips_input(),
             ],
             outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
         )
@@ -191,9 +198,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
                              view_batch_size)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         check_geometry(node, latent, settings, model)
-        choice = lpips if lpips is not None or not _needs_lpips(settings) else load_lpips(node)
-        sampler = SyncDiffusionSampler(sampler_name, settings, vae, choice.perceptual() if choice else None,
-                                       choice.model if choice else None)
+        sampler = _build_sampler(node, SyncDiffusionSampler, sampler_name, settings, vae, lpips)
         sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
                                          scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
@@ -219,9 +224,7 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
             inputs=[
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
                 *_sync_inputs(),
-                io.Custom("SDL3D_LPIPS").Input("lpips", optional=True,
-                                               tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: VGG from "
-                                                       "models/lpips)."),
+                _lpips_input(),
             ],
             outputs=[io.Sampler.Output("SAMPLER", display_name="sampler",
                                        tooltip="Connect to SamplerCustom / SamplerCustomAdvanced.")],
@@ -235,10 +238,7 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
                              view_batch_size)
-        choice = lpips if lpips is not None or not _needs_lpips(settings) else load_lpips(node)
-        sampler = CheckedSyncDiffusionSampler(sampler_name, settings, vae, choice.perceptual() if choice else None,
-                                              choice.model if choice else None)
-        return io.NodeOutput(sampler)
+        return io.NodeOutput(_build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips))
 
 
 class CheckedSyncDiffusionSampler(SyncDiffusionSampler):

@@ -270,3 +270,24 @@ def test_missing_lpips_weights_offline_name_the_file_and_folder(pack, sd, comfy,
         sync_ksampler(pack, sd, empty_latent(8, 16), sync_weight=20.0)
     message = str(err.value)
     assert "vgg16-397923af.pth" in message and str(tmp_path) in message and "input 'lpips'" in message
+
+
+def test_v_prediction_models_sync_and_match_stock_without_sync(pack, sd, lpips_alex):
+    (v_model,) = run_node(stock_node("ModelSamplingDiscrete"), model=sd["model"], sampling="v_prediction", zsnr=False)
+    v_sd = {**sd, "model": v_model}
+    square = empty_latent(8, 8)
+    ours = sync_ksampler(pack, v_sd, square, window=64, stride=64)
+    stock = run_node(stock_node("KSampler"), model=v_model, positive=sd["positive"], negative=sd["negative"],
+                     latent_image=square, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal",
+                     denoise=1.0)[0]["samples"]
+    assert torch.allclose(ours, stock, atol=1e-6) and not torch.allclose(stock, stock_ksampler(sd, square), atol=1e-3)
+    synced = sync_ksampler(pack, v_sd, empty_latent(8, 16), sync_weight=500.0, sync_steps=2, lpips=lpips_alex)
+    plain = sync_ksampler(pack, v_sd, empty_latent(8, 16))
+    assert torch.isfinite(synced).all() and not torch.allclose(synced, plain, atol=1e-4)
+
+
+def test_flow_matching_models_are_refused_clearly(pack, sd):
+    (flow_model,) = run_node(stock_node("ModelSamplingSD3"), model=sd["model"], shift=3.0)
+    with pytest.raises(ValueError) as err:
+        sync_ksampler(pack, {**sd, "model": flow_model}, empty_latent(8, 16))
+    assert "input 'model'" in str(err.value) and "Fix:" in str(err.value)
