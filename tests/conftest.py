@@ -45,6 +45,17 @@ def _put_comfy_on_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def lpips_dir() -> Path:
+    """Random-weight LPIPS backbones (torchvision file names) for the core tier; needs no ComfyUI."""
+    spec = importlib.util.spec_from_file_location("sdl3d_sync_fixtures", REPO_ROOT / "tests" / "fixtures" / "sync_fixtures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    models = fixtures_dir() / "models"
+    mod.build_sync_fixtures(models)
+    return models / "lpips"
+
+
+@pytest.fixture(scope="session")
 def fixture_models() -> Path:
     """The fixture models tree (checkpoints/, vae_approx/, lpips/, ldm3d/ ...), built on first use."""
     _put_comfy_on_path()

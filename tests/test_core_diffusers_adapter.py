@@ -4,9 +4,6 @@ The models run in float64 so that the comparison measures the algorithm, not flo
 sync weight (random-weight LPIPS gradients are tiny, so w must be large for the sync to move the result; see the spec's
 testing notes). The test's eps/decode functions are written here, independently of the adapter's.
 """
-import importlib.util
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,19 +15,9 @@ from sync_core.diffusers_adapter import decode_latents, sample_panorama, vae_sca
 from sync_core.perceptual import build_lpips
 from sync_core.sync import SyncSchedule
 
-REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4  # relative (to max |reference|)
 W_SYNC = 50.0  # moves the result by ~8% here (asserted >= 100 x TOL below)
 STEPS, LAT_H, LAT_W, WIN, STRIDE, CFG = 3, 8, 24, 8, 4, 5.0
-
-
-def _lpips_dir() -> Path:
-    spec = importlib.util.spec_from_file_location("sdl3d_sync_fixtures", REPO / "tests" / "fixtures" / "sync_fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    models = Path(os.environ.get("SDL3D_FIXTURES", REPO / ".cache" / "fixtures")) / "models"
-    mod.build_sync_fixtures(models)
-    return models / "lpips"
 
 
 def _scheduler(**kw):
@@ -39,7 +26,7 @@ def _scheduler(**kw):
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(lpips_dir):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32,), layers_per_block=1,
@@ -48,7 +35,7 @@ def tiny():
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, block_out_channels=(16, 16), down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, layers_per_block=1)
-    lp = build_lpips("vgg", search_dirs=[str(_lpips_dir())])
+    lp = build_lpips("vgg", search_dirs=[str(lpips_dir)])
     for m in (unet, vae, lp):
         m.to(torch.float64).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(1)

@@ -1,6 +1,5 @@
 """sync_core.perceptual: offline LPIPS from torchvision-format backbone files (pure torch, no ComfyUI)."""
 import importlib.util
-import os
 from pathlib import Path
 
 import lpips
@@ -20,13 +19,6 @@ def _fixtures_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(scope="module")
-def lpips_dir():
-    models = Path(os.environ.get("SDL3D_FIXTURES", REPO / ".cache" / "fixtures")) / "models"
-    _fixtures_module().build_sync_fixtures(models)
-    return models / "lpips"
 
 
 @pytest.fixture()

@@ -1,23 +1,9 @@
 """sync_core.sync: schedule and the LPIPS-gradient view update (pure torch, no ComfyUI)."""
-import importlib.util
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from sync_core.sync import SyncSchedule, sync_views
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _lpips_dir() -> Path:
-    spec = importlib.util.spec_from_file_location("sdl3d_sync_fixtures", REPO / "tests" / "fixtures" / "sync_fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    models = Path(os.environ.get("SDL3D_FIXTURES", REPO / ".cache" / "fixtures")) / "models"
-    mod.build_sync_fixtures(models)
-    return models / "lpips"
 
 
 # ----------------------------------------------------------------------------------------------- schedule
@@ -171,11 +157,11 @@ def test_errors():
 # ------------------------------------------------------------------------------- real LPIPS, batching
 
 @pytest.fixture(scope="module")
-def real_setup():
+def real_setup(lpips_dir):
     from sync_core.perceptual import build_lpips, make_perceptual
 
     torch.manual_seed(11)
-    lp = build_lpips("vgg", search_dirs=[str(_lpips_dir())])
+    lp = build_lpips("vgg", search_dirs=[str(lpips_dir)])
     unetish = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3, padding=1))
     dec = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(4, 3, 3, padding=1))
     for m in (unetish, dec):
