@@ -166,7 +166,8 @@ class SyncDiffusionKSampler(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (SD1.x/SD2.x/SDXL; eps or v-prediction)."),
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning; area conditioning and ControlNet "
-                                                          "hints are cropped to each view."),
+                                                          "hints are cropped to each view; SDXL size conditioning "
+                                                          "is set to the view size unless the prompt sets one."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
                 io.Latent.Input("latent_image", tooltip="The panorama latent (e.g. Empty Latent Image 2048x512)."),
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (differentiated). The checkpoint's VAE is "
