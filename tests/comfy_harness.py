@@ -46,3 +46,22 @@ def stock_node(name: str):
     import nodes
 
     return nodes.NODE_CLASS_MAPPINGS[name]
+
+
+def run_api_graph(pack, graph: dict) -> dict:
+    """Execute an API-format graph in-process in dependency order; outputs by node id (the server test runs the
+    same files through real ComfyUI)."""
+    done: dict[str, tuple] = {}
+
+    def run(node_id):
+        if node_id not in done:
+            node = graph[node_id]
+            inputs = {key: (run(value[0])[value[1]] if isinstance(value, list) and len(value) == 2
+                            and isinstance(value[0], str) else value) for key, value in node["inputs"].items()}
+            cls = pack.by_id.get(node["class_type"]) or stock_node(node["class_type"])
+            done[node_id] = run_node(cls, **inputs)
+        return done[node_id]
+
+    for node_id in graph:
+        run(node_id)
+    return done

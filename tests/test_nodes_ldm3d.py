@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_harness import run_node, stock_node
+from comfy_harness import run_api_graph, run_node, stock_node
 
 # |tiled - untiled| on [0,1] pixels for tile 256 px / overlap 128 px, random-weight fixture VAE (measured 0.014 / 0.080)
 TILED_MEAN_TOLERANCE, TILED_P99_TOLERANCE = 0.02, 0.1
@@ -322,28 +322,6 @@ def test_bad_inputs_raise_clear_errors(ln, loaded):
                  depth=torch.rand(1, 32, 32), width=64, height=64, noise_level=20)
 
 
-def _run_api_workflow(pack, graph: dict) -> dict:
-    """Execute an API-format graph in-process (dependency order) with the harness; returns outputs by node id."""
-    done: dict[str, tuple] = {}
-
-    def run(node_id):
-        if node_id in done:
-            return done[node_id]
-        node = graph[node_id]
-        inputs = {}
-        for key, value in node["inputs"].items():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-                inputs[key] = run(value[0])[value[1]]
-            else:
-                inputs[key] = value
-        cls = pack.by_id.get(node["class_type"]) or stock_node(node["class_type"])
-        done[node_id] = run_node(cls, **inputs)
-        return done[node_id]
-    for node_id in graph:
-        run(node_id)
-    return done
-
-
 @pytest.mark.parametrize("workflow", ["ldm3d_txt2rgbd.api.json", "ldm3d_pano_rgbd.api.json"])
 def test_shipped_workflow_runs_and_saves_rgb_and_16bit_depth(comfy, pack, workflow):
     from PIL import Image
@@ -351,7 +329,7 @@ def test_shipped_workflow_runs_and_saves_rgb_and_16bit_depth(comfy, pack, workfl
     graph = json.loads((Path(__file__).resolve().parents[1] / "workflows" / workflow).read_text())
     out_dir = Path(comfy.folder_paths.get_output_directory())
     before = set(out_dir.rglob("*.png"))
-    outputs = _run_api_workflow(pack, graph)
+    outputs = run_api_graph(pack, graph)
     image, depth, _ = outputs["6"]
     width, height = graph["4"]["inputs"]["width"], graph["4"]["inputs"]["height"]
     assert image.shape == (1, height, width, 3) and depth.shape == (1, height, width)

@@ -10,7 +10,7 @@ import struct
 import pytest
 import torch
 
-from comfy_harness import run_node, run_node_ui
+from comfy_harness import run_api_graph, run_node, run_node_ui
 
 H, W = 16, 32
 
@@ -188,25 +188,6 @@ def test_mesh_bad_inputs(mn):
     assert math.isfinite(MESH_DEFAULTS["far_m"])
 
 
-def _run_graph(pack, graph: dict) -> dict:
-    """Tiny in-process executor for API-format graphs (the server test runs them for real)."""
-    from comfy_harness import stock_node
-
-    done: dict = {}
-
-    def run(node_id):
-        if node_id not in done:
-            spec = graph[node_id]
-            inputs = {k: (run(v[0])[v[1]] if isinstance(v, list) else v) for k, v in spec["inputs"].items()}
-            cls = pack.by_id.get(spec["class_type"]) or stock_node(spec["class_type"])
-            done[node_id] = run_node(cls, **inputs)
-        return done[node_id]
-
-    for node_id in graph:
-        run(node_id)
-    return done
-
-
 @pytest.mark.parametrize("name", ["stereo360_tb", "stereo360_mesh"])
 def test_shipped_workflows_execute_in_process(comfy, pack, name):
     from pathlib import Path
@@ -217,7 +198,7 @@ def test_shipped_workflows_execute_in_process(comfy, pack, name):
         cls = pack.by_id.get(spec["class_type"])
         if cls is not None:
             assert {i.id for i in cls.GET_SCHEMA().inputs} == set(spec["inputs"]), spec["class_type"]
-    out = _run_graph(pack, graph)
+    out = run_api_graph(pack, graph)
     if name == "stereo360_tb":
         stereo = out["3"][0]
         assert stereo.shape == (1, 512, 512, 3)
