@@ -104,5 +104,6 @@ def pack(comfy):
     extension = asyncio.run(module.comfy_entrypoint())
     node_classes = asyncio.run(extension.get_node_list())
     return SimpleNamespace(module=module, nodes=importlib.import_module(f"{PACK_MODULE}.nodes"),
+                           node_module=lambda name: importlib.import_module(f"{PACK_MODULE}.nodes.{name}"),
                            node_classes=node_classes,
                            by_id={cls.GET_SCHEMA().node_id: cls for cls in node_classes})

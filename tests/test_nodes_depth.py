@@ -23,9 +23,7 @@ def _ui(node_cls, **inputs) -> dict:
 
 @pytest.fixture(scope="module")
 def dn(pack):
-    import importlib
-
-    return importlib.import_module(f"{pack.module.__name__}.nodes.depth_nodes")
+    return pack.node_module("depth_nodes")
 
 
 def test_registered(pack):

@@ -22,12 +22,12 @@ TILED_MEAN_TOLERANCE, TILED_P99_TOLERANCE = 0.02, 0.1
 
 @pytest.fixture(scope="module")
 def ln(pack):
-    return importlib.import_module(f"{pack.module.__name__}.nodes.ldm3d_nodes")
+    return pack.node_module("ldm3d_nodes")
 
 
 @pytest.fixture(scope="module")
 def loading(pack):
-    return importlib.import_module(f"{pack.module.__name__}.nodes.ldm3d_loading")
+    return pack.node_module("ldm3d_loading")
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,12 @@ MESH_DEFAULTS = dict(
 
 @pytest.fixture(scope="module")
 def sn(pack):
-    import importlib
-
-    return importlib.import_module(f"{pack.module.__name__}.nodes.stereo_nodes")
+    return pack.node_module("stereo_nodes")
 
 
 @pytest.fixture(scope="module")
 def mn(pack):
-    import importlib
-
-    return importlib.import_module(f"{pack.module.__name__}.nodes.mesh_nodes")
+    return pack.node_module("mesh_nodes")
 
 
 def _inputs(b=2, seed=0):
