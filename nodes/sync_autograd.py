@@ -39,6 +39,12 @@ class _CloneInferenceTensorsOnGradPath(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def weight_bridge() -> TorchFunctionMode:
+    """The bridge alone (for code that re-runs model blocks later, e.g. checkpointed recomputation in the backward
+    pass, where the bridge entered around `autograd.grad` is switched off while autograd runs)."""
+    return _CloneInferenceTensorsOnGradPath()
+
+
 @contextlib.contextmanager
 def grad_enabled():
     """Run autograd on ComfyUI-loaded models from inside a node (inference mode off, grad on, weight bridge)."""

@@ -5,6 +5,7 @@ The nodes validate inputs, convert pixel sizes to latent units and hand everythi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -79,9 +80,12 @@ def _sync_inputs(default_sampler: str | None = None) -> list:
         io.Boolean.Input("circular", default=False,
                          tooltip="360 panorama: views wrap over the right edge back to the left (horizontal only), "
                                  "so the left and right borders join seamlessly."),
-        io.Int.Input("view_batch_size", default=1, min=1, max=64,
-                     tooltip="Views evaluated per model call (faster, more memory; the gradient pass memory grows "
-                             "with it). Area, mask and ControlNet conditioning use 1."),
+        io.Int.Input("view_batch_size", default=0, min=0, max=256,
+                     tooltip="Views per model call. 0 = auto: the denoising passes batch as many views as fit in "
+                             "free memory (ComfyUI's own estimate), the sync gradient pass batches views under "
+                             "memory_budget_gb (at most 4 in auto; measured and re-planned on CUDA). A number "
+                             "fixes both. The result does not depend on it. Area, mask and ControlNet "
+                             "conditioning are evaluated one view at a time."),
         io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES,
                        default=default_sampler or "euler",
                        tooltip="The base sampler that takes the steps (any ComfyUI sampler). euler with the "
@@ -94,16 +98,33 @@ def _lpips_input():
                                                            "LPIPS-VGG from models/lpips, as in the paper).")
 
 
+def _speed_inputs() -> list:
+    """Optional (older saved graphs run unchanged with the defaults)."""
+    return [
+        io.Float.Input("memory_budget_gb", default=0.0, min=0.0, max=4096.0, step=0.5, optional=True,
+                       tooltip="Peak device memory the sampler may use (GiB, weights included) when planning view "
+                               "batches. 0 = auto: ComfyUI's free memory. Lower it to share the GPU; one view at a "
+                               "time is the floor."),
+        io.Boolean.Input("sync_fast", default=False, optional=True,
+                         tooltip="Fast sync pass: the LPIPS loss decodes with the tiny TAESD/TAESDXL decoder from "
+                                 "models/vae_approx instead of the VAE (~18x cheaper), and LPIPS runs at 256 px "
+                                 "unless the LPIPS Loader sets a resolution. Changes the loss slightly (TAESD is "
+                                 "close to, not equal to, the VAE), so results differ from the paper's exact "
+                                 "update; the final image is still decoded by your VAE Decode."),
+    ]
+
+
 def _build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSettings, vae, lpips):
     """The SAMPLER object; LPIPS is loaded here (so a missing file is reported by this node) only if it is used."""
     if lpips is None and settings.schedule.weight > 0 and settings.schedule.steps > 0:
         lpips = load_lpips(node)
-    return sampler_class(sampler_name, settings, vae, lpips.perceptual() if lpips else None,
-                         lpips.model if lpips else None)
+    return sampler_class(sampler_name, settings, vae, lpips.model if lpips else None,
+                         lpips.resolution if lpips else 0)
 
 
 def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
-              sync_steps: int, anchor: str, circular: bool, view_batch_size: int) -> SyncSettings:
+              sync_steps: int, anchor: str, circular: bool, view_batch_size: int, memory_budget_gb: float = 0.0,
+              sync_fast: bool = False) -> SyncSettings:
     for name, value in (("window", window), ("stride", stride)):
         if value % 8 != 0 or value <= 0:
             raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
@@ -118,8 +139,16 @@ def _settings(node: str, window: int, stride: int, sync_weight: float, sync_deca
                                           steps=int(sync_steps))
     except ValueError as err:
         raise input_error(node, "sync_weight", sync_weight, str(err), "use the defaults (20, 0.95, 1, 10)") from None
+    if int(view_batch_size) != view_batch_size or view_batch_size < 0:
+        raise input_error(node, "view_batch_size", view_batch_size, "must be a whole number >= 0",
+                          "use 0 (auto) or the number of views per model call")
+    budget = float(memory_budget_gb)
+    if not math.isfinite(budget) or budget < 0:
+        raise input_error(node, "memory_budget_gb", memory_budget_gb, "must be a finite number >= 0",
+                          "use 0 (auto: ComfyUI's free memory) or a budget in GiB such as 8")
     return SyncSettings(window=(window // 8, window // 8), stride=(stride // 8, stride // 8), schedule=schedule,
-                        anchor=anchor, circular=bool(circular), view_batch_size=int(view_batch_size))
+                        anchor=anchor, circular=bool(circular), view_batch_size=int(view_batch_size),
+                        memory_budget_gb=budget, fast=bool(sync_fast))
 
 
 def check_model_and_vae(node: str, model, vae) -> None:
@@ -185,6 +214,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
                                        "executed step)."),
                 *_sync_inputs()[:-1],
                 _lpips_input(),
+                *_speed_inputs(),
             ],
             outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
         )
@@ -192,11 +222,11 @@ class SyncDiffusionKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, vae, seed, steps, cfg, sampler_name, scheduler,
                 denoise, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                view_batch_size, lpips=None) -> io.NodeOutput:
+                view_batch_size, lpips=None, memory_budget_gb=0.0, sync_fast=False) -> io.NodeOutput:
         node = "SyncDiffusion KSampler"
         check_model_and_vae(node, model, vae)
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                             view_batch_size)
+                             view_batch_size, memory_budget_gb, sync_fast)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         check_geometry(node, latent, settings, model)
         sampler = _build_sampler(node, SyncDiffusionSampler, sampler_name, settings, vae, lpips)
@@ -226,6 +256,7 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
                 *_sync_inputs(),
                 _lpips_input(),
+                *_speed_inputs(),
             ],
             outputs=[io.Sampler.Output("SAMPLER", display_name="sampler",
                                        tooltip="Connect to SamplerCustom / SamplerCustomAdvanced.")],
@@ -233,17 +264,19 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                view_batch_size, sampler_name, lpips=None) -> io.NodeOutput:
+                view_batch_size, sampler_name, lpips=None, memory_budget_gb=0.0, sync_fast=False) -> io.NodeOutput:
         node = "SyncDiffusion Sampler"
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                             view_batch_size)
+                             view_batch_size, memory_budget_gb, sync_fast)
         return io.NodeOutput(_build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips))
 
 
 class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
     """The SAMPLER node's sampler: checks model, VAE and geometry when the guider hands them over."""
+
+    node_name = "SyncDiffusion Sampler"
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):

@@ -1,17 +1,23 @@
-"""The SyncDiffusion SAMPLER: the official loop mapped onto any ComfyUI sampler (spec syncdiffusion.md §3.5 "Option A").
+"""The SyncDiffusion SAMPLER: the official loop mapped onto any ComfyUI sampler (docs/syncdiffusion.md).
 
-For each sync step i (schedule from sync_core.sync.SyncSchedule), before the base sampler takes step i:
+`sample_syncdiffusion` is a k-diffusion-style sampler function, wrapped by `comfy.samplers.KSAMPLER` with the
+base sampler's own options (so noise scaling, inpainting and callbacks are ComfyUI's). For each sync step i
+(schedule from sync_core.sync.SyncSchedule), before the base sampler takes step i:
 1. every view latent is moved to DDIM coordinates u = calculate_input(sigma, x_view) = x_view / sqrt(1 + sigma^2);
 2. sync_core.sync.sync_views takes one LPIPS gradient step per non-anchor view (gradient through the guider's
-   CFG'd x0, the VAE decoder and LPIPS), i.e. x' = x - w * (1 + sigma^2) * dL/dx in ComfyUI's coordinates;
+   CFG'd x0, the decoder and LPIPS), i.e. x' = x - w * (1 + sigma^2) * dL/dx in ComfyUI's coordinates;
 3. the panorama becomes the average of the updated views, and the tiler feeds each view its own updated latent at
    the next model evaluation (exactly the official per-view DDIM step followed by averaging, for euler/ddim);
 then the base sampler runs until the next sync step, so multistep samplers keep their history in between and
 ancestral/SDE samplers draw from one noise sampler built for the whole schedule.
+
+Memory: views are batched by the plans of nodes/sync_memory.py; the gradient pass checkpoints the denoiser,
+decoder and LPIPS blocks (same gradients, a fraction of the memory).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -22,22 +28,36 @@ import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
 
+from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
 from ..sync_core import views as core_views
-from .sync_autograd import grad_enabled
-from .sync_tiling import PendingViews, ViewTiler
+from ..sync_core.checkpointing import checkpointed
+from . import sync_memory
+from .sync_autograd import grad_enabled, weight_bridge
+from .sync_tiling import ViewTiler
+
+# Samplers whose own default noise is a Brownian tree over [min sigma, max sigma] ("_gpu" twins draw it on the
+# device); every other sampler that takes a `noise_sampler` gets ComfyUI's default (seeded Gaussian) one.
+BROWNIAN_TREE_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"})
 
 
 @dataclass(frozen=True)
 class SyncSettings:
-    """Everything the sampler needs besides the models. Window and stride are in latent units (height, width)."""
+    """Everything the sampler needs besides the models. Window and stride are in latent units (height, width).
+
+    `view_batch_size` 0 = plan both batch sizes from `memory_budget_gb` (0 = ComfyUI's free memory);
+    `fast` = tiny (TAESD) loss decoder and LPIPS at 256 px; `gradient_checkpointing` = checkpoint the blocks of
+    the gradient pass (exact; off only for tests and benchmarks)."""
 
     window: tuple[int, int]
     stride: tuple[int, int]
     schedule: core_sync.SyncSchedule
     anchor: str | int = "middle"
     circular: bool = False
-    view_batch_size: int = 1
+    view_batch_size: int = 0
+    memory_budget_gb: float = 0.0
+    fast: bool = False
+    gradient_checkpointing: bool = True
 
 
 def is_supported_model_sampling(model_sampling) -> bool:
@@ -46,139 +66,78 @@ def is_supported_model_sampling(model_sampling) -> bool:
         model_sampling, getattr(comfy.model_sampling, "CONST", ()))
 
 
-class SyncDiffusionSampler(comfy.samplers.Sampler):
-    """A ComfyUI SAMPLER (usable by KSampler-like nodes and SamplerCustom/SamplerCustomAdvanced)."""
+def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, seed, options: dict):
+    """One noise sampler for the whole schedule, by an explicit rule (a per-segment default would repeat or
+    rebuild its noise): Brownian tree for BROWNIAN_TREE_SAMPLERS, ComfyUI's default for any other sampler whose
+    function takes `noise_sampler`, none otherwise (deterministic samplers)."""
+    if options.get("noise_sampler") is not None:
+        return None
+    try:
+        takes_noise = "noise_sampler" in inspect.signature(sampler_function).parameters
+    except (TypeError, ValueError):
+        takes_noise = False
+    if not takes_noise:
+        return None
+    on_gpu = sampler_name.endswith("_gpu")
+    if sampler_name.removesuffix("_gpu") in BROWNIAN_TREE_SAMPLERS:
+        positive = sigmas[sigmas > 0]
+        return k_sampling.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seed, cpu=not on_gpu)
+    return k_sampling.default_noise_sampler(x, seed=seed)
 
-    def __init__(self, base_sampler_name: str, settings: SyncSettings, vae, perceptual, lpips_model=None):
+
+class SyncRun:
+    """The state of one sampling run: views, tiler, memory plan, decoder and LPIPS."""
+
+    def __init__(self, base_sampler_name: str, base, settings: SyncSettings, views, tiler: ViewTiler,
+                 plan: sync_memory.MemoryPlan, vae, perceptual, lpips_model):
         self.base_sampler_name = base_sampler_name
-        self.base = comfy.samplers.sampler_object(base_sampler_name)
+        self.base = base
         self.settings = settings
+        self.views = views
+        self.anchor = core_views.anchor_index(views, settings.anchor)
+        self.tiler = tiler
+        self.plan = plan
         self.vae = vae
         self.perceptual = perceptual
         self.lpips_model = lpips_model
 
-    def max_denoise(self, model_wrap, sigmas):
-        return self.base.max_denoise(model_wrap, sigmas)
-
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
-        latent_h, latent_w = noise.shape[-2:]
-        views = core_views.build_view_grid(latent_h, latent_w, self.settings.window, self.settings.stride,
-                                           circular=self.settings.circular)
-        model_options = dict(extra_args["model_options"])
-        tiler = ViewTiler(model_wrap.inner_model, views, (latent_h, latent_w), self.settings.view_batch_size,
-                          previous_function=model_options.get("sampler_calc_cond_batch_function"))
-        model_options["sampler_calc_cond_batch_function"] = tiler
-        extra_args = {**extra_args, "model_options": model_options}
-        total = len(sigmas) - 1
-        sync_steps = self.settings.schedule.sync_step_indices(total) if total > 0 else []
-        try:
-            if not sync_steps:  # plain MultiDiffusion: the base sampler exactly as stock ComfyUI runs it
-                return self.base.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
-                                        disable_pbar)
-            return self._sample_with_sync(model_wrap, sigmas, extra_args, callback, noise, latent_image,
-                                          denoise_mask, disable_pbar, views, tiler, sync_steps)
-        finally:
-            tiler.cleanup()
-            if self.lpips_model is not None:
-                self.lpips_model.to(comfy.model_management.intermediate_device())
-
-    # ---- the loop ----------------------------------------------------------------------------------------------
-    def _sample_with_sync(self, model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
-                          disable_pbar, views, tiler, sync_steps):
-        model_sampling = model_wrap.inner_model.model_sampling
-        base = self.base
-        extra_args = dict(extra_args, denoise_mask=denoise_mask)
-        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
-        model_k.latent_image = latent_image
-        if base.inpaint_options.get("random", False):
-            generator = torch.manual_seed(extra_args.get("seed", 41) + 1)
-            model_k.noise = torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(noise.device)
-        else:
-            model_k.noise = noise
-        x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, base.max_denoise(model_wrap, sigmas))
-        options = dict(base.extra_options)
-        noise_sampler = self._persistent_noise_sampler(x, sigmas, extra_args.get("seed"), options)
-        if noise_sampler is not None:
-            options["noise_sampler"] = noise_sampler
-        total = len(sigmas) - 1
-        anchor = core_views.anchor_index(views, self.settings.anchor)
-        start = 0
-        for boundary in sorted(set(sync_steps) | {total}):
-            if boundary > start:
-                x = self._run_segment(base, model_k, x, sigmas, start, boundary, extra_args, callback, disable_pbar,
-                                      options, total)
-            if boundary < total:
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                x = self._sync(model_wrap, x, sigmas, boundary, total, views, anchor, tiler, extra_args, denoise_mask)
-            start = boundary
-        return model_sampling.inverse_noise_scaling(sigmas[-1], x)
-
-    def _run_segment(self, base, model_k, x, sigmas, start, end, extra_args, callback, disable_pbar, options, total):
-        k_callback = None
-        if callback is not None:
-            k_callback = lambda d: callback(d["i"] + start, d["denoised"], d["x"], total)  # noqa: E731
-        return base.sampler_function(model_k, x, sigmas[start:end + 1], extra_args=extra_args, callback=k_callback,
-                                     disable=disable_pbar, **options)
-
-    def _persistent_noise_sampler(self, x, sigmas, seed, options):
-        """One noise sampler for the whole schedule (a per-segment default would repeat or rebuild its noise)."""
-        function = self.base.sampler_function
-        try:
-            parameters = inspect.signature(function).parameters
-            source = inspect.getsource(function)
-        except (TypeError, OSError, ValueError):
-            return None
-        if "noise_sampler" not in parameters or options.get("noise_sampler") is not None:
-            return None
-        if "BrownianTreeNoiseSampler" in source:
-            positive = sigmas[sigmas > 0]
-            return k_sampling.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seed,
-                                                       cpu="_gpu" not in self.base_sampler_name)
-        return k_sampling.default_noise_sampler(x, seed=seed)
-
-    def _sync(self, model_wrap, x, sigmas, i, total, views, anchor, tiler, extra_args, denoise_mask):
-        """One SyncDiffusion update at step i: returns the averaged latent and primes the tiler with per-view ones."""
+    def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
+        """One SyncDiffusion update at step i: (averaged latent, per-view deviations from it)."""
         weight = self.settings.schedule.weight_at(i, total)
         sigma = sigmas[i]
-        model_sampling = model_wrap.inner_model.model_sampling
-        to_ddim = float(model_sampling.calculate_input(sigma, torch.ones((), device=x.device)))  # 1/sqrt(1+s^2)
-        crops = core_views.crop_views(x, views)  # [V, B, C, h, w]
+        model = guider.inner_model
+        to_ddim = float(model.model_sampling.calculate_input(sigma, torch.ones((), device=x.device)))  # 1/sqrt(1+s^2)
+        crops = core_views.crop_views(x, self.views)  # [V, B, C, h, w]
+        denoise_mask = extra_args.get("denoise_mask")
         mask_crops = None if denoise_mask is None else core_views.crop_views(
-            denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, views)
+            denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, self.views)
         model_options, seed = extra_args["model_options"], extra_args.get("seed")
 
         def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
             comfy.model_management.throw_exception_if_processing_interrupted()
             z = (u / to_ddim).flatten(0, 1)
-            tiler.view_mode = list(ids)
-            try:
-                x0 = model_wrap(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
-            finally:
-                tiler.view_mode = None
+            with self.tiler.views(ids):
+                x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
             return x0.reshape(u.shape)
 
-        self._load_decoder(model_wrap)
-        with grad_enabled():
-            updated = core_sync.sync_views(crops * to_ddim, anchor, predict_x0, self._decode_fn(model_wrap),
-                                           self.perceptual, weight, view_batch_size=self.settings.view_batch_size)
+        comfy.model_management.load_models_gpu([guider.model_patcher, *getattr(guider, "loaded_models", []),
+                                                self.vae.patcher])
+        if self.lpips_model is not None:
+            self.lpips_model.to(self.vae.device)
+        targets = sync_memory.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
+        with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing,
+                                                 context=weight_bridge):
+            updated = core_sync.sync_views(crops * to_ddim, self.anchor, predict_x0, self._decode(model),
+                                           self.perceptual, weight, view_batch_size=self.plan.gradient_planner)
         updated = updated.to(x) / to_ddim
         if mask_crops is not None:  # inpainting: only the region being denoised moves
             updated = crops + (updated - crops) * mask_crops
-        averaged = core_views.average_views(updated, views, x.shape[-2], x.shape[-1])
-        deviations = [updated[v] - core_views.crop_view(averaged, views[v]) for v in range(len(views))]
-        tiler.pending = PendingViews(sigma=float(sigma), deviations=deviations)
-        return averaged
+        averaged = core_views.average_views(updated, self.views, x.shape[-2], x.shape[-1])
+        deviations = [updated[v] - core_views.crop_view(averaged, self.views[v]) for v in range(len(self.views))]
+        return averaged, deviations
 
-    # ---- decoder for the perceptual loss ------------------------------------------------------------------------
-    def _load_decoder(self, model_wrap) -> None:
-        patchers = [model_wrap.model_patcher, *getattr(model_wrap, "loaded_models", []), self.vae.patcher]
-        comfy.model_management.load_models_gpu(patchers)
-        if self.lpips_model is not None:
-            self.lpips_model.to(self.vae.device)
-
-    def _decode_fn(self, model_wrap):
-        vae, model = self.vae, model_wrap.inner_model
+    def _decode(self, model):
+        vae = self.vae
 
         def decode(x0: torch.Tensor) -> torch.Tensor:
             latent = model.process_latent_out(x0).to(device=vae.device, dtype=vae.vae_dtype)
@@ -187,3 +146,92 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
 
         return decode
 
+
+@torch.no_grad()
+def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disable=None, *, run: SyncRun,
+                         **options):
+    """k-diffusion sampler function: the base sampler over segments between sync steps, a sync update before each
+    sync step. `model` is ComfyUI's KSamplerX0Inpaint; `options` are the base sampler's extra options."""
+    extra_args = {} if extra_args is None else extra_args
+    base_function = run.base.sampler_function
+    total = len(sigmas) - 1
+    sync_steps = run.settings.schedule.sync_step_indices(total) if total > 0 else []
+    if not sync_steps:  # plain MultiDiffusion: the base sampler exactly as stock ComfyUI runs it
+        return base_function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+    noise_sampler = persistent_noise_sampler(run.base_sampler_name, base_function, x, sigmas,
+                                             extra_args.get("seed"), options)
+    if noise_sampler is not None:
+        options = {**options, "noise_sampler": noise_sampler}
+    deviations, start = None, 0
+    for boundary in sorted(set(sync_steps) | {total}):
+        if boundary > start:
+            segment_callback = None if callback is None else functools.partial(_offset_callback, callback, start)
+            with run.tiler.start_from(deviations, float(sigmas[start])):
+                x = base_function(model, x, sigmas[start:boundary + 1], extra_args=extra_args,
+                                  callback=segment_callback, disable=disable, **options)
+            deviations = None
+        if boundary < total:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            x, deviations = run.sync(model.inner_model, x, sigmas, boundary, total, extra_args)
+        start = boundary
+    return x
+
+
+def _offset_callback(callback, offset: int, info: dict) -> None:
+    callback({**info, "i": info["i"] + offset})
+
+
+class SyncDiffusionSampler(comfy.samplers.Sampler):
+    """A ComfyUI SAMPLER (usable by KSampler-like nodes and SamplerCustom/SamplerCustomAdvanced)."""
+
+    node_name = "SyncDiffusion KSampler"
+
+    def __init__(self, base_sampler_name: str, settings: SyncSettings, vae, lpips_model=None,
+                 lpips_resolution: int = 0):
+        self.base_sampler_name = base_sampler_name
+        self.base = comfy.samplers.sampler_object(base_sampler_name)
+        self.settings = settings
+        self.vae = vae
+        self.lpips_model = lpips_model
+        self.lpips_resolution = int(lpips_resolution)
+
+    def max_denoise(self, model_wrap, sigmas):
+        return self.base.max_denoise(model_wrap, sigmas)
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        settings = self.settings
+        model_patcher = model_wrap.model_patcher
+        batch, channels, latent_h, latent_w = noise.shape
+        views = core_views.build_view_grid(latent_h, latent_w, settings.window, settings.stride,
+                                           circular=settings.circular)
+        vae = sync_memory.load_tiny_decoder(self.node_name, model_patcher) if settings.fast else self.vae
+        plan = sync_memory.plan_memory(model_wrap.inner_model, vae, noise.device, len(views), batch, channels,
+                                       settings.window[0], settings.window[1], settings.view_batch_size,
+                                       settings.memory_budget_gb, settings.gradient_checkpointing)
+        model_options = dict(extra_args["model_options"])
+        tiler = ViewTiler(model_wrap.inner_model, views, (latent_h, latent_w), plan.denoise_batch,
+                          previous_function=model_options.get("sampler_calc_cond_batch_function"))
+        model_options["sampler_calc_cond_batch_function"] = tiler
+        extra_args = {**extra_args, "model_options": model_options}
+        run = SyncRun(self.base_sampler_name, self.base, settings, views, tiler, plan, vae, self._perceptual(),
+                      self.lpips_model)
+        ksampler = comfy.samplers.KSAMPLER(functools.partial(sample_syncdiffusion, run=run),
+                                           extra_options=self.base.extra_options,
+                                           inpaint_options=self.base.inpaint_options)
+        try:
+            return ksampler.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                                   disable_pbar)
+        finally:
+            tiler.cleanup()
+            if self.lpips_model is not None:
+                self.lpips_model.to(comfy.model_management.intermediate_device())
+
+    def _perceptual(self):
+        if self.lpips_model is None:
+            return None
+        resolution = self.lpips_resolution or None
+        if self.settings.fast and resolution is None:
+            resolution = sync_memory.fast_lpips_resolution(8 * min(self.settings.window))
+        return core_perceptual.make_perceptual(self.lpips_model, resolution,
+                                               checkpoint=self.settings.gradient_checkpointing, context=weight_bridge)

@@ -12,14 +12,18 @@ Per view, before calling ComfyUI's own `calc_cond_batch`:
   never squashed into a view); each view keeps its own control copy, so cached hints are reused across steps;
 - SDXL size conditioning (`y`) is re-encoded with the view size unless the prompt set its own width/height.
 
-Two extra modes serve the sync step: `view_mode` (the input is a stack of given views, for the gradient pass) and
-`pending` (the first evaluation at a given sigma reads each view from its own synchronised latent).
+Two scoped modes serve the sync step, each a context manager so no state outlives its block:
+- `with tiler.views(ids):` the input is a stack of the given views (the gradient pass);
+- `with tiler.start_from(deviations, sigma):` the first evaluation inside the block reads each view from its own
+  synchronised latent (averaged latent + that view's deviation); leaving the block with them unused is an error,
+  so synchronised latents are never dropped silently.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -28,79 +32,116 @@ import comfy.model_base
 import comfy.samplers
 import comfy.utils
 
+from ..sync_core import batching
 from ..sync_core import views as core_views
 
-
-@dataclass
-class PendingViews:
-    """Per-view latents to use at the first model evaluation at `sigma` (set by the sync step)."""
-
-    sigma: float
-    deviations: list[torch.Tensor]  # per view: its own latent minus the crop of the averaged latent
+_VIEW_SPECIFIC_KEYS = ("area", "mask", "control", "gligen")
 
 
 class ViewTiler:
     def __init__(self, model: comfy.model_base.BaseModel, views: list[core_views.View], latent_hw: tuple[int, int],
                  view_batch_size: int = 1, previous_function=None):
         self.model = model
-        self.views = views
+        self.grid = views  # the view list (latent units)
         self.latent_h, self.latent_w = latent_hw
         self.view_batch_size = max(1, int(view_batch_size))
         self.previous_function = previous_function
-        self.view_mode: list[int] | None = None
-        self.pending: PendingViews | None = None
+        self._view_ids: list[int] | None = None
+        self._deviations: list[torch.Tensor] | None = None
+        self._deviation_sigma: float | None = None
         self._controls: dict[tuple[int, int], object] = {}
         self._count = None
+
+    # ---- scoped modes for the sync step -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def views(self, view_ids):
+        """Inside the block, the model input is a stack of these views (view-major, each the full batch)."""
+        previous = self._view_ids
+        self._view_ids = list(view_ids)
+        try:
+            yield self
+        finally:
+            self._view_ids = previous
+
+    @contextlib.contextmanager
+    def start_from(self, deviations: list[torch.Tensor] | None, sigma: float):
+        """Inside the block, the first evaluation feeds view v with (its crop of the input + deviations[v])."""
+        if deviations is None:
+            yield self
+            return
+        self._deviations, self._deviation_sigma = deviations, sigma
+        try:
+            yield self
+            if self._deviations is not None:
+                raise RuntimeError("SyncDiffusion: the base sampler made no model call after a sync step, so the "
+                                   "synchronised view latents would be lost; use another sampler")
+        finally:
+            self._deviations = self._deviation_sigma = None
 
     # ---- ComfyUI hook -------------------------------------------------------------------------------------------
     def __call__(self, args: dict) -> list[torch.Tensor]:
         conds, x, sigma = args["conds"], args["input"], args["sigma"]
         model, model_options = args["model"], args["model_options"]
-        if self.view_mode is not None:
-            return self._evaluate(conds, x, sigma, self.view_mode, model, model_options)
-        deviations = self._take_pending(sigma, x)
+        if self._view_ids is not None:
+            return self._evaluate(conds, x, sigma, self._view_ids, model, model_options)
+        deviations = self._take_deviations(sigma)
         batch = x.shape[0]
         outputs = [torch.zeros_like(x) for _ in conds]
         for group in self._groups(conds):
             tiles = []
             for v in group:
-                tile = core_views.crop_view(x, self.views[v])
+                tile = core_views.crop_view(x, self.grid[v])
                 if deviations is not None:
                     tile = tile + deviations[v].to(tile)
                 tiles.append(tile)
             results = self._evaluate(conds, torch.cat(tiles), sigma, group, model, model_options)
             for k, result in enumerate(results):
                 for j, v in enumerate(group):
-                    core_views.add_view(outputs[k], result[j * batch:(j + 1) * batch], self.views[v])
+                    core_views.add_view(outputs[k], result[j * batch:(j + 1) * batch], self.grid[v])
         count = self._coverage(x)
         return [out / count for out in outputs]
 
     # ---- helpers ----------------------------------------------------------------------------------------------
     def _coverage(self, x: torch.Tensor) -> torch.Tensor:
         if self._count is None or self._count.device != x.device or self._count.dtype != x.dtype:
-            self._count = core_views.coverage_count(self.views, self.latent_h, self.latent_w, x.device, x.dtype)
+            self._count = core_views.coverage_count(self.grid, self.latent_h, self.latent_w, x.device, x.dtype)
         return self._count
 
-    def _take_pending(self, sigma: torch.Tensor, x: torch.Tensor):
-        pending = self.pending
-        if pending is None or not math.isclose(float(sigma.flatten()[0]), pending.sigma, rel_tol=1e-5, abs_tol=1e-8):
+    def _take_deviations(self, sigma: torch.Tensor):
+        deviations = self._deviations
+        if deviations is None:
             return None
-        self.pending = None
-        return pending.deviations
+        self._deviations = None
+        current = float(sigma.flatten()[0])
+        if not math.isclose(current, self._deviation_sigma, rel_tol=1e-5, abs_tol=1e-8):
+            # churn / restart samplers first evaluate at a raised sigma: x_hat = x + noise, so view v's own latent
+            # is still (its crop + its deviation) + the same noise.
+            logging.debug("SyncDiffusion: first evaluation after sync at sigma %.5g (sync at %.5g)", current,
+                          self._deviation_sigma)
+        return deviations
 
     def _groups(self, conds) -> list[list[int]]:
-        """Views evaluated together; view-specific conditioning (areas, masks, hints) forces one view per call."""
-        size = self.view_batch_size
-        for cond_list in conds:
-            for c in cond_list or []:
-                if any(key in c for key in ("area", "mask", "control", "gligen")):
-                    size = 1
-        ids = list(range(len(self.views)))
-        return [ids[i:i + size] for i in range(0, len(ids), size)]
+        """Views evaluated together (balanced batches); view-specific conditioning (areas, masks, hints) forces one
+        view per call."""
+        size = 1 if _has_view_specific(conds) else self.view_batch_size
+        ids = list(range(len(self.grid)))
+        sizes = batching.batch_sizes(len(ids), size)
+        groups, start = [], 0
+        for n in sizes:
+            groups.append(ids[start:start + n])
+            start += n
+        return groups
 
     def _evaluate(self, conds, x_stack, sigma, view_ids, model, model_options) -> list[torch.Tensor]:
-        """Run ComfyUI's calc_cond_batch on a stack of views (view-major, each the full batch)."""
+        """Run ComfyUI's calc_cond_batch on a stack of views (view-major, each the full batch). View-specific
+        conditioning differs per view, so such stacks are evaluated one view at a time and concatenated."""
         n = len(view_ids)
+        if n > 1 and _has_view_specific(conds):
+            per_view = x_stack.shape[0] // n
+            sigmas = sigma.chunk(n) if sigma.shape[0] == x_stack.shape[0] else [sigma] * n
+            parts = [self._evaluate(conds, x_stack[j * per_view:(j + 1) * per_view], sigmas[j], [v], model,
+                                    model_options) for j, v in enumerate(view_ids)]
+            return [None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
         per_view = x_stack.shape[0] // n
         view_conds = [None if cond_list is None else self._conds_for_views(cond_list, view_ids, per_view)
                       for cond_list in conds]
@@ -118,12 +159,12 @@ class ViewTiler:
         for c in cond_list:
             new = dict(c)
             if "area" in c:
-                area = self._area_in_view(c["area"], self.views[view_ids[0]])
+                area = self._area_in_view(c["area"], self.grid[view_ids[0]])
                 if area is None:
                     continue
                 new["area"] = area
             if "mask" in c:
-                new["mask"] = core_views.crop_view(c["mask"], self.views[view_ids[0]])
+                new["mask"] = core_views.crop_view(c["mask"], self.grid[view_ids[0]])
             if "control" in c and c["control"] is not None:
                 new["control"] = self._control_for_view(c["control"], view_ids[0])
             new["model_conds"] = self._model_conds_for_views(c, view_ids, batch)
@@ -158,11 +199,11 @@ class ViewTiler:
                 scale_w = tensor.shape[-1] / self.latent_w
                 crops = []
                 for v in view_ids:
-                    view = _scaled_view(self.views[v], scale_h, scale_w)
+                    view = _scaled_view(self.grid[v], scale_h, scale_w)
                     crops.append(comfy.utils.repeat_to_batch_size(core_views.crop_view(tensor, view), batch))
                 model_conds[key] = comfy.conds.CONDNoiseShape(torch.cat(crops))
         if "y" in model_conds and isinstance(self.model, comfy.model_base.SDXL):
-            model_conds["y"] = self._sdxl_size_cond(c, self.views[view_ids[0]])
+            model_conds["y"] = self._sdxl_size_cond(c, self.grid[view_ids[0]])
         return model_conds
 
     def _sdxl_size_cond(self, c: dict, view: core_views.View):
@@ -187,7 +228,7 @@ class ViewTiler:
                 scale *= control.vae.spacial_compression_encode()
             canvas_hint = comfy.utils.common_upscale(control.cond_hint_original, self.latent_w * scale,
                                                      self.latent_h * scale, control.upscale_algorithm, "center")
-            copy.cond_hint_original = core_views.crop_view(canvas_hint, _scaled_view(self.views[view_index], scale, scale))
+            copy.cond_hint_original = core_views.crop_view(canvas_hint, _scaled_view(self.grid[view_index], scale, scale))
         copy.cond_hint = None
         if previous is not None:
             copy.set_previous_controlnet(self._control_for_view(previous, view_index))
@@ -203,8 +244,12 @@ class ViewTiler:
             control.cleanup()
             control.cond_hint_original = None
         self._controls.clear()
-        self.pending = None
-        self.view_mode = None
+        self._deviations = self._deviation_sigma = None
+        self._view_ids = None
+
+
+def _has_view_specific(conds) -> bool:
+    return any(key in c for cond_list in conds for c in (cond_list or []) for key in _VIEW_SPECIFIC_KEYS)
 
 
 def _scaled_view(view: core_views.View, scale_h: float, scale_w: float) -> core_views.View:

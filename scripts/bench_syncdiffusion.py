@@ -4,12 +4,14 @@
                                           [--steps 8 --sync-steps 2 --repeats 3 --lpips alex]
 
 Compares, interleaved (A B C A B C ...), medians of --repeats runs:
-- ours_sync: the pack's node (euler + ddim_uniform, w > 0);
 - reference_sync: tests/oracles/official_loop.py, a plain re-implementation of the official per-view DDIM loop
-  on the same UNet, decoder and LPIPS (what the official code does, minus diffusers/autocast);
-- ours_multidiffusion: the pack's node with w = 0 (plain MultiDiffusion).
-Prints ours/reference and sync/multidiffusion ratios. On a CPU only the ratios mean anything; absolute times and
-peak memory (CUDA) are printed when a GPU is used (ComfyUI picks it unless --cpu).
+  on the same UNet, decoder and LPIPS (what the official code does, minus diffusers/autocast), one view at a time;
+- sync_one / sync_auto: the pack's node (euler + ddim_uniform, w > 0), one view per call / the automatic plan;
+- sync_fast_auto: the same with the fast path (TAESD loss decoder, LPIPS at <= 256 px);
+- multi_one / multi_auto: the node with w = 0 (plain MultiDiffusion).
+Prints the ratios side by side: ours/reference, batched/one-at-a-time, sync/multi, fast/exact, fast/multi. On a
+CPU only the ratios mean anything; absolute times and peak memory (CUDA) are printed when a GPU is used (ComfyUI
+picks it unless --cpu).
 Uses the fixture checkpoint by default (random weights, real architecture); --checkpoint picks one from
 ComfyUI's models/checkpoints when COMFYUI_DIR points at a ComfyUI with real models.
 """
@@ -17,8 +19,6 @@ ComfyUI's models/checkpoints when COMFYUI_DIR points at a ComfyUI with real mode
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
 import os
 import statistics
 import sys
@@ -26,27 +26,15 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from comfy_inprocess import load_pack  # noqa: E402
 
 
 def setup_comfy(cpu: bool):
-    comfy_dir = Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache" / "ComfyUI")).resolve()
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
-    sys.path.insert(0, str(comfy_dir))
-    sys.path.insert(1, str(REPO_ROOT / "tests"))
-    from comfy.cli_args import args
-
-    args.cpu = cpu
-    import folder_paths
-
+    comfy_dir = Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache" / "ComfyUI"))
     fixtures = Path(os.environ.get("SDL3D_FIXTURES", REPO_ROOT / ".cache" / "fixtures")) / "models"
-    for folder in sorted(p for p in fixtures.iterdir() if p.is_dir()):
-        folder_paths.add_model_folder_path(folder.name, str(folder), is_default=True)
-    spec = importlib.util.spec_from_file_location("syncdiffusion_ldm3d", REPO_ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(REPO_ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["syncdiffusion_ldm3d"] = pack
-    spec.loader.exec_module(pack)
-    asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+    pack = load_pack(comfy_dir, cpu, [fixtures])
+    sys.path.insert(1, str(REPO_ROOT / "tests"))
     return pack
 
 
@@ -86,12 +74,13 @@ def main(argv=None) -> int:
     latent = {"samples": torch.zeros(1, 4, lat_h, lat_w)}
     ksampler = sync_nodes.SyncDiffusionKSampler
 
-    def ours(weight):
+    def ours(weight, view_batch_size, fast=False):
         return ksampler.execute(model=model, positive=positive, negative=negative, latent_image=latent, vae=vae,
                                 seed=1, steps=ns.steps, cfg=7.5, sampler_name="euler", scheduler="ddim_uniform",
                                 denoise=1.0, window=ns.window, stride=ns.stride, sync_weight=weight,
                                 sync_decay=0.95, sync_freq=1, sync_steps=ns.sync_steps, anchor="middle",
-                                circular=False, view_batch_size=1, lpips=lpips_choice).result[0]["samples"]
+                                circular=False, view_batch_size=view_batch_size, lpips=lpips_choice,
+                                sync_fast=fast).result[0]["samples"]
 
     mm.load_models_gpu([model, vae.patcher])
     unet, ms = model.model.diffusion_model, model.model.model_sampling
@@ -125,7 +114,9 @@ def main(argv=None) -> int:
         return [(v.top, v.top + v.height, v.left, v.left + v.width)
                 for v in core_views.build_view_grid(h, w, win, stride)]
 
-    cases = {"ours_sync": lambda: ours(20.0), "reference_sync": reference, "ours_multidiffusion": lambda: ours(0.0)}
+    cases = {"reference_sync": reference, "sync_one": lambda: ours(20.0, 1), "sync_auto": lambda: ours(20.0, 0),
+             "sync_fast_auto": lambda: ours(20.0, 0, fast=True), "multi_one": lambda: ours(0.0, 1),
+             "multi_auto": lambda: ours(0.0, 0)}
     times = {name: [] for name in cases}
     peaks = {name: 0 for name in cases}
     for fn in cases.values():  # warm-up
@@ -150,8 +141,17 @@ def main(argv=None) -> int:
     for name in cases:
         memory = f", peak {peaks[name] / 2**30:.2f} GiB" if peaks[name] else ""
         print(f"  {name:22s} median {median[name]:8.3f} s{memory}")
-    print(f"ratio ours/reference (sync):        {median['ours_sync'] / median['reference_sync']:.3f}")
-    print(f"ratio SyncDiffusion/MultiDiffusion: {median['ours_sync'] / median['ours_multidiffusion']:.3f}")
+    m = median
+    ratios = [
+        ("ours/reference (sync, one view per call)", m["sync_one"] / m["reference_sync"]),
+        ("batched/one-at-a-time (sync)", m["sync_auto"] / m["sync_one"]),
+        ("batched/one-at-a-time (multi)", m["multi_auto"] / m["multi_one"]),
+        ("SyncDiffusion/MultiDiffusion (auto)", m["sync_auto"] / m["multi_auto"]),
+        ("fast/exact (sync, auto)", m["sync_fast_auto"] / m["sync_auto"]),
+        ("fast/MultiDiffusion (auto)", m["sync_fast_auto"] / m["multi_auto"]),
+    ]
+    for label, value in ratios:
+        print(f"ratio {label:42s} {value:.3f}")
     return 0
 
 

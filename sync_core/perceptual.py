@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = ["BACKBONE_FILES", "LPIPSWeightsMissing", "find_backbone_weights", "build_lpips", "make_perceptual",
-           "normalize_net_name"]
+           "normalize_net_name", "PerceptualLoss"]
 
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 _ALIASES = {"vgg": "vgg", "vgg16": "vgg", "alex": "alex", "alexnet": "alex"}
@@ -130,19 +130,79 @@ def build_lpips(net: str = "vgg", backbone_path: str | None = None, search_dirs:
     return model
 
 
-def make_perceptual(model: torch.nn.Module, resolution: int | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-    """``perceptual(a, b)`` for :func:`sync_core.sync.sync_views`: LPIPS on [-1,1] images, optionally after a
-    bilinear resize so that the shorter side is ``resolution`` (cheaper LPIPS; the official code uses full size).
-    Inputs are cast to the model's dtype/device; the result is ``[N]`` float32."""
-    param = next(model.parameters())
+class PerceptualLoss:
+    """LPIPS as ``sync_views`` uses it: ``loss(a, b)`` like ``lpips.LPIPS(a, b)``, plus a split form that computes the
+    reference image's features once (:meth:`prepare`) and compares many images to them (:meth:`compare`).
 
-    def perceptual(a: Tensor, b: Tensor) -> Tensor:
-        if resolution is not None and min(a.shape[-2:]) != resolution:
-            scale = resolution / min(a.shape[-2:])
-            size = (max(1, round(a.shape[-2] * scale)), max(1, round(a.shape[-1] * scale)))
-            a = torch.nn.functional.interpolate(a, size=size, mode="bilinear", align_corners=False, antialias=True)
-            b = torch.nn.functional.interpolate(b, size=size, mode="bilinear", align_corners=False, antialias=True)
-        out = model(a.to(device=param.device, dtype=param.dtype), b.to(device=param.device, dtype=param.dtype))
-        return out.reshape(out.shape[0]).float()
+    Convention: images ``[N, 3, H, W]`` in [-1, 1]; results ``[N]`` float32. With ``resolution``, both images are
+    resized (bilinear, antialiased) so that the shorter side is ``resolution`` first (cheaper; the official code uses
+    full size). ``checkpoint=True`` runs each backbone slice under gradient checkpointing (same values and
+    gradients, less memory). The math is ``lpips.LPIPS.forward`` (v0.1, linear heads, spatial average), split in two.
+    """
 
-    return perceptual
+    def __init__(self, model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
+                 context: Callable[[], ContextManager] | None = None):
+        self.model = model
+        self.resolution = resolution
+        self.checkpoint = checkpoint
+        self.context = context  # entered around each checkpointed slice (see sync_core.checkpointing)
+
+    def _resize(self, image: Tensor) -> Tensor:
+        if self.resolution is None or min(image.shape[-2:]) == self.resolution:
+            return image
+        scale = self.resolution / min(image.shape[-2:])
+        size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+        return torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def _features(self, image: Tensor) -> list[Tensor]:
+        import lpips  # local import: heavy, and only needed here
+
+        param = next(self.model.parameters())
+        h = self.model.scaling_layer(self._resize(image).to(device=param.device, dtype=param.dtype))
+        net = self.model.net
+        feats = []
+        for k in range(1, net.N_slices + 1):
+            block = getattr(net, f"slice{k}")
+            if self.checkpoint and torch.is_grad_enabled() and h.requires_grad:
+                h = torch.utils.checkpoint.checkpoint(self._in_context(block), h, use_reentrant=False,
+                                                      preserve_rng_state=False)
+            else:
+                h = block(h)
+            feats.append(lpips.normalize_tensor(h))
+        return feats
+
+    def _in_context(self, block):
+        if self.context is None:
+            return block
+
+        def run(h: Tensor) -> Tensor:
+            with self.context():
+                return block(h)
+
+        return run
+
+    def prepare(self, reference: Tensor) -> list[Tensor]:
+        """The reference images' normalised backbone features (no gradient): the ``target`` of :meth:`compare`."""
+        with torch.no_grad():
+            return [f.detach() for f in self._features(reference)]
+
+    def compare(self, image: Tensor, target: list[Tensor]) -> Tensor:
+        """LPIPS between ``image [N,...]`` and prepared features of ``N`` or ``1`` reference images (broadcast) ->
+        ``[N]``; ``N`` may also be a multiple of the reference batch (views stacked view-major)."""
+        total = 0
+        for k, feat in enumerate(self._features(image)):
+            ref = target[k]
+            if ref.shape[0] != feat.shape[0]:
+                ref = ref.repeat(feat.shape[0] // ref.shape[0], 1, 1, 1)
+            total = total + self.model.lins[k]((feat - ref) ** 2).mean([2, 3], keepdim=True)
+        return total.reshape(image.shape[0]).float()
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.compare(a, self._features(b))
+
+
+def make_perceptual(model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
+                    context: Callable[[], ContextManager] | None = None) -> PerceptualLoss:
+    """:class:`PerceptualLoss` for :func:`sync_core.sync.sync_views` (LPIPS on [-1,1] images, optionally at a lower
+    ``resolution``: the shorter side resized to it)."""
+    return PerceptualLoss(model, resolution, checkpoint, context)

@@ -86,10 +86,20 @@ def _as_per_sample(loss: Tensor, n: int) -> Tensor:
     return loss
 
 
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _next_batch_size(view_batch_size, remaining: int) -> int:
+    n = view_batch_size(remaining) if callable(view_batch_size) else view_batch_size
+    if int(n) != n or n < 1:
+        raise ValueError(f"view batch size must be an integer >= 1, got {n!r}")
+    return min(int(n), remaining)
+
+
 def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, Sequence[int]], Tensor],
                decode: Callable[[Tensor], Tensor], perceptual: Callable[[Tensor, Tensor], Tensor], weight: float,
-               view_batch_size: int = 1, clamp_decoded: bool = True, return_losses: bool = False,
-               anchor_image: Tensor | None = None):
+               view_batch_size: int | Callable[[int], int] = 1, clamp_decoded: bool = True,
+               return_losses: bool = False, anchor_image: Tensor | None = None):
     """One SyncDiffusion gradient step on every non-anchor view.
 
     Convention:
@@ -101,7 +111,11 @@ def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, 
     Returns detached updated latents ``[V,B,C,h,w]`` (anchor unchanged; view ``v``: ``z - weight * dL/dz`` with
     ``L`` summed over its batch; samples are independent), and with ``return_losses=True`` also the per-view
     perceptual losses ``[V, B]`` before the update (0 for the anchor). Inputs are not mutated.
-    ``view_batch_size`` views go through the models at once; the result does not depend on it.
+    ``view_batch_size`` views go through the models at once; the result does not depend on it. It may be a
+    callable ``planner(remaining_views) -> n`` asked before every batch (see ``sync_core.batching``); when a batch
+    runs out of device memory it is retried at half the size (``planner.shrink(n)`` is told, if it has one).
+    ``perceptual`` may have ``prepare(ref) -> target`` and ``compare(img, target)`` (``PerceptualLoss``): then the
+    anchor's features are computed once per call instead of once per batch.
     ``anchor_image``: optional precomputed anchor image ``[B,3,Hp,Wp]`` in [0,1] (clamped here when
     ``clamp_decoded``); by default it is ``decode(predict_x0(anchor latent))`` without gradient.
     """
@@ -110,7 +124,7 @@ def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, 
     n_views, batch = view_latents.shape[0], view_latents.shape[1]
     if not 0 <= anchor < n_views:
         raise ValueError(f"anchor index {anchor} is out of range for {n_views} views")
-    if view_batch_size < 1:
+    if not callable(view_batch_size) and (int(view_batch_size) != view_batch_size or view_batch_size < 1):
         raise ValueError(f"view_batch_size must be >= 1, got {view_batch_size}")
     if not math.isfinite(weight):
         raise ValueError(f"sync weight must be finite, got {weight}")
@@ -135,22 +149,39 @@ def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, 
             if clamp_decoded:
                 ref = ref.clamp(0, 1)
             ref = (2 * ref - 1).detach()  # [B, 3, Hp, Wp]
+            split = hasattr(perceptual, "prepare") and hasattr(perceptual, "compare")
+            target = perceptual.prepare(ref) if split else None
+
+        def one_batch(ids: list[int]) -> None:
+            z = out[ids].clone().requires_grad_(True)  # [n, B, C, h, w]
+            x0 = predict_x0(z, ids)
+            if tuple(x0.shape[:2]) != (len(ids), batch):
+                raise ValueError(f"predict_x0 returned shape {tuple(x0.shape)} for {len(ids)} views of batch {batch}")
+            img = decode(x0.flatten(0, 1))
+            if clamp_decoded:
+                img = img.clamp(0, 1)
+            if split:
+                raw = perceptual.compare(2 * img - 1, target)
+            else:
+                raw = perceptual(2 * img - 1, ref.unsqueeze(0).expand(len(ids), *ref.shape).flatten(0, 1))
+            loss = _as_per_sample(raw, len(ids) * batch)
+            (grad,) = torch.autograd.grad(loss.sum(), z)
+            losses[ids] = loss.detach().float().reshape(len(ids), batch)
+            if weight != 0:
+                out[ids] = (z - weight * grad).detach()
 
         with torch.enable_grad():
-            for start in range(0, len(others), view_batch_size):
-                ids = others[start:start + view_batch_size]
-                z = out[ids].clone().requires_grad_(True)  # [n, B, C, h, w]
-                x0 = predict_x0(z, ids)
-                if tuple(x0.shape[:2]) != (len(ids), batch):
-                    raise ValueError(f"predict_x0 returned shape {tuple(x0.shape)} for {len(ids)} views of batch "
-                                     f"{batch}")
-                img = decode(x0.flatten(0, 1))
-                if clamp_decoded:
-                    img = img.clamp(0, 1)
-                target = ref.unsqueeze(0).expand(len(ids), *ref.shape).flatten(0, 1)
-                loss = _as_per_sample(perceptual(2 * img - 1, target), len(ids) * batch)
-                (grad,) = torch.autograd.grad(loss.sum(), z)
-                losses[ids] = loss.detach().float().reshape(len(ids), batch)
-                if weight != 0:
-                    out[ids] = (z - weight * grad).detach()
+            start, cap = 0, len(others)
+            while start < len(others):
+                n = min(_next_batch_size(view_batch_size, len(others) - start), cap)
+                try:
+                    one_batch(others[start:start + n])
+                except _OUT_OF_MEMORY:
+                    if n == 1:
+                        raise
+                    cap = max(1, n // 2)
+                    if hasattr(view_batch_size, "shrink"):
+                        view_batch_size.shrink(n)
+                    continue
+                start += n
     return (out, losses) if return_losses else out

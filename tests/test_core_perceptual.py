@@ -140,3 +140,29 @@ def test_find_order_and_hub_fallback(tmp_path, empty_hub, lpips_dir):
     (first / name).write_bytes(b"x")
     assert find_backbone_weights("vgg16", [str(first), str(second)]) == str(first / name)
     assert find_backbone_weights("alex", [str(first), str(second)]) is None
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_prepared_anchor_features_and_checkpointed_lpips_equal_lpips_forward(lpips_dir, empty_hub, net):
+    """The split form (anchor features once, many images against them) and its checkpointed gradient equal the
+    lpips package's own forward and plain autograd."""
+    model = build_lpips(net, search_dirs=[str(lpips_dir)])
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(6, 3, 48, 48, generator=g) * 2 - 1
+    anchor = torch.rand(2, 3, 48, 48, generator=g) * 2 - 1
+    per = make_perceptual(model)
+    target = per.prepare(anchor)
+    stacked_anchor = anchor.repeat(3, 1, 1, 1)  # view-major stacks: 3 views x batch 2
+    want = model(images, stacked_anchor).reshape(6)
+    torch.testing.assert_close(per.compare(images, target), want, rtol=1e-5, atol=1e-7)
+
+    def grad_of(loss_fn):
+        x = images.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(x).sum(), x)
+        return grad
+
+    plain = grad_of(lambda x: model(x, stacked_anchor))
+    ckpt = make_perceptual(model, checkpoint=True)
+    torch.testing.assert_close(grad_of(lambda x: ckpt.compare(x, ckpt.prepare(anchor))), plain, rtol=1e-4,
+                               atol=1e-8)
+    assert plain.abs().max() > 0
