@@ -1,80 +1,15 @@
-"""sync_core.coherence: Intra-LPIPS and Intra-Style-L against plain re-implementations written here (loops over
-crop pairs, Gram matrices by hand), crop enumeration, backbone loading. Random-weight backbones (fixtures)."""
+"""sync_core.coherence: Intra-LPIPS and Intra-Style-L against the plain re-implementations in
+tests/oracles/coherence_metrics.py (loops over crop pairs, Gram matrices by hand), crop enumeration, backbone
+loading. Random-weight backbones (fixtures)."""
 import math
 
 import pytest
 import torch
-import torchvision
 
+from oracles.coherence_metrics import plain_boxes, plain_intra_lpips, plain_intra_style
 from sync_core.coherence import (STYLE_BACKBONE_FILE, StyleWeightsMissing, build_style_vgg, crop_boxes, crop_pairs,
                                  find_style_weights, intra_lpips, intra_style_loss, style_resize_size)
 from sync_core.perceptual import BACKBONE_FILES, build_lpips
-
-
-# ---- plain re-implementations --------------------------------------------------------------------------------------
-def plain_boxes(height, width, crop, stride):
-    """Row-major crop grid, remainder dropped (the paper's evaluation protocol), written out."""
-    out = []
-    top = 0
-    while top + crop <= height:
-        left = 0
-        while left + crop <= width:
-            out.append((top, top + crop, left, left + crop))
-            left += stride
-        top += stride
-    return out
-
-
-def plain_intra_lpips(model, images, crop):
-    values = []
-    for image in images:
-        crops = [image[:, t:b, l:r] * 2 - 1 for t, b, l, r in plain_boxes(image.shape[1], image.shape[2], crop, crop)]
-        total, count = 0.0, 0
-        for i in range(len(crops)):
-            for j in range(i + 1, len(crops)):
-                total += model(crops[i][None], crops[j][None]).item()  # one LPIPS call per pair, like the paper
-                count += 1
-        values.append(total / count)
-    return sum(values) / len(values), values
-
-
-def _gram_by_hand(feature):
-    c, h, w = feature.shape
-    flat = feature.reshape(c, h * w)
-    return flat @ flat.t() / (c * h * w)
-
-
-def plain_intra_style(vgg19_state_dict, images, crop):
-    features = torchvision.models.vgg19(weights=None).features
-    features.load_state_dict({k[len("features."):]: v for k, v in vgg19_state_dict.items()})
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    resize = torchvision.transforms.Resize(crop, antialias=True)  # the official loader's Resize(512), on a tensor
-
-    def grams(x):
-        x = ((x - mean) / std)[None]
-        out, convs = [], 0
-        for layer in features:
-            if isinstance(layer, torch.nn.ReLU):
-                layer = torch.nn.ReLU(inplace=False)
-            x = layer(x)
-            if isinstance(layer, torch.nn.Conv2d):
-                convs += 1
-                out.append(_gram_by_hand(x[0]))
-                if convs == 5:
-                    return out
-
-    values = []
-    for image in images:
-        image = resize(image[None])[0]
-        crops = [image[:, t:b, l:r] for t, b, l, r in plain_boxes(image.shape[1], image.shape[2], crop, crop)]
-        total = 0.0
-        for i in range(len(crops)):
-            for j in range(i + 1, len(crops)):
-                ga, gb = grams(crops[i]), grams(crops[j])
-                total += sum(torch.nn.functional.mse_loss(gb_k, ga_k).item() for ga_k, gb_k in zip(ga, gb))
-        values.append(total)  # the official code sums over pairs
-    return sum(values) / len(values), values
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------------------
