@@ -184,3 +184,50 @@ def test_style_vgg_rejects_vgg16_and_missing_files(lpips_dir, tmp_path, empty_hu
     (empty_hub / "checkpoints").mkdir(parents=True)
     (empty_hub / "checkpoints" / STYLE_BACKBONE_FILE).write_bytes(b"x")
     assert find_style_weights([str(folder)]) == str(empty_hub / "checkpoints" / STYLE_BACKBONE_FILE)
+
+
+# ---- scripts/coherence.py (a subprocess: the script puts the repo root on sys.path) -------------------------------
+def test_script_groups_files_and_matches_plain(lpips_dir, lpips_vgg, vgg19_sd, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "w0").mkdir()
+    arrays = {"w0/a.png": rng.integers(0, 256, (32, 100, 3), dtype=np.uint8),
+              "w0/b.png": rng.integers(0, 256, (40, 80, 3), dtype=np.uint8),  # style: resized to 32x64
+              "w0/small.png": rng.integers(0, 256, (32, 40, 3), dtype=np.uint8),
+              "w20.png": np.tile(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (1, 3, 1))}
+    for name, array in arrays.items():
+        Image.fromarray(array).save(tmp_path / name)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "coherence.py"
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "w0"), str(tmp_path / "w20.png"), "--crop", "32",
+                          "--lpips-dir", str(lpips_dir), "--json", str(tmp_path / "s.json"), "--device", "cpu"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "skipped" in out.stderr and "small.png" in out.stderr and "holds 1 32x32 crop" in out.stderr
+    result = json.loads((tmp_path / "s.json").read_text())
+    w0, w20 = result["groups"]
+    assert [Path(r["file"]).name for r in w0["images"]] == ["a.png", "b.png"] and w20["count"] == 1
+
+    def as_tensor(name):
+        return torch.from_numpy(arrays[name]).permute(2, 0, 1)[None].float() / 255.0
+
+    for row, name in zip(w0["images"], ("w0/a.png", "w0/b.png")):
+        assert row["intra_lpips"] == pytest.approx(plain_intra_lpips(lpips_vgg, as_tensor(name), 32)[0], rel=1e-5)
+        assert row["intra_style"] == pytest.approx(plain_intra_style(vgg19_sd, as_tensor(name), 32)[0], rel=1e-4)
+    assert w0["intra_lpips"] == pytest.approx((w0["images"][0]["intra_lpips"] + w0["images"][1]["intra_lpips"]) / 2)
+    assert w20["intra_lpips"] == 0.0 and w20["intra_style"] == 0.0  # three identical crops
+    assert "mean of 2 image(s)" in out.stdout and "Intra-Style-L" in out.stdout
+    # no backbone anywhere: a clear message naming the file, exit status 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "w20.png"), "--lpips-dir", str(empty)],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert missing.returncode == 2 and "vgg16-397923af.pth" in missing.stderr and str(empty) in missing.stderr
