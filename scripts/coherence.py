@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         return 2
 
     results = []
-    header = f"{'group':<24} {'file':<32} {'size':>11} {'crops':>5} {'pairs':>5} {'Intra-LPIPS':>12} {'Intra-Style-L':>14}"
+    header = (f"{'group':<24} {'file':<32} {'size':>11} {'crops':>5} {'pairs':>5} {'Intra-LPIPS':>12} "
+              f"{'Intra-Style-L':>14}")
     print(f"crop {ns.crop}x{ns.crop}, LPIPS-{ns.net}, device {device}; lower = more coherent")
     print(header)
     print("-" * len(header))

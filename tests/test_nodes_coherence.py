@@ -90,3 +90,15 @@ def test_missing_vgg19_names_file_and_folder(node, comfy, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"SyncDiffusion Coherence: Intra-Style-L needs .*vgg19-dcbb9e9d\.pth.*Fix: "
                                          rf"put 'vgg19-dcbb9e9d\.pth' into {folder}"):
         run_node_ui(node, image=torch.rand(1, 32, 96, 3), crop_size=32)
+
+
+def test_node_is_interruptible(node):
+    import comfy.model_management as mm
+
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_node_ui(node, image=torch.rand(1, 32, 96, 3), crop_size=32)
+        assert not mm.processing_interrupted()  # the check consumed the flag, as in ComfyUI's executor
+    finally:
+        mm.interrupt_current_processing(False)
