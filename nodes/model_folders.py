@@ -1,7 +1,8 @@
 """Model folders the pack adds to ComfyUI's search paths.
 
 - `models/lpips/`: ImageNet backbone weights for LPIPS (`vgg16-397923af.pth`, `alexnet-owt-7be5be79.pth`,
-  the torchvision file names) used by the SyncDiffusion sync step.
+  the torchvision file names) used by the SyncDiffusion sync step, and `vgg19-dcbb9e9d.pth` for the
+  Intra-Style-L metric of the SyncDiffusion Coherence node.
 - `models/ldm3d/`: LDM3D models, as diffusers folders (`Intel/ldm3d-4c` layout) or single safetensors files.
 """
 

@@ -7,6 +7,8 @@ Submodules:
   (one LPIPS gradient step of every non-anchor view towards the anchor's x0 image).
 - ``perceptual``: offline ``lpips.LPIPS`` built from torchvision backbone files (``build_lpips``,
   ``find_backbone_weights``, ``LPIPSWeightsMissing``, ``make_perceptual``).
+- ``coherence``: the paper's panorama metrics Intra-LPIPS and Intra-Style-L over non-overlapping crops
+  (``crop_boxes``, ``intra_lpips``, ``intra_style_loss``, ``build_style_vgg`` from ``vgg19-dcbb9e9d.pth``).
 - ``diffusers_adapter``: ``sample_panorama`` = the official loop with diffusers UNet/VAE/DDIMScheduler on this core
   (imports diffusers lazily through its own module; the other submodules need only torch and lpips).
 """
