@@ -39,6 +39,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from .perceptual import PerceptualLoss
+
 __all__ = ["STYLE_BACKBONE_FILE", "STYLE_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "StyleWeightsMissing",
            "CoherenceScores", "crop_boxes", "crop_pairs", "extract_crops", "style_resize_size", "resize_for_style",
            "find_style_weights", "build_style_vgg", "gram_matrix", "style_grams", "lpips_features",
@@ -233,18 +235,12 @@ def _check_lpips(model: torch.nn.Module) -> None:
 
 def lpips_features(model: torch.nn.Module, images: Tensor) -> list[Tensor]:
     """The unit-normalised trunk features ``lpips.LPIPS`` compares, for images in [-1, 1]."""
-    import lpips  # local import: heavy
-
-    outs = model.net.forward(model.scaling_layer(images))
-    return [lpips.normalize_tensor(o) for o in outs]
+    return PerceptualLoss(model).features(images)
 
 
 def lpips_distance(model: torch.nn.Module, feats_a: Sequence[Tensor], feats_b: Sequence[Tensor]) -> Tensor:
     """``lpips.LPIPS(a, b)`` from :func:`lpips_features` of a and b (same batch size): ``[n]``."""
-    total = 0
-    for k, (fa, fb) in enumerate(zip(feats_a, feats_b)):
-        total = total + model.lins[k]((fa - fb) ** 2).mean(dim=(2, 3))
-    return total.reshape(-1)
+    return PerceptualLoss(model).distance(feats_a, feats_b)
 
 
 def _groups(num: int, size: int) -> list[range]:

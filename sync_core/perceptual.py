@@ -154,7 +154,8 @@ class PerceptualLoss:
         size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
         return torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
 
-    def _features(self, image: Tensor) -> list[Tensor]:
+    def features(self, image: Tensor) -> list[Tensor]:
+        """The unit-normalised backbone features LPIPS compares (after the optional resize)."""
         import lpips  # local import: heavy, and only needed here
 
         param = next(self.model.parameters())
@@ -184,21 +185,24 @@ class PerceptualLoss:
     def prepare(self, reference: Tensor) -> list[Tensor]:
         """The reference images' normalised backbone features (no gradient): the ``target`` of :meth:`compare`."""
         with torch.no_grad():
-            return [f.detach() for f in self._features(reference)]
+            return [f.detach() for f in self.features(reference)]
+
+    def distance(self, feats_a, feats_b) -> Tensor:
+        """LPIPS from two feature lists; ``feats_b`` may hold ``1/k`` of ``feats_a``'s batch (repeated k times, for
+        view-major stacks of views against one reference batch). Returns ``[N]`` float32."""
+        total = 0
+        for k, (fa, fb) in enumerate(zip(feats_a, feats_b)):
+            if fb.shape[0] != fa.shape[0]:
+                fb = fb.repeat(fa.shape[0] // fb.shape[0], 1, 1, 1)
+            total = total + self.model.lins[k]((fa - fb) ** 2).mean([2, 3], keepdim=True)
+        return total.reshape(-1).float()
 
     def compare(self, image: Tensor, target: list[Tensor]) -> Tensor:
-        """LPIPS between ``image [N,...]`` and prepared features of ``N`` or ``1`` reference images (broadcast) ->
-        ``[N]``; ``N`` may also be a multiple of the reference batch (views stacked view-major)."""
-        total = 0
-        for k, feat in enumerate(self._features(image)):
-            ref = target[k]
-            if ref.shape[0] != feat.shape[0]:
-                ref = ref.repeat(feat.shape[0] // ref.shape[0], 1, 1, 1)
-            total = total + self.model.lins[k]((feat - ref) ** 2).mean([2, 3], keepdim=True)
-        return total.reshape(image.shape[0]).float()
+        """LPIPS between ``image [N,...]`` and prepared features of ``N`` or ``N/k`` reference images -> ``[N]``."""
+        return self.distance(self.features(image), target)
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
-        return self.compare(a, self._features(b))
+        return self.distance(self.features(a), self.features(b))
 
 
 def make_perceptual(model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
