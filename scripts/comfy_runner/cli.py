@@ -130,7 +130,9 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
             if not alive:
                 progress.close()
                 reasons = "; ".join(f"{s.url}: {s.gone_reason}" for s in servers)
-                return _fail(EXIT_UNREACHABLE, f"error: no server reachable ({reasons})")
+                _record_unreachable(rows, ns.manifest or out_dir / "manifest.jsonl", reasons)
+                return _fail(EXIT_UNREACHABLE, f"FAILED: no server reachable ({reasons}); {len(rows)} jobs "
+                             f"recorded as unreachable in {ns.manifest or out_dir / 'manifest.jsonl'}")
             object_info = await alive[0].object_info()
             try:
                 if workflow.needs_conversion:
@@ -193,7 +195,7 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
         for spec in ns.sets:
             apply_set(prompt, spec, object_info, changes)
         apply_row(prompt, row, object_info, changes)
-        job_id = outputs.safe_name(row["id"]) if row.get("id") not in (None, "") else f"job-{index + 1:04d}"
+        job_id = job_id_for(row, index)
         if job_id in seen:
             raise OverrideError(f"{row.get('_where', 'batch')}: job id '{job_id}' is used twice")
         seen.add(job_id)
@@ -201,6 +203,22 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
         jobs.append(Job(index=index, id=job_id, prompt=prompt, workflow_ui=workflow.ui_with(changes),
                         overrides=shown, key=outputs.graph_hash(prompt), dir=out_dir / job_id))
     return jobs
+
+
+def job_id_for(row: dict, index: int) -> str:
+    """The row's 'id' (made safe for a folder name) or job-0001, job-0002, ... by position in the batch."""
+    return outputs.safe_name(row["id"]) if row.get("id") not in (None, "") else f"job-{index + 1:04d}"
+
+
+def _record_unreachable(rows: list[dict], manifest_path: Path, reasons: str) -> None:
+    """Nothing is lost even when no server answers: every job gets its record."""
+    manifest = outputs.Manifest(manifest_path)
+    for index, row in enumerate(rows):
+        job_id = job_id_for(row, index)
+        manifest.write({"job": job_id, "index": index, "status": "unreachable", "server": None, "prompt_id": None,
+                        "overrides": {k: v for k, v in row.items() if k != "_where"}, "outputs": [], "timings": {},
+                        "attempts": [], "error": f"no server reachable ({reasons})"})
+    manifest.close()
 
 
 def _models_hint(ns, local) -> str:
