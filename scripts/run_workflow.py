@@ -7,7 +7,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from comfy_runner.cli import main  # noqa: E402
-from comfy_runner.local import missing_inputs, offline_models_tree  # noqa: E402,F401  (used by tests)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,11 @@
 """The batch runner (scripts/run_batch.py) against real ComfyUI servers on loopback ports, on the fixtures.
 
 Three servers are started by PID for the module (in parallel) and stopped at the end; the last test kills one of
-them mid-batch. The runner runs as a subprocess, exactly as users call it. The jobs use the shipped UI workflow
-ldm3d_txt2rgbd.json (converted through the server's /object_info) shrunk by overrides to 64x64 and one step,
-so a job takes a few seconds on 2 cores; seeds differ per job, so nothing is served from the cache.
+them mid-batch. The runner runs as a subprocess, exactly as users call it. Workflows are the shipped UI files,
+converted through the server's /object_info. The batches run stereo360_tb.json (ODS stereo from the shipped
+RGB + 16-bit depth, no model to load, a few seconds a job on 2 cores) with a different ipd_m per job, set by
+node title in the batch file, so no job is served from the cache; the single-job tests run ldm3d_txt2rgbd.json
+(sampling on the LDM3D fixture) shrunk by overrides to 64x64 and one step.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from headless import ComfyClient, ComfyServer, free_port, prepare_base  # noqa: 
 RUNNER = REPO_ROOT / "scripts" / "run_batch.py"
 TXT2RGBD = REPO_ROOT / "workflows" / "ldm3d_txt2rgbd.json"
 MESH = REPO_ROOT / "workflows" / "stereo360_mesh.json"
+STEREO = REPO_ROOT / "workflows" / "stereo360_tb.json"
 SMALL = ["--size", "64x64", "--steps", "1"]
 UI_WORKFLOWS = sorted(p for p in (REPO_ROOT / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 pytestmark = pytest.mark.server
@@ -62,9 +65,10 @@ def run_runner(*args, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO_ROOT)
 
 
-def write_batch(path: Path, count: int, first_seed: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"pano-{i:02d}", "seed": first_seed + i,
-                                        "prompt": f"test scene {i}"}) + "\n" for i in range(count)))
+def write_batch(path: Path, count: int, first_ipd_mm: int) -> Path:
+    """A JSONL batch for STEREO: one job a line, each with its own eye distance (so each one really runs)."""
+    path.write_text("".join(json.dumps({"id": f"pano-{i:02d}", "Stereo 360 (ODS).ipd_m": (first_ipd_mm + 7 * i) / 1000})
+                            + "\n" for i in range(count)))
     return path
 
 
@@ -172,9 +176,9 @@ def test_mesh_outputs_are_downloaded_with_their_companions(servers, tmp_path):
 
 def test_three_servers_run_twelve_jobs(servers, tmp_path):
     out = tmp_path / "out"
-    batch = write_batch(tmp_path / "jobs.jsonl", 12, first_seed=100)
+    batch = write_batch(tmp_path / "jobs.jsonl", 12, first_ipd_mm=20)
     started = time.monotonic()
-    result = run_runner(TXT2RGBD, *SMALL, "--batch", batch, "--output-dir", out,
+    result = run_runner(STEREO, "--batch", batch, "--output-dir", out,
                         *[a for s in servers for a in ("--url", s.url)])
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
@@ -183,15 +187,15 @@ def test_three_servers_run_twelve_jobs(servers, tmp_path):
     assert {r["status"] for r in records.values()} == {"ok"}
     check_outputs_match_manifest(out, list(records.values()))
     assert {r["server"] for r in records.values()} == {s.url for s in servers}, "every server got work"
-    rgb_hashes = {next(i["sha256"] for i in r["outputs"] if i["node"] == "7") for r in records.values()}
-    assert len(rgb_hashes) == 12, "each job ran with its own seed"
+    stereo_hashes = {r["outputs"][0]["sha256"] for r in records.values()}
+    assert len(stereo_hashes) == 12, "each job ran with its own eye distance"
     print(f"12 jobs on 3 servers: {elapsed:.1f} s")
 
 
 def test_resume_after_interrupted_run_finishes_only_what_is_missing(servers, tmp_path):
     out = tmp_path / "out"
-    batch = write_batch(tmp_path / "jobs.jsonl", 6, first_seed=300)
-    first = subprocess.Popen([sys.executable, str(RUNNER), TXT2RGBD, *SMALL, "--batch", batch, "--output-dir", out,
+    batch = write_batch(tmp_path / "jobs.jsonl", 6, first_ipd_mm=21)
+    first = subprocess.Popen([sys.executable, str(RUNNER), STEREO, "--batch", batch, "--output-dir", out,
                               "--url", servers[1].url, "--depth", "1"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, cwd=REPO_ROOT)
     try:
@@ -207,7 +211,7 @@ def test_resume_after_interrupted_run_finishes_only_what_is_missing(servers, tmp
     done_before = {r["job"] for r in read_manifest(out / "manifest.jsonl") if r["status"] == "ok"}
     assert 2 <= len(done_before) < 6
 
-    result = run_runner(TXT2RGBD, *SMALL, "--batch", batch, "--output-dir", out, "--resume",
+    result = run_runner(STEREO, "--batch", batch, "--output-dir", out, "--resume",
                         "--url", servers[1].url, "--url", servers[0].url)
     assert result.returncode == 0, result.stderr
     records = final_records(out)
@@ -258,8 +262,8 @@ def test_killed_server_mid_batch_has_its_jobs_requeued(servers, tmp_path):
     """Runs last: it kills servers[2] by PID while that server executes one of our jobs."""
     victim = servers[2]
     out = tmp_path / "out"
-    batch = write_batch(tmp_path / "jobs.jsonl", 12, first_seed=500)
-    runner = subprocess.Popen([sys.executable, str(RUNNER), TXT2RGBD, *SMALL, "--batch", batch, "--output-dir", out,
+    batch = write_batch(tmp_path / "jobs.jsonl", 12, first_ipd_mm=22)
+    runner = subprocess.Popen([sys.executable, str(RUNNER), STEREO, "--batch", batch, "--output-dir", out,
                                *[a for s in servers for a in ("--url", s.url)]],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:

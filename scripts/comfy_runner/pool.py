@@ -131,8 +131,10 @@ class Pool:
             if status.get("status_str") == "error":
                 self.finish(job, "execution_error", execution_message(entry), server=server, entry=entry)
                 return
+            fetch_started = time.monotonic()
             files = await self.download(server, job, entry)
-            self.finish(job, "ok", None, server=server, entry=entry, files=files)
+            self.finish(job, "ok", None, server=server, entry=entry, files=files,
+                        download_s=time.monotonic() - fetch_started)
         except Rejected as err:
             self.finish(job, "validation_error", str(err), server=server, details=err.details)
         except JobTimeout:
@@ -228,7 +230,8 @@ class Pool:
         self.progress.job_ended(job.id, f"{job.id}: {server.url} lost it ({reason}); re-queued", advance=False)
 
     def finish(self, job: Job, status: str, error: str | None, server: Server | None = None,
-               entry: dict | None = None, files: list[dict] | None = None, details: dict | None = None) -> None:
+               entry: dict | None = None, files: list[dict] | None = None, details: dict | None = None,
+               download_s: float | None = None) -> None:
         now = time.monotonic()
         record = {
             "job": job.id, "index": job.index, "status": status,
@@ -237,7 +240,8 @@ class Pool:
             "graph_sha256": job.key, "overrides": job.overrides,
             "outputs": [{**f, "path": f"{job.dir.name}/{f['path']}"} for f in files or []],
             "timings": {"total_s": round(now - job.dispatched, 3) if job.dispatched else 0.0,
-                        **server_timings(entry)},
+                        **server_timings(entry),
+                        **({"download_s": round(download_s, 3)} if download_s is not None else {})},
             "attempts": job.attempts, "error": error,
             **({"error_details": details} if details else {}),
         }
