@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".mtl", ".ply", ".stl", ".png")
@@ -109,7 +110,7 @@ class Manifest:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "a", encoding="utf-8")
-        self.run_id = time.strftime("%Y%m%dT%H%M%S")
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
     def write(self, record: dict) -> None:
         self.handle.write(json.dumps({"run": self.run_id, **record}) + "\n")

@@ -125,13 +125,15 @@ class Server:
         return (await self.get_json(f"/history/{prompt_id}")).get(prompt_id)
 
     async def forget(self, prompt_ids: list[str]) -> None:
-        """Remove not-yet-started prompts of ours from the server's queue (best effort, on interrupt)."""
-        try:
-            async with self.session.post(self.url + "/queue", json={"delete": prompt_ids},
-                                         timeout=aiohttp.ClientTimeout(total=5)):
-                pass
-        except CONNECTION_ERRORS:
-            pass
+        """Take prompts of ours off the server (best effort: on timeout, Ctrl-C): delete the waiting ones from its
+        queue and interrupt the running one, by prompt id, so other clients' work is never touched."""
+        calls = [("/queue", {"delete": prompt_ids})] + [("/interrupt", {"prompt_id": pid}) for pid in prompt_ids]
+        for path, payload in calls:
+            try:
+                async with self.session.post(self.url + path, json=payload, timeout=aiohttp.ClientTimeout(total=5)):
+                    pass
+            except CONNECTION_ERRORS:
+                return
 
     async def download(self, file_info: dict, dest: Path, must_exist: bool = True) -> tuple[int, str] | None:
         """Stream one output file into `dest`; return (bytes, sha256), or None when absent and not required."""
@@ -175,6 +177,7 @@ class Server:
             except CONNECTION_ERRORS + (aiohttp.WSServerHandshakeError,):
                 pass
             self.ws_connected = False
+            self.reported_queue = 0  # no status messages any more: dispatch on our own count until reconnected
             connected.set()
             if self.gone.is_set():
                 return
