@@ -242,6 +242,9 @@ def summarize(results: dict[str, dict], out_dir: Path, manifest_path: Path) -> i
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     line = f"{'done' if code == EXIT_OK else 'FAILED'}: {len(results)} jobs ({parts}); outputs in {out_dir}; " \
            f"manifest {manifest_path}"
+    if len(results) == 1:
+        for item in next(iter(results.values()))["outputs"]:
+            print(f"  {item['path']}", flush=True)
     print(line, file=sys.stdout if code == EXIT_OK else sys.stderr, flush=True)
     return code
 
