@@ -1,7 +1,7 @@
 """Headless ComfyUI: start a server with this pack linked in, post API-format workflows, fetch outputs.
 
-Used by scripts/run_workflow.py (the main job) and the server tests. Standard library only (plus the
-server's own process), so it runs from any Python.
+Used by the batch runner (scripts/comfy_runner/local.py starts servers with it) and the server tests.
+Standard library only (plus the server's own process), so it runs from any Python.
 """
 
 from __future__ import annotations

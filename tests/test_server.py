@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
-from run_workflow import missing_inputs, offline_models_tree  # noqa: E402
+from comfy_runner.local import missing_inputs, offline_models_tree  # noqa: E402
 
 API_WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.api.json"))
 pytestmark = pytest.mark.server

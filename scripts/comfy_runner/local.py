@@ -1,0 +1,95 @@
+"""ComfyUI servers started here (when no --url is given), the offline fixture models, and the model check.
+
+Each local server gets its own base directory (output counters never race) sharing one models/ folder, and is
+stopped by its PID when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1]
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+from headless import REPO_ROOT, ComfyServer, prepare_base  # noqa: E402
+
+EXPECTED_MODELS = REPO_ROOT / "workflows" / "models" / "expected_models.json"
+
+
+def expected_models() -> list[dict]:
+    return json.loads(EXPECTED_MODELS.read_text())["models"] if EXPECTED_MODELS.exists() else []
+
+
+def offline_models_tree(fixtures_models: Path, dest: Path) -> Path:
+    """A models/ folder holding every fixture plus links named as the workflows expect (expected_models.json)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder in fixtures_models.iterdir():
+        if folder.is_dir():
+            (dest / folder.name).mkdir(exist_ok=True)
+            for item in folder.iterdir():
+                _link(dest / folder.name / item.name, item)
+    for entry in expected_models():
+        source = fixtures_models / entry["fixture"]
+        if not source.exists():
+            raise SystemExit(f"fixture {source} is missing: run scripts/bootstrap.sh first")
+        (dest / entry["folder"]).mkdir(exist_ok=True)
+        _link(dest / entry["folder"] / entry["name"], source)
+    return dest
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.exists():
+        if link.resolve() == target.resolve():
+            return
+        link.unlink()
+    link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+def missing_inputs(prompt: dict, object_info: dict, models_hint: str) -> list[str]:
+    """Combo values (model files, input images) the server does not offer, each with what to do."""
+    by_name = {e["name"]: e for e in expected_models()}
+    problems = []
+    for node_id, node in prompt.items():
+        info = object_info.get(node["class_type"])
+        if info is None:
+            problems.append(f"node {node_id}: class '{node['class_type']}' is not installed on the server")
+            continue
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name, value in node["inputs"].items():
+            spec = specs.get(name)
+            choices = spec[0] if spec and isinstance(spec[0], list) else (
+                spec[1].get("options") if spec and spec[0] == "COMBO" and len(spec) > 1 else None)
+            if not isinstance(value, str) or not choices or value in choices:
+                continue
+            entry = by_name.get(value)
+            if entry:
+                problems.append(f"node {node_id} ({node['class_type']}) needs '{value}': put {entry['source']} at "
+                                f"{models_hint}/{entry['folder']}/{entry['name']}")
+            else:
+                problems.append(f"node {node_id} ({node['class_type']}): input '{name}' = '{value}' is not among "
+                                f"the server's choices ({', '.join(map(str, choices[:5]))}...)")
+    return problems
+
+
+def start_local_servers(count: int, comfyui: Path, offline: bool, fixtures: Path, say) -> list[ComfyServer]:
+    """Start `count` headless CPU servers with this pack linked in; raise RuntimeError naming what failed."""
+    root = REPO_ROOT / ".cache" / ("run_offline" if offline else "run")
+    models = offline_models_tree(fixtures / "models", root / "models_offline") if offline else comfyui / "models"
+    servers = []
+    try:
+        for index in range(count):
+            base = prepare_base(root / f"server-{index}", models, REPO_ROOT / "workflows" / "inputs")
+            servers.append(ComfyServer(comfyui, base))
+        say(f"starting {count} ComfyUI server(s) from {comfyui} (models: {models}) ...")
+        for server in servers:
+            server.start()
+            errors = server.pack_import_errors()
+            if errors:
+                raise RuntimeError("the pack failed to load:\n" + "\n".join(errors))
+        return servers
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
