@@ -32,6 +32,8 @@ def _describe(value) -> str:
         return f"tensor{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
     if isinstance(value, dict) and "samples" in value:
         return f"LATENT{tuple(value['samples'].shape)}"
+    if not isinstance(value, (str, int, float, bool, type(None), tuple, list)):
+        return f"<{type(value).__name__}>"  # never an object repr (install path, memory address)
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
