@@ -40,7 +40,7 @@ _WIDGET_KINDS = ("FLOAT", "INT", "COMBO", "STRING", "BOOLEAN")
 
 
 def _schema_inputs(cls) -> dict:
-    schema = cls.GET_SCHEMA()
+    schema = cls.define_schema()  # not GET_SCHEMA: ComfyUI calls validate_inputs on a locked class clone
     return {spec.id: spec for spec in schema.inputs}
 
 

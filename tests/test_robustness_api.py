@@ -169,6 +169,15 @@ def ldm3d_loader(name="ldm3d-4c"):
     return {"class_type": "SDL3D_LDM3DLoader", "inputs": {"model_name": name}}
 
 
+def loader_case(name):
+    g = ldm3d_decode(vae=["t", 2])
+    g["dec"] = g.pop("t")
+    g.pop("ld")
+    g["t"] = ldm3d_loader(name)
+    g["out"] = preview(["dec", 0])
+    return g
+
+
 def ldm3d_decode(latent=(64, 64), vae=None, **bad):
     g = {"ld": ldm3d_loader(),
          "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": latent[0], "height": latent[1], "batch_size": 1}},
@@ -293,9 +302,8 @@ CASES = [
     ("sampler-stride-above-window", lambda: sync_sampler(stride=128), "stride", "400"),
     ("sampler-anchor-unknown", lambda: sync_sampler(anchor="left"), "anchor", "400"),
     # LDM3D Loader / Decode / Encode / Upscale Conditioning
-    ("ldm3d-loader-unknown-model", lambda: ldm3d_decode() | {"ld": ldm3d_loader("no-such-model")}, "model_name", "400"),
-    ("ldm3d-loader-traversal", lambda: ldm3d_decode() | {"ld": ldm3d_loader("../checkpoints/sdl3d_tiny_sd15.safetensors")},
-     "model_name", "400"),
+    ("ldm3d-loader-unknown-model", lambda: loader_case("no-such-model"), "model_name", "400"),
+    ("ldm3d-loader-traversal", lambda: loader_case("../checkpoints/sdl3d_tiny_sd15.safetensors"), "model_name", "400"),
     ("ldm3d-decode-mode-unknown", lambda: ldm3d_decode(depth_6ch="lo_only"), "depth_6ch", "400"),
     ("ldm3d-decode-overlap-ge-tile", lambda: ldm3d_decode(tiled=True, tile_size=256, overlap=256), "overlap", "400"),
     ("ldm3d-decode-8192-untiled", lambda: ldm3d_decode(latent=(8192, 8192)), "samples", "run"),
