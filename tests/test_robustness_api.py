@@ -410,7 +410,7 @@ def test_bad_input_is_refused_naming_the_input(env, case_id, build, input_name, 
     shown = text.replace(sent, "<sent>") if isinstance(sent, str) and sent else text  # the user's own value
     for leak in (str(base), str(env["outside"]), " object at 0x"):
         assert leak not in shown, f"{case_id}: the message shows a server path or an object repr: {text}"
-    RESULTS[case_id] = f"{'HTTP 400' if expected == '400' else 'execution error'}: {text[:160]}"
+    RESULTS[case_id] = f"{'HTTP 400' if expected == '400' else 'execution error'}: {text[:400]}"
 
 
 def test_suite_has_enough_cases_over_every_node(pack):
