@@ -29,8 +29,9 @@ from .common import NodeInputError, input_error
 ENV_MEMORY_LIMIT = "SDL3D_MEMORY_LIMIT_MB"
 MAX_SYNC_VIEWS = 4096  # a 8192x2048 panorama at window 512 / stride 128 has 793; 4096 is already hours of work
 MIN_LPIPS_RESOLUTION = 32  # LPIPS-alex pools 8x8 maps to nothing below 32 px, LPIPS-vgg below 16 px
-LPIPS_BYTES_PER_PIXEL = {"vgg": 9000, "alex": 400}  # activations + gradients of one view/anchor pair, fp32 (estimated from the layer widths, not measured)
-MESH_BYTES_PER_VERTEX = 320  # float64 grids, float32 buffers, uint32 faces, file buffers (counted from the code, not measured)
+# estimates from the layer widths / array counts in the code, not measurements:
+LPIPS_BYTES_PER_PIXEL = {"vgg": 9000, "alex": 400}  # activations + gradients of one view/anchor pair, fp32
+MESH_BYTES_PER_VERTEX = 320  # float64 grids, float32 buffers, uint32 faces, file buffers
 HASH_CHUNK = 1 << 20
 IMAGE_HEADERS = ((b"\x89PNG\r\n\x1a\n", "PNG"),)
 _WIDGET_KINDS = ("FLOAT", "INT", "COMBO", "STRING", "BOOLEAN")
