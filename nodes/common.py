@@ -20,6 +20,10 @@ CATEGORY_MESH = f"{PACK_CATEGORY}/mesh"
 class NodeInputError(ValueError):
     """A user-facing input error. The message names node, input, value and fix."""
 
+    # ComfyUI reports `module.qualname` as the error type, and loads a pack under its install path as the
+    # module name: a fixed name keeps server paths out of every error the UI and /history show.
+    __module__ = "syncdiffusion_ldm3d"
+
 
 def input_error(node: str, input_name: str, value, problem: str, fix: str) -> NodeInputError:
     """Build the pack's standard error: '<node>: input '<name>' = <value>: <problem>. Fix: <fix>'."""
@@ -32,6 +36,8 @@ def _describe(value) -> str:
         return f"tensor{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
     if isinstance(value, dict) and "samples" in value:
         return f"LATENT{tuple(value['samples'].shape)}"
+    if not isinstance(value, (str, int, float, bool, type(None), tuple, list)):
+        return f"<{type(value).__name__}>"  # never an object repr (install path, memory address)
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 

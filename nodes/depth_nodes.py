@@ -6,7 +6,6 @@ B = low byte / 255 (the Intel/ldm3d 6-channel layout). Math in ldm3d_core.rgbd /
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 import folder_paths
 
 from ..ldm3d_core import depth_png, rgbd
+from . import validation
 from .common import CATEGORY_DEPTH, input_error, require_image, require_mask
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class UnpackDepthRGB(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, mode=None):
+        return validation.check_widgets(cls, UNPACK, mode=mode)
+
+    @classmethod
     def execute(cls, packed, mode="exact") -> io.NodeOutput:
         packed = require_image(UNPACK, "packed", packed)
         if mode not in rgbd.MODES_6CH:
@@ -102,20 +106,29 @@ class SaveDepthPNG16(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix=None):
+        if filename_prefix is None:
+            return True
+        return validation.check_widgets(cls, SAVE, [validation.prefix_problem(SAVE, "filename_prefix",
+                                                                              filename_prefix)],
+                                        filename_prefix=filename_prefix)
+
+    @classmethod
     def execute(cls, depth, filename_prefix="ldm3d/depth16") -> io.NodeOutput:
         depth = require_mask(SAVE, "depth", depth)
         if depth.min().item() < 0 or depth.max().item() > 1:
             raise input_error(SAVE, "depth", depth, f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}]"
                               ", outside [0, 1]", "normalise the depth first (16-bit PNG codes cover [0, 1])")
+        height, width = depth.shape[1:]
+        folder, filename, counter, subfolder = validation.output_folder(SAVE, "filename_prefix", filename_prefix,
+                                                                        width, height)
         codes = rgbd.depth_to_code(depth).cpu().numpy().astype(np.uint16)
-        height, width = codes.shape[1:]
-        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
         metadata = _png_metadata(cls)
         results = []
         for index, code in enumerate(codes):
             name = f"{filename.replace('%batch_num%', str(index))}_{counter:05}_.png"
-            depth_png.save_depth_png(os.path.join(folder, name), code, pnginfo=metadata)
+            path = validation.output_file(SAVE, "filename_prefix", filename_prefix, folder, name)
+            depth_png.save_depth_png(path, code, pnginfo=metadata)
             results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
             counter += 1
         return io.NodeOutput(ui=ui.SavedImages(results))
@@ -146,23 +159,17 @@ class LoadDepthPNG(io.ComfyNode):
         )
 
     @classmethod
-    def _path(cls, image: str) -> str:
-        if not folder_paths.exists_annotated_filepath(image):
-            raise input_error(LOAD, "image", image, "no such file in the input folder",
-                              "upload the PNG or copy it into ComfyUI/input")
-        return folder_paths.get_annotated_filepath(image)
-
-    @classmethod
     def execute(cls, image) -> io.NodeOutput:
-        path = cls._path(image)
+        path = validation.require_image_file(LOAD, "image", image)
         try:
             loaded = depth_png.load_depth_png(path)
         except depth_png.DepthPNGError as e:
             raise input_error(LOAD, "image", image, f"not a greyscale depth PNG: {e}",
                               "save depth as a 16-bit greyscale PNG (e.g. Save Depth PNG 16-bit); for a packed RGB "
                               "depth use Load Image + Unpack RGB to Depth") from e
-        except OSError as e:
-            raise input_error(LOAD, "image", image, f"cannot be read as an image: {e}", "use a PNG file") from e
+        except (OSError, ValueError) as e:
+            raise input_error(LOAD, "image", image, f"cannot be read as an image ({type(e).__name__})",
+                              "use a 16-bit greyscale PNG file") from e
         if loaded.bits == 8:
             log.warning("%s: input 'image' = %r is an 8-bit PNG: depth has only 256 levels (bits output = 8)",
                         LOAD, image)
@@ -170,18 +177,21 @@ class LoadDepthPNG(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, image):
-        path = folder_paths.get_annotated_filepath(image)
-        if not os.path.isfile(path):
+        try:  # a refused name is reported by validate_inputs / execute; its fingerprint is just the name
+            path = validation.require_image_file(LOAD, "image", image)
+        except (validation.NodeInputError, OSError):
             return image
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            digest.update(f.read())
-        return digest.hexdigest()
+        return validation.file_fingerprint(path)
 
     @classmethod
     def validate_inputs(cls, image):
-        if not folder_paths.exists_annotated_filepath(image):
-            return f"{LOAD}: input 'image' = {image!r}: no such file in the input folder. Fix: upload it first"
+        try:
+            validation.require_image_file(LOAD, "image", image)
+        except validation.NodeInputError as err:
+            return str(err)
+        except OSError as err:
+            return str(input_error(LOAD, "image", image, f"cannot be read ({type(err).__name__})",
+                                   "check the file's permissions"))
         return True
 
 

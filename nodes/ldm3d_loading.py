@@ -506,6 +506,7 @@ def load_diffusers_folder(folder: str) -> LoadedLDM3D:
             "native_size": int(unet_cfg.get("sample_size", 64)) * vae.upscale_ratio}
     if "max_noise_level" in index:
         info["max_noise_level"] = int(index["max_noise_level"])
+        vae.max_noise_level = info["max_noise_level"]  # LDM3D Upscale Conditioning checks noise_level against it
     return LoadedLDM3D(model, clip, vae, info)
 
 

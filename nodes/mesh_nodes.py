@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from comfy_api.latest import io
 
 from ..ldm3d_core import mesh as core_mesh
+from . import validation
 from .common import CATEGORY_MESH, input_error, require_image
-from .stereo_nodes import DEPTH_TOOLTIP, _inside, depth_batch, depth_inputs, require_equirect, to_distance
+from .stereo_nodes import (DEPTH_TOOLTIP, depth_batch, depth_inputs, require_equirect, to_distance,
+                           validate_depth_widgets)
 
 FORMATS = ("glb", "obj", "ply", "all")
 
@@ -53,13 +56,29 @@ class SaveDepthMesh(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, format=None, mesh_width=None, mesh_height=None, depth_mode=None, near_m=None, far_m=None,
+                        metric_scale_m=None, sphere_radius_m=None, displacement_m=None, edge_ratio_tau=None,
+                        filename_prefix=None):
+        node = "SDL3D_SaveDepthMesh"
+        values = dict(depth_mode=depth_mode, near_m=near_m, far_m=far_m, metric_scale_m=metric_scale_m,
+                      sphere_radius_m=sphere_radius_m, displacement_m=displacement_m)
+        checked = validate_depth_widgets(cls, node, values, allow_inf=False, format=format, mesh_width=mesh_width,
+                                         mesh_height=mesh_height, edge_ratio_tau=edge_ratio_tau,
+                                         filename_prefix=filename_prefix)
+        if checked is True and filename_prefix is not None:
+            return validation.check_widgets(cls, node, [validation.prefix_problem(node, "filename_prefix",
+                                                                                  filename_prefix)])
+        return checked
+
+    @classmethod
     def execute(cls, image, depth, format, mesh_width, mesh_height, depth_mode, near_m, far_m, invert_depth,
                 metric_scale_m, sphere_radius_m, displacement_m, cull_edges, edge_ratio_tau,
                 filename_prefix) -> io.NodeOutput:
         import comfy.utils
-        import folder_paths
 
         node = "SDL3D_SaveDepthMesh"
+        validation.require_widgets(cls, node, format=format, mesh_width=mesh_width, mesh_height=mesh_height,
+                                   edge_ratio_tau=edge_ratio_tau)
         require_image(node, "image", image)
         require_equirect(node, image)
         d = depth_batch(node, depth, image)
@@ -67,18 +86,26 @@ class SaveDepthMesh(io.ComfyNode):
             raise input_error(node, "format", format, "unknown format", f"use one of {FORMATS}")
         if mesh_width < 3 or mesh_height < 3:
             raise input_error(node, "mesh_width/mesh_height", (mesh_width, mesh_height), "too small", "use >= 8 x 4")
-        out_dir = folder_paths.get_output_directory()
-        if not filename_prefix or not _inside(out_dir, filename_prefix):
-            raise input_error(node, "filename_prefix", filename_prefix, "would write outside ComfyUI's output folder",
-                              "use a relative prefix such as 'mesh/ldm3d_sphere' (no '..', no absolute path)")
+        prefix_problem = validation.prefix_problem(node, "filename_prefix", filename_prefix)
+        if prefix_problem:
+            raise validation.NodeInputError(prefix_problem)
+        validation.require_memory(node, "mesh_width", mesh_width,
+                                  validation.mesh_memory(int(mesh_width), int(mesh_height)),
+                                  f"use a smaller mesh (mesh_width x mesh_height; 1024 x 512 needs about "
+                                  f"{validation.format_bytes(validation.mesh_memory(1024, 512))})", device="cpu")
         to_distance(node, d[:1, :2, :2], depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
                     displacement_m, allow_inf=False)  # validate the parameters before writing anything
 
         def r_of(dd):
-            return to_distance(node, torch.from_numpy(dd), depth_mode, near_m, far_m, invert_depth, metric_scale_m,
-                               sphere_radius_m, displacement_m, allow_inf=False).numpy()
+            r = to_distance(node, torch.from_numpy(dd), depth_mode, near_m, far_m, invert_depth, metric_scale_m,
+                            sphere_radius_m, displacement_m, allow_inf=False).numpy()
+            if not np.isfinite(r).all() or (r <= 0).any():
+                raise input_error(node, "depth_mode", depth_mode, "maps some depth values to a distance of 0 or "
+                                  "less (metric mode: D = 0 is distance 0)", "a mesh needs positive distances: use "
+                                  "inverse, linear or sphere_displace, or turn on invert_depth if white = far")
+            return r
 
-        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix)
         kinds = ("glb", "obj", "ply") if format == "all" else (format,)
         pbar = comfy.utils.ProgressBar(image.shape[0])
         saved, previews = [], []
@@ -86,17 +113,21 @@ class SaveDepthMesh(io.ComfyNode):
             rgb = image[b, ..., :3].detach().cpu().float().numpy()
             m = core_mesh.build_sphere_mesh(d[b].cpu().numpy(), rgb, r_of, int(mesh_width), int(mesh_height),
                                             float(edge_ratio_tau) if cull_edges else None)
+            if len(m.faces) == 0:
+                raise input_error(node, "edge_ratio_tau", edge_ratio_tau, "culled every triangle of the mesh",
+                                  "raise edge_ratio_tau (0.2 is typical) or turn cull_edges off")
             png = core_mesh.png_bytes(rgb)
             stem = f"{filename.replace('%batch_num%', str(b))}_{counter:05}_"
             for kind in kinds:
-                path = os.path.join(folder, f"{stem}.{kind}")
+                path = validation.output_file(node, "filename_prefix", filename_prefix, folder, f"{stem}.{kind}")
                 if kind == "glb":
                     core_mesh.write_glb(path, m, png)
                 elif kind == "obj":
                     core_mesh.write_obj(path, m, png)
                 else:
                     if "obj" not in kinds:
-                        with open(os.path.join(folder, f"{stem}.png"), "wb") as f:
+                        with open(validation.output_file(node, "filename_prefix", filename_prefix, folder,
+                                                         f"{stem}.png"), "wb") as f:
                             f.write(png)
                     core_mesh.write_ply(path, m, f"{stem}.png")
                 saved.append(os.path.join(subfolder, f"{stem}.{kind}") if subfolder else f"{stem}.{kind}")

@@ -8,13 +8,13 @@ used. A depth batch of 1 is shared by every image of the batch.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
 from ..ldm3d_core import distance, layouts, ods, ods_warp
+from . import validation
 from .common import CATEGORY_STEREO, input_error, require_finite, require_image, require_same_size
 
 DEPTH_TOOLTIP = ("Depth map in [0, 1], white = near (LDM3D Decode's depth, a depth-estimator MASK or a 16-bit depth "
@@ -74,26 +74,57 @@ def require_equirect(node: str, image: torch.Tensor) -> None:
         raise input_error(node, "image", image, "is too small", "use at least 8x4 pixels")
 
 
-def to_distance(node: str, d: torch.Tensor, depth_mode, near_m, far_m, invert_depth, metric_scale_m,
-                sphere_radius_m, displacement_m, allow_inf: bool = True) -> torch.Tensor:
-    """Core ``depth_to_distance`` with node-level errors (far_m = 0 means infinity)."""
+DEPTH_PARAMS = ("depth_mode", "near_m", "far_m", "metric_scale_m", "sphere_radius_m", "displacement_m")
+
+
+def check_distance_params(node: str, depth_mode, near_m, far_m, metric_scale_m, sphere_radius_m, displacement_m,
+                          allow_inf: bool = True) -> None:
+    """The depth -> distance parameters, each error naming the input at fault (NaN/inf first)."""
+    for name, value in (("near_m", near_m), ("far_m", far_m), ("metric_scale_m", metric_scale_m),
+                        ("sphere_radius_m", sphere_radius_m), ("displacement_m", displacement_m)):
+        validation.require_finite_number(node, name, value, "enter a finite number in metres")
+    if depth_mode not in distance.DEPTH_MODES:
+        raise input_error(node, "depth_mode", depth_mode, "unknown mode", f"use one of {distance.DEPTH_MODES}")
     far = math.inf if far_m <= 0 else float(far_m)
     if math.isinf(far) and depth_mode == "linear":
         raise input_error(node, "far_m", far_m, "linear mode needs a finite far distance", "set far_m > near_m")
     if math.isinf(far) and depth_mode == "inverse" and not allow_inf:
         raise input_error(node, "far_m", far_m, "a mesh needs a finite far distance", "set far_m > near_m (e.g. 20)")
+    if depth_mode in ("inverse", "linear") and near_m <= 0:
+        raise input_error(node, "near_m", near_m, "must be > 0", "use a near distance such as 1.0")
     if depth_mode in ("inverse", "linear") and far <= near_m:
         raise input_error(node, "far_m", far_m, f"must be larger than near_m = {near_m}",
                           "set far_m > near_m, or 0 for infinity (inverse mode)")
+    if depth_mode == "metric" and metric_scale_m <= 0:
+        raise input_error(node, "metric_scale_m", metric_scale_m, "must be > 0", "use e.g. 10 (metres for D = 1)")
     if depth_mode == "sphere_displace" and not (0 <= displacement_m < sphere_radius_m):
         raise input_error(node, "displacement_m", displacement_m,
                           f"must be >= 0 and smaller than sphere_radius_m = {sphere_radius_m}",
                           "lower displacement_m or raise sphere_radius_m")
+
+
+def to_distance(node: str, d: torch.Tensor, depth_mode, near_m, far_m, invert_depth, metric_scale_m,
+                sphere_radius_m, displacement_m, allow_inf: bool = True) -> torch.Tensor:
+    """Core ``depth_to_distance`` with node-level errors (far_m = 0 means infinity)."""
+    check_distance_params(node, depth_mode, near_m, far_m, metric_scale_m, sphere_radius_m, displacement_m, allow_inf)
+    far = math.inf if far_m <= 0 else float(far_m)
     try:
         return distance.depth_to_distance(d, depth_mode, near=near_m, far=far, invert=invert_depth,
                                           scale=metric_scale_m, radius=sphere_radius_m, displacement=displacement_m)
     except ValueError as exc:
         raise input_error(node, "depth_mode", depth_mode, str(exc), "check near_m, far_m and the scale inputs") from exc
+
+
+def validate_depth_widgets(cls, node: str, values: dict, allow_inf: bool = True, **extra) -> bool | str:
+    """validate_inputs body shared by the stereo and mesh nodes: widgets, then the distance cross-checks."""
+    checked = validation.check_widgets(cls, node, **values, **extra)
+    if checked is not True:
+        return checked
+    params = [values.get(k) for k in DEPTH_PARAMS]
+    if any(v is None for v in params):
+        return True
+    return validation.check_widgets(cls, node, [validation.problem_of(check_distance_params, node, *params,
+                                                                      allow_inf=allow_inf)])
 
 
 def _compute_device():
@@ -165,10 +196,31 @@ class Stereo360(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, ipd_m=None, depth_mode=None, near_m=None, far_m=None, metric_scale_m=None,
+                        sphere_radius_m=None, displacement_m=None, convergence_m=None, pole_fade_from_deg=None,
+                        pole_fade_to_deg=None, warp=None, fill=None, crack_px=None, edge_ratio_tau=None,
+                        supersample=None, layout=None):
+        node = "SDL3D_Stereo360"
+        values = dict(depth_mode=depth_mode, near_m=near_m, far_m=far_m, metric_scale_m=metric_scale_m,
+                      sphere_radius_m=sphere_radius_m, displacement_m=displacement_m)
+        checked = validate_depth_widgets(cls, node, values, ipd_m=ipd_m, convergence_m=convergence_m,
+                                         pole_fade_from_deg=pole_fade_from_deg, pole_fade_to_deg=pole_fade_to_deg,
+                                         warp=warp, fill=fill, crack_px=crack_px, edge_ratio_tau=edge_ratio_tau,
+                                         supersample=supersample, layout=layout)
+        if checked is True and None not in (pole_fade_from_deg, pole_fade_to_deg) \
+                and pole_fade_to_deg < pole_fade_from_deg:
+            return str(input_error(node, "pole_fade_to_deg", pole_fade_to_deg, f"is below pole_fade_from_deg = "
+                                   f"{pole_fade_from_deg}", "make it >= pole_fade_from_deg"))
+        return checked
+
+    @classmethod
     def execute(cls, image, depth, ipd_m, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
                 displacement_m, convergence_m, pole_fade_from_deg, pole_fade_to_deg, horizontal_only, warp, fill,
                 crack_px, edge_ratio_tau, supersample, layout, swap_eyes) -> io.NodeOutput:
         node = "SDL3D_Stereo360"
+        validation.require_widgets(cls, node, ipd_m=ipd_m, convergence_m=convergence_m, edge_ratio_tau=edge_ratio_tau,
+                                   pole_fade_from_deg=pole_fade_from_deg, pole_fade_to_deg=pole_fade_to_deg,
+                                   warp=warp, fill=fill, layout=layout, crack_px=crack_px, supersample=supersample)
         require_image(node, "image", image)
         require_equirect(node, image)
         d = depth_batch(node, depth, image)
@@ -178,8 +230,6 @@ class Stereo360(io.ComfyNode):
         if pole_fade_to_deg < pole_fade_from_deg:
             raise input_error(node, "pole_fade_to_deg", pole_fade_to_deg,
                               f"is below pole_fade_from_deg = {pole_fade_from_deg}", "make it >= pole_fade_from_deg")
-        if warp not in ods_warp.WARP_MODES or fill not in ods_warp.FILL_MODES or layout not in layouts.LAYOUTS:
-            raise input_error(node, "warp/fill/layout", (warp, fill, layout), "unknown option", "pick from the list")
         if supersample not in (1, 2):
             raise input_error(node, "supersample", supersample, "must be 1 or 2", "use 1 or 2")
         geom = ods.ODSGeometry(ipd=float(ipd_m), convergence=math.inf if convergence_m <= 0 else float(convergence_m),
@@ -234,6 +284,10 @@ class StereoPack(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, layout=None):
+        return validation.check_widgets(cls, "SDL3D_StereoPack", layout=layout)
+
+    @classmethod
     def execute(cls, left, right, layout, swap_eyes) -> io.NodeOutput:
         node = "SDL3D_StereoPack"
         require_image(node, "left", left)
@@ -269,8 +323,14 @@ class SaveStereo360(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, layout=None, filename_prefix=None):
+        node = "SDL3D_SaveStereo360"
+        extra = [validation.prefix_problem(node, "filename_prefix", filename_prefix)] if filename_prefix is not None \
+            else []
+        return validation.check_widgets(cls, node, extra, layout=layout, filename_prefix=filename_prefix)
+
+    @classmethod
     def execute(cls, images, layout, filename_prefix) -> io.NodeOutput:
-        import folder_paths
         from PIL import Image
 
         node = "SDL3D_SaveStereo360"
@@ -282,30 +342,26 @@ class SaveStereo360(io.ComfyNode):
                               "pick top_bottom or side_by_side explicitly")
         if chosen not in layouts.FILE_SUFFIX:
             raise input_error(node, "layout", layout, "unknown layout", "use auto, top_bottom or side_by_side")
-        out_dir = folder_paths.get_output_directory()
-        if not filename_prefix or not _inside(out_dir, filename_prefix):
-            raise input_error(node, "filename_prefix", filename_prefix, "would save outside ComfyUI's output folder",
-                              "use a relative prefix such as 'stereo360/ODS'")
-        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir,
-                                                                                   width, height)
+        eye_h, eye_w = (height // 2, width) if chosen == "top_bottom" else (height, width // 2)
+        if eye_h < MIN_EYE[0] or eye_w < MIN_EYE[1] or (height % 2 if chosen == "top_bottom" else width % 2):
+            raise input_error(node, "images", images, f"a {width}x{height} frame does not split into two "
+                              f"{chosen.replace('_', '-')} eyes of at least {MIN_EYE[1]}x{MIN_EYE[0]} px",
+                              "save the 'stereo' output of Stereo 360 or Stereo 360 Pack Eyes")
+        folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix,
+                                                                        width, height)
         metadata = ui.ImageSaveHelper._create_png_metadata(cls)
         results = []
         for b in range(images.shape[0]):
             arr = np.clip(255.0 * images[b].detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
             name = f"{filename.replace('%batch_num%', str(b))}_{counter:05}{layouts.FILE_SUFFIX[chosen]}.png"
-            Image.fromarray(arr).save(os.path.join(folder, name), pnginfo=metadata, compress_level=4)
+            path = validation.output_file(node, "filename_prefix", filename_prefix, folder, name)
+            Image.fromarray(arr).save(path, pnginfo=metadata, compress_level=4)
             results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
             counter += 1
         return io.NodeOutput(ui=ui.SavedImages(results))
 
 
-def _inside(root: str, prefix: str) -> bool:
-    """True if ``root/prefix`` (normalised) stays inside ``root``; absolute prefixes are refused."""
-    if os.path.isabs(prefix) or os.path.splitdrive(prefix)[0]:
-        return False
-    root = os.path.abspath(root)
-    target = os.path.abspath(os.path.join(root, os.path.normpath(prefix)))
-    return os.path.commonpath([root, target]) == root and target != root
+MIN_EYE = (4, 8)  # smallest eye (height, width) a VR player can treat as an equirect
 
 
 STEREO_NODES = [Stereo360, StereoPack, SaveStereo360]

@@ -20,6 +20,7 @@ import latent_preview
 
 from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
+from . import validation
 from .common import CATEGORY_SAMPLING, input_error
 from .model_folders import LPIPS_FOLDER
 from .sync_sampler import SyncDiffusionSampler, SyncSettings, is_supported_model_sampling
@@ -138,7 +139,9 @@ def _settings(node: str, window: int, stride: int, sync_weight: float, sync_deca
         schedule = core_sync.SyncSchedule(weight=float(sync_weight), decay=float(sync_decay), freq=int(sync_freq),
                                           steps=int(sync_steps))
     except ValueError as err:
-        raise input_error(node, "sync_weight", sync_weight, str(err), "use the defaults (20, 0.95, 1, 10)") from None
+        name, value = validation.schedule_input(str(err), sync_weight=sync_weight, sync_decay=sync_decay,
+                                                sync_freq=sync_freq, sync_steps=sync_steps)
+        raise input_error(node, name, value, str(err), "use the defaults (20, 0.95, 1, 10)") from None
     if int(view_batch_size) != view_batch_size or view_batch_size < 0:
         raise input_error(node, "view_batch_size", view_batch_size, "must be a whole number >= 0",
                           "use 0 (auto) or the number of views per model call")
@@ -170,7 +173,10 @@ def check_model_and_vae(node: str, model, vae) -> None:
 def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, model) -> None:
     """Called where the latent is known: window inside the image, channels matching the model."""
     model_channels = model.get_model_object("latent_format").latent_channels
-    if latent.ndim != 4 or latent.shape[1] != model_channels:
+    if latent.ndim != 4:
+        raise input_error(node, "latent_image", latent, f"is {latent.ndim}-D; SyncDiffusion needs an image latent "
+                          "[batch, channels, height, width]", "use Empty Latent Image or VAE Encode (no video latents)")
+    if latent.shape[1] != model_channels:
         raise input_error(node, "latent_image", latent, f"has {latent.shape[1] if latent.ndim > 1 else '?'} "
                           f"channels, the model expects {model_channels}", "use Empty Latent Image or VAE Encode "
                           "with this model's VAE")
@@ -179,6 +185,7 @@ def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, mode
     if wh > latent_h or (ww > latent_w):
         raise input_error(node, "window", wh * 8, f"is larger than the image ({latent_w * 8}x{latent_h * 8} px)",
                           f"use a window <= {min(latent_h, latent_w) * 8} or a larger image")
+    validation.require_view_count(node, latent_h, latent_w, settings)
 
 
 class SyncDiffusionKSampler(io.ComfyNode):
@@ -220,10 +227,20 @@ class SyncDiffusionKSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, denoise=None, sampler_name=None, scheduler=None, window=None, stride=None,
+                        sync_weight=None, sync_decay=None, anchor=None, memory_budget_gb=None):
+        return validation.check_sync_widgets(cls, "SyncDiffusion KSampler", cfg=cfg, denoise=denoise,
+                                             sampler_name=sampler_name, scheduler=scheduler, window=window,
+                                             stride=stride, sync_weight=sync_weight, sync_decay=sync_decay,
+                                             anchor=anchor, memory_budget_gb=memory_budget_gb)
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, vae, seed, steps, cfg, sampler_name, scheduler,
                 denoise, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
                 view_batch_size, lpips=None, memory_budget_gb=0.0, sync_fast=False) -> io.NodeOutput:
         node = "SyncDiffusion KSampler"
+        validation.require_widgets(cls, node, cfg=cfg, denoise=denoise, sync_weight=sync_weight, sync_decay=sync_decay)
+        validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
                              view_batch_size, memory_budget_gb, sync_fast)
@@ -263,9 +280,18 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sampler_name=None, window=None, stride=None, sync_weight=None, sync_decay=None,
+                        anchor=None, memory_budget_gb=None):
+        return validation.check_sync_widgets(cls, "SyncDiffusion Sampler", sampler_name=sampler_name, window=window,
+                                             stride=stride, sync_weight=sync_weight, sync_decay=sync_decay,
+                                             anchor=anchor, memory_budget_gb=memory_budget_gb)
+
+    @classmethod
     def execute(cls, vae, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
                 view_batch_size, sampler_name, lpips=None, memory_budget_gb=0.0, sync_fast=False) -> io.NodeOutput:
         node = "SyncDiffusion Sampler"
+        validation.require_widgets(cls, node, sync_weight=sync_weight, sync_decay=sync_decay)
+        validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
@@ -310,9 +336,18 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, net=None, resolution=None):
+        node = "SyncDiffusion LPIPS Loader"
+        checked = validation.check_widgets(cls, node, net=net, resolution=resolution)
+        if checked is True and resolution is not None and 0 < resolution < validation.MIN_LPIPS_RESOLUTION:
+            return validation.problem_of(validation.require_lpips_resolution, node, net, resolution)
+        return checked
+
+    @classmethod
     def execute(cls, net, resolution) -> io.NodeOutput:
         if net not in LPIPS_NETS:
             raise input_error("SyncDiffusion LPIPS Loader", "net", net, "unknown network", f"use one of {LPIPS_NETS}")
+        validation.require_lpips_resolution("SyncDiffusion LPIPS Loader", net, resolution)
         return io.NodeOutput(load_lpips("SyncDiffusion LPIPS Loader", net, resolution))
 
 

@@ -28,6 +28,7 @@ import math
 import torch
 
 import comfy.conds
+import comfy.model_management
 import comfy.model_base
 import comfy.samplers
 import comfy.utils
@@ -88,6 +89,7 @@ class ViewTiler:
         batch = x.shape[0]
         outputs = [torch.zeros_like(x) for _ in conds]
         for group in self._groups(conds):
+            comfy.model_management.throw_exception_if_processing_interrupted()
             tiles = []
             for v in group:
                 tile = core_views.crop_view(x, self.grid[v])

@@ -55,8 +55,8 @@ def prepare_base(base: Path, models: Path | None, inputs: Path | None = None) ->
     if inputs is not None and inputs.is_dir():
         for item in inputs.iterdir():
             dest = base / "input" / item.name
-            if not dest.exists():
-                dest.symlink_to(item.resolve())
+            if not dest.exists():  # a copy: the pack refuses input files that are links leaving input/
+                shutil.copy(item.resolve(), dest)
     return base
 
 

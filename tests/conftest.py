@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -82,7 +83,7 @@ def comfy(fixture_models, tmp_path_factory):
     inputs_dir = REPO_ROOT / "workflows" / "inputs"
     if inputs_dir.is_dir():
         for item in inputs_dir.iterdir():
-            (base / "input" / item.name).symlink_to(item)
+            shutil.copy(item, base / "input" / item.name)  # copies: the pack refuses links leaving input/
 
     import nodes
 
