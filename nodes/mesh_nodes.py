@@ -47,8 +47,9 @@ class SaveDepthMesh(io.ComfyNode):
                 io.String.Input("filename_prefix", default="mesh/ldm3d_sphere",
                                 tooltip="File name prefix inside ComfyUI's output folder (may contain a subfolder)."),
             ],
-            outputs=[io.String.Output("model_file", display_name="model_file", tooltip="Path of the first saved model relative to the output "
-                                                            "folder (connect to Preview 3D).")],
+            outputs=[io.String.Output("model_file", display_name="model_file",
+                                      tooltip="Path of the first saved model relative to the output folder "
+                                              "(connect to Preview 3D).")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 

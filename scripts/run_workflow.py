@@ -1,6 +1,6 @@
 """Run a shipped API-format workflow headless and save its outputs (the README's main job).
 
-    python scripts/run_workflow.py [--workflow workflows/<name>.api.json] [--url http://host:port]
+    python scripts/run_workflow.py [--workflow workflows/api/<name>.api.json] [--url http://host:port]
                                    [--comfyui /path/to/ComfyUI] [--offline-fixtures] [--output-dir DIR]
 
 Without --url it starts ComfyUI itself (CPU, headless) with this pack linked in and the models of that
@@ -22,7 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from headless import REPO_ROOT, ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
 
-DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "panorama_360_stereo.api.json"
+DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "api" / "panorama_360_stereo.api.json"
+# LPIPS backbone file each net needs (sync_core.perceptual.BACKBONE_FILES); the SyncDiffusion samplers default to vgg
+LPIPS_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+SYNC_SAMPLERS = ("SDL3D_SyncDiffusionKSampler", "SDL3D_SyncDiffusionSampler")
 MANIFEST = REPO_ROOT / "workflows" / "models" / "expected_models.json"
 
 
@@ -55,10 +58,41 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
-def missing_inputs(prompt: dict, object_info: dict, models_hint: str) -> list[str]:
-    """Combo values (model files, input images) the server does not offer, each with what to do."""
+def _combo_options(spec) -> list | None:
+    """Choices of a combo input spec: old style [[...], {...}] or V3 style ["COMBO", {"options": [...]}]."""
+    if not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        return spec[1].get("options")
+    return None
+
+
+def needed_lpips_files(prompt: dict) -> set[str]:
+    """LPIPS backbone files the graph loads: each LPIPS Loader's net, vgg for a sync sampler without one."""
+    files = {LPIPS_FILES.get(n["inputs"].get("net"), "") for n in prompt.values()
+             if n["class_type"] == "SDL3D_LPIPSLoader"}
+    for node in prompt.values():
+        uses_default = "lpips" not in node["inputs"] and node["inputs"].get("sync_weight", 1)
+        if node["class_type"] in SYNC_SAMPLERS and uses_default:
+            files.add(LPIPS_FILES["vgg"])
+    return files - {""}
+
+
+def missing_inputs(prompt: dict, object_info: dict, models_hint: str,
+                   lpips_files: list[str] | None = None) -> list[str]:
+    """Combo values (model files, input images) the server does not offer, each with what to do.
+
+    With `lpips_files` (what the server's models/lpips holds), the LPIPS backbones the graph needs are checked too.
+    """
     by_name = {(e["folder"], e["name"]): e for e in load_manifest()}
     problems = []
+    if lpips_files is not None:
+        for file in sorted(needed_lpips_files(prompt) - set(lpips_files)):
+            entry = by_name.get(("lpips", file))
+            problems.append(f"LPIPS needs '{file}': put {entry['source'] if entry else file} at "
+                            f"{models_hint}/lpips/{file}")
     for node_id, node in prompt.items():
         info = object_info.get(node["class_type"])
         if info is None:
@@ -66,8 +100,8 @@ def missing_inputs(prompt: dict, object_info: dict, models_hint: str) -> list[st
             continue
         specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
         for name, value in node["inputs"].items():
-            spec = specs.get(name)
-            if not isinstance(value, str) or not spec or not isinstance(spec[0], list) or value in spec[0]:
+            options = _combo_options(specs.get(name))
+            if not isinstance(value, str) or options is None or value in options:
                 continue
             entry = next((e for (folder, file), e in by_name.items() if file == value), None)
             if entry:
@@ -75,8 +109,20 @@ def missing_inputs(prompt: dict, object_info: dict, models_hint: str) -> list[st
                                 f"{models_hint}/{entry['folder']}/{entry['name']}")
             else:
                 problems.append(f"node {node_id} ({node['class_type']}): input '{name}' = '{value}' is not among "
-                                f"the server's choices ({', '.join(map(str, spec[0][:5]))}...)")
+                                f"the server's choices ({', '.join(map(str, options[:5]))}...)")
     return problems
+
+
+def lpips_files(client: ComfyClient, server: ComfyServer | None) -> list[str] | None:
+    """LPIPS backbones the server can load: its models/lpips, plus the torch hub cache when we started it."""
+    try:
+        files = list(client.get_json("/models/lpips"))
+    except (OSError, ValueError):  # a server without the route (HTTPError is an OSError): skip this check
+        return None
+    if server is not None:
+        hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+        files += [p.name for p in hub.glob("*.pth")] if hub.is_dir() else []
+    return files
 
 
 def save_outputs(client: ComfyClient, entry: dict, out_dir: Path) -> list[Path]:
@@ -103,7 +149,9 @@ def main(argv=None) -> int:
     ns = parser.parse_args(argv)
 
     prompt = json.loads(ns.workflow.read_text())
-    ui_path = ns.workflow.with_name(ns.workflow.name.replace(".api.json", ".json"))
+    ui_name = ns.workflow.name.replace(".api.json", ".json")  # UI twins live in workflows/, API ones in workflows/api/
+    ui_path = next((p for p in (ns.workflow.with_name(ui_name), ns.workflow.parent.parent / ui_name) if p.exists()),
+                   ns.workflow.with_name(ui_name))
     workflow_ui = json.loads(ui_path.read_text()) if ui_path.exists() else None
     out_dir = ns.output_dir or REPO_ROOT / ".cache" / "outputs" / time.strftime("%Y%m%d-%H%M%S")
 
@@ -128,7 +176,7 @@ def main(argv=None) -> int:
             return 2
         client = ComfyClient(server.url)
     try:
-        problems = missing_inputs(prompt, client.object_info(), models_hint)
+        problems = missing_inputs(prompt, client.object_info(), models_hint, lpips_files(client, server))
         if problems:
             print("cannot run the workflow:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 3
