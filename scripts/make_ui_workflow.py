@@ -6,7 +6,7 @@ API twins live in workflows/api/ so that ComfyUI's template list (workflows/*.js
 Layout: node sizes follow the frontend's own LiteGraph formula (slots, widgets; measured with frontend 1.32.9:
 20 px per slot row, 24 px per widget, 14 px padding; title 30 px), columns by graph depth, tall columns wrapped,
 and `extra.ds` (offset, scale) chosen so the first view shows the whole graph below the tab bar and right of the
-sidebar on a 1280x720 window. tests/browser checks this in the real frontend (no overlaps, everything visible).
+sidebar on a 1920x1080 window. tests/browser checks this in the real frontend (no overlaps, everything visible).
 
 Node definitions come from real ComfyUI imported in-process (stock nodes + this pack), so widget order follows
 each node's `input_order`, exactly as the frontend builds widgets. The inverse (`ui_to_api`) is used by the
@@ -26,13 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
 SLOT_H, WIDGET_H, PAD_WIDGETS, PAD_EMPTY, TITLE_H = 20, 24, 14, 6, 30  # LiteGraph computeSize (frontend 1.32.9)
-GAP_X, GAP_Y, MAX_COLUMN_H = 50, 40, 900
-# the free part of a 1280x720 window (screen px): right of the sidebar, below tab bar / run bar, left of the minimap
-VIEW_LEFT, VIEW_TOP, VIEW_W, VIEW_H = 80, 150, 930, 540
-WIDE = {"CLIPTextEncode": 400, "SDL3D_Stereo360": 380, "SDL3D_SaveDepthMesh": 380, "SDL3D_SyncDiffusionKSampler": 320,
-        "SDL3D_LPIPSLoader": 300, "LoadImage": 300, "SDL3D_LoadDepthPNG": 300}
+GAP_X, GAP_Y, MAX_COLUMN_H = 50, 40, 1300
+# the free part of a 1920x1080 window (screen px): right of the sidebar, below tab bar / run bar, left of the
+# minimap; below a scale of 0.6 the frontend stops drawing text (low-quality mode), so aim above it
+VIEW_LEFT, VIEW_TOP, VIEW_W, VIEW_H = 80, 150, 1560, 880
+# widths: at least what frontend 1.32.9 computes for the shipped values (it widens a node to fit, e.g. 4-digit sizes)
+WIDE = {"CLIPTextEncode": 400, "SDL3D_LDM3DDecode": 310, "EmptyLatentImage": 460, "SDL3D_Stereo360": 380,
+        "SDL3D_SaveDepthMesh": 380, "SDL3D_SyncDiffusionKSampler": 520, "SDL3D_LPIPSLoader": 300, "LoadImage": 300,
+        "SDL3D_LoadDepthPNG": 300}
 TEXT_BOX_H = 110   # multiline prompt box
-IMAGE_H = 180      # room for an image preview under a loader / save node
+IMAGE_H = 230      # room for an image preview under a loader / save node
 VIEWER_W, VIEWER_H = 360, 260  # the pack's 360 viewer panel (web/js/sdl3d_viewer360.js) takes the preview's room
 PREVIEW_NODES = {"SaveImage", "PreviewImage"}
 PACK_IMAGE_NODES = {"SDL3D_SaveStereo360", "SDL3D_SaveDepthPNG16", "SDL3D_SaveDepthMesh"}

@@ -24,7 +24,7 @@ from run_workflow import offline_models_tree  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
-VIEWPORT = {"width": 1280, "height": 720}
+VIEWPORT = {"width": 1920, "height": 1080}  # the window make_ui_workflow.py lays graphs out for
 ARTIFACTS = Path(os.environ.get("SDL3D_ARTIFACTS") or REPO_ROOT / ".cache" / "browser-artifacts" /
                  time.strftime("%Y%m%d-%H%M%S"))
 
@@ -115,7 +115,7 @@ class Page:
             app.api.addEventListener(t, e => { window.__done[e.detail.prompt_id] = t; }); }""")
 
     def _console(self, msg):
-        if msg.type != "error":
+        if msg.type != "error" or "api.comfy.org" in msg.text:  # registry look-ups the page's CSP blocks
             return
         where = (msg.location or {}).get("url", "")
         if PACK_DIR_NAME in where or "viewer360" in where or "syncdiffusion" in msg.text or "SDL3D" in msg.text:

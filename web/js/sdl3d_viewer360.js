@@ -75,8 +75,13 @@ function fedByPack(node) {
 
 function showsDepth(node) {
   if (node.comfyClass === "SDL3D_SaveDepthPNG16") return true;
-  for (const { node: o, slots } of ancestors(node, 3).values()) {
-    for (const s of slots) if (/depth/i.test(o.outputs?.[s]?.name ?? "")) return true;
+  let current = node; // follow a single-input chain (e.g. PreviewImage <- MaskToImage <- depth) two steps up
+  for (let i = 0; i < 2; i++) {
+    const origins = inputOrigins(current);
+    if (origins.length !== 1) return false;
+    const { node: o, slot } = origins[0];
+    if (/depth/i.test(o.outputs?.[slot]?.name ?? "")) return true;
+    current = o;
   }
   return false;
 }
@@ -110,6 +115,7 @@ function button(label, title, onClick) {
 function makePanel(node) {
   const root = document.createElement("div");
   root.className = "sdl3d-viewer360";
+  root.dataset.nodeType = node.comfyClass ?? node.type;
   root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;box-sizing:border-box;";
   const bar = document.createElement("div");
   bar.className = "sdl3d-viewer360-bar";
@@ -173,6 +179,16 @@ async function showViewer(node, output) {
   panel.eyeSelect.value = ["left", "right", "anaglyph"][panel.viewer.eye];
 }
 
+/** A depth preview may finish after the colour one: give viewers without depth a second look. */
+function refreshDepth() {
+  for (const node of app.graph?._nodes ?? []) {
+    const panel = node.sdl3dViewer;
+    if (!panel || panel.viewer.hasDepth) continue;
+    const url = findDepth(node);
+    if (url) panel.viewer.setDepth(url).then((ok) => { if (ok) panel.depthBtn.style.display = ""; });
+  }
+}
+
 function addPreview3DButton(node) {
   const hasPreview3D = !!globalThis.LiteGraph?.registered_node_types?.Preview3D;
   if (!hasPreview3D || node.widgets?.some((w) => w.name === "open in 3D preview")) return;
@@ -198,6 +214,7 @@ app.registerExtension({
   setup() {
     api.addEventListener("executed", ({ detail }) => {
       if (detail?.node != null && detail.output) state.outputs.set(String(detail.node), detail.output);
+      refreshDepth();
     });
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {

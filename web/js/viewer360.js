@@ -34,18 +34,18 @@ void main() { vUv = uv; gl_Position = projectionMatrix * modelViewMatrix * vec4(
 const FRAGMENT = /* glsl */ `
 uniform sampler2D colorTex;
 uniform sampler2D depthTex;
-uniform int layout;   // 0 mono, 1 top-bottom (left on top), 2 side-by-side (left on the left)
+uniform int packing;  // 0 mono, 1 top-bottom (left on top), 2 side-by-side (left on the left)
 uniform int eye;      // 0 left, 1 right, 2 red-cyan anaglyph
 uniform bool showDepth;
 varying vec2 vUv;
 vec2 eyeUv(vec2 uv, int which) {
-  if (layout == 1) return which == 0 ? vec2(uv.x, 0.5 + 0.5 * uv.y) : vec2(uv.x, 0.5 * uv.y);
-  if (layout == 2) return which == 0 ? vec2(0.5 * uv.x, uv.y) : vec2(0.5 + 0.5 * uv.x, uv.y);
+  if (packing == 1) return which == 0 ? vec2(uv.x, 0.5 + 0.5 * uv.y) : vec2(uv.x, 0.5 * uv.y);
+  if (packing == 2) return which == 0 ? vec2(0.5 * uv.x, uv.y) : vec2(0.5 + 0.5 * uv.x, uv.y);
   return uv;
 }
 void main() {
   if (showDepth) { gl_FragColor = vec4(texture2D(depthTex, vUv).rgb, 1.0); return; }
-  if (eye == 2 && layout != 0) {
+  if (eye == 2 && packing != 0) {
     vec3 l = texture2D(colorTex, eyeUv(vUv, 0)).rgb;
     vec3 r = texture2D(colorTex, eyeUv(vUv, 1)).rgb;
     gl_FragColor = vec4(l.r, r.g, r.b, 1.0);
@@ -93,7 +93,7 @@ export class Viewer360 {
     geometry.scale(-1, 1, 1); // view from inside
     const empty = new THREE.Texture();
     const makeMaterial = (eye) => new THREE.ShaderMaterial({
-      uniforms: { colorTex: { value: empty }, depthTex: { value: empty }, layout: { value: 0 },
+      uniforms: { colorTex: { value: empty }, depthTex: { value: empty }, packing: { value: 0 },
                   eye: { value: eye }, showDepth: { value: false } },
       vertexShader: VERTEX, fragmentShader: FRAGMENT, depthWrite: false,
     });
@@ -174,9 +174,20 @@ export class Viewer360 {
       u.colorTex.value?.dispose?.();
       u.colorTex.value = color;
       u.depthTex.value = depth ?? color;
-      u.layout.value = this.layout;
+      u.packing.value = this.layout;
     }
     this.render();
+  }
+
+  /** Add or replace the depth picture behind the depth toggle. */
+  async setDepth(depthUrl) {
+    await this.ready;
+    const depth = depthUrl ? await this._texture(depthUrl).catch(() => null) : null;
+    if (!depth) return false;
+    for (const m of [this.mesh, this.meshL, this.meshR]) m.material.uniforms.depthTex.value = depth;
+    this.hasDepth = true;
+    this.render();
+    return true;
   }
 
   setEye(name) { this.eye = EYES[name] ?? 0; this.render(); }
