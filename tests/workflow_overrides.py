@@ -24,7 +24,8 @@ def _scale(value: int, factor: int, minimum: int, multiple: int) -> int:
 
 def shrink_workflow(prompt: dict, max_width: int = MAX_TEST_WIDTH, steps: int = TEST_STEPS) -> dict:
     """A copy of `prompt` with generated sizes divided by one factor (widest latent -> <= max_width), steps
-    capped, meshes capped at MESH_MAX. Nodes without size inputs are untouched."""
+    capped, SyncDiffusion views halved-overlapping, meshes capped at MESH_MAX. Nodes without size inputs are
+    untouched."""
     out = copy.deepcopy(prompt)
     widths = [n["inputs"]["width"] for n in out.values()
               if n["class_type"] == "EmptyLatentImage" and isinstance(n["inputs"].get("width"), int)]
@@ -35,6 +36,8 @@ def shrink_workflow(prompt: dict, max_width: int = MAX_TEST_WIDTH, steps: int = 
             for name, (minimum, multiple) in SCALED.items():
                 if isinstance(inputs.get(name), int) and not isinstance(inputs[name], bool):
                     inputs[name] = _scale(inputs[name], factor, minimum, multiple)
+        if isinstance(inputs.get("stride"), int) and isinstance(inputs.get("window"), int):
+            inputs["stride"] = max(inputs["stride"], inputs["window"] // 2)  # fewer views: CPU time ~ views x steps
         if isinstance(inputs.get("steps"), int):
             inputs["steps"] = min(inputs["steps"], steps)
         if isinstance(inputs.get("sync_steps"), int):
