@@ -15,6 +15,7 @@ CATEGORY_LDM3D = f"{PACK_CATEGORY}/ldm3d"
 CATEGORY_DEPTH = f"{PACK_CATEGORY}/depth"
 CATEGORY_STEREO = f"{PACK_CATEGORY}/stereo360"
 CATEGORY_MESH = f"{PACK_CATEGORY}/mesh"
+CATEGORY_LOADERS = f"{PACK_CATEGORY}/loaders"
 
 
 class NodeInputError(ValueError):
@@ -23,6 +24,11 @@ class NodeInputError(ValueError):
     # ComfyUI reports `module.qualname` as the error type, and loads a pack under its install path as the
     # module name: a fixed name keeps server paths out of every error the UI and /history show.
     __module__ = "syncdiffusion_ldm3d"
+
+
+# ComfyUI shows `module.qualname` as the error type; the pack is imported under its folder path, so name the
+# module plainly (the error history then reads "syncdiffusion_ldm3d.NodeInputError", not a file path).
+NodeInputError.__module__ = PACK_CATEGORY.replace("-", "_")
 
 
 def input_error(node: str, input_name: str, value, problem: str, fix: str) -> NodeInputError:

@@ -98,14 +98,46 @@ def _index() -> dict[str, str]:
     if "diffusers" in folder_paths.folder_names_and_paths:
         for base in folder_paths.get_folder_paths("diffusers"):
             for name, path in _folder_models(base):
-                if os.path.isdir(path):
+                if os.path.isdir(path) and _is_ldm3d_folder(path):
                     index.setdefault(f"diffusers/{name}", path)
     if "checkpoints" in folder_paths.folder_names_and_paths:
         for name in folder_paths.get_filename_list("checkpoints"):
             path = folder_paths.get_full_path("checkpoints", name)
-            if path and path.lower().endswith(CHECKPOINT_EXTENSIONS):
+            if path and _is_ldm3d_checkpoint(path):
                 index.setdefault(f"checkpoints/{name.replace(os.sep, '/')}", path)
     return index
+
+
+LDM3D_VAE_CHANNELS = (4, 6)  # RGB + depth (ldm3d-4c, -pano, -sr) or RGB + RGB-like depth (ldm3d); plain SD: 3
+
+
+def _is_ldm3d_folder(path: str) -> bool:
+    """A diffusers folder under models/diffusers is listed only if its vae/config.json says 4 or 6 channels."""
+    try:
+        with open(os.path.join(path, "vae", "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("out_channels") in LDM3D_VAE_CHANNELS
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _is_ldm3d_checkpoint(path: str) -> bool:
+    """A file under models/checkpoints is listed only if it is a .safetensors whose VAE decodes 4 or 6 channels.
+
+    Reads the safetensors header only (a few KB), not the weights; other formats cannot be checked cheaply.
+    """
+    if not path.lower().endswith(".safetensors"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100_000_000:
+                return False
+            header = json.loads(f.read(size))
+    except (OSError, ValueError):
+        return False
+    entry = header.get("first_stage_model.decoder.conv_out.weight") if isinstance(header, dict) else None
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    return bool(shape) and shape[0] in LDM3D_VAE_CHANNELS
 
 
 def resolve_model(name: str) -> str:
@@ -114,9 +146,24 @@ def resolve_model(name: str) -> str:
     path = _index().get(name)
     if path is None:
         raise LDM3DLoadError(f"no LDM3D model named {name!r} in models/ldm3d, models/diffusers or models/checkpoints",
-                             "put the Intel/ldm3d-4c folder (or a .safetensors checkpoint) in ComfyUI/models/ldm3d/ "
-                             "and refresh the node list")
+                             _missing_model_fix(name))
     return path
+
+
+def _missing_model_fix(name: str) -> str:
+    """Where to put the model the workflow asks for, named after that model (not a fixed example)."""
+    prefix, _, rest = name.partition("/")
+    if prefix == "checkpoints" and rest:
+        return (f"put the LDM3D single-file checkpoint '{rest}' in ComfyUI/models/checkpoints/ (or pick another "
+                f"model in the list) and refresh the node list")
+    folder = rest if prefix == "diffusers" and rest else name
+    where = "models/diffusers" if prefix == "diffusers" and rest else "models/ldm3d"
+    if folder.lower().endswith(CHECKPOINT_EXTENSIONS):
+        return f"put the LDM3D checkpoint file '{folder}' in ComfyUI/{where}/ and refresh the node list"
+    base = os.path.basename(folder.rstrip("/"))
+    source = f"the Intel/{base} diffusers folder" if base.startswith("ldm3d") else "the LDM3D diffusers folder"
+    return (f"put {source} (model_index.json, unet/, vae/, text_encoder/, scheduler/) at ComfyUI/{where}/{folder} "
+            f"(or a .safetensors checkpoint there), then refresh the node list")
 
 
 # ---------------------------------------------------------------- the VAE

@@ -14,7 +14,8 @@ from ..ldm3d_core import rgbd
 import logging
 
 from . import ldm3d_loading, validation
-from .common import CATEGORY_LDM3D, input_error, require_finite, require_image, require_mask, require_same_size
+from .common import (CATEGORY_LDM3D, CATEGORY_LOADERS, input_error, require_finite, require_image, require_mask,
+                     require_same_size)
 
 LOADER = "SDL3D_LDM3DLoader"
 DECODE = "SDL3D_LDM3DDecode"
@@ -55,7 +56,7 @@ class LDM3DLoader(io.ComfyNode):
         return io.Schema(
             node_id="SDL3D_LDM3DLoader",
             display_name="LDM3D Loader",
-            category=CATEGORY_LDM3D,
+            category=CATEGORY_LOADERS,
             description="Load an Intel LDM3D model (ldm3d, ldm3d-4c, ldm3d-pano, ldm3d-sr) from a diffusers folder in "
                         "models/ldm3d or models/diffusers, or a single-file checkpoint. The VAE channel count (4 or "
                         "6) is read from the weights; prediction type and noise schedule from scheduler/.",

@@ -50,8 +50,9 @@ class SaveDepthMesh(io.ComfyNode):
                 io.String.Input("filename_prefix", default="mesh/ldm3d_sphere",
                                 tooltip="File name prefix inside ComfyUI's output folder (may contain a subfolder)."),
             ],
-            outputs=[io.String.Output("model_file", tooltip="Path of the first saved model relative to the output "
-                                                            "folder (connect to Preview 3D).")],
+            outputs=[io.String.Output("model_file", display_name="model_file",
+                                      tooltip="Path of the first saved model relative to the output folder "
+                                              "(connect to Preview 3D).")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 
@@ -108,7 +109,13 @@ class SaveDepthMesh(io.ComfyNode):
         folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix)
         kinds = ("glb", "obj", "ply") if format == "all" else (format,)
         pbar = comfy.utils.ProgressBar(image.shape[0])
-        saved, previews = [], []
+        saved, models, images = [], [], []
+
+        def report(name: str) -> dict:
+            rel = os.path.join(subfolder, name) if subfolder else name
+            saved.append(rel.replace(os.sep, "/"))
+            return {"filename": name, "subfolder": subfolder, "type": "output"}
+
         for b in range(image.shape[0]):
             rgb = image[b, ..., :3].detach().cpu().float().numpy()
             m = core_mesh.build_sphere_mesh(d[b].cpu().numpy(), rgb, r_of, int(mesh_width), int(mesh_height),
@@ -123,18 +130,24 @@ class SaveDepthMesh(io.ComfyNode):
                 if kind == "glb":
                     core_mesh.write_glb(path, m, png)
                 elif kind == "obj":
-                    core_mesh.write_obj(path, m, png)
+                    core_mesh.write_obj(path, m, png)  # + .mtl + .png (the texture)
                 else:
                     if "obj" not in kinds:
                         with open(validation.output_file(node, "filename_prefix", filename_prefix, folder,
                                                          f"{stem}.png"), "wb") as f:
                             f.write(png)
                     core_mesh.write_ply(path, m, f"{stem}.png")
-                saved.append(os.path.join(subfolder, f"{stem}.{kind}") if subfolder else f"{stem}.{kind}")
-            previews.append({"filename": f"{stem}.{kinds[0]}", "subfolder": subfolder, "type": "output"})
+                models.append(report(f"{stem}.{kind}"))
+            if "obj" in kinds:
+                models.append(report(f"{stem}.mtl"))
+            if "obj" in kinds or "ply" in kinds:  # the texture file: also the node's image preview
+                images.append(report(f"{stem}.png"))
             counter += 1
             pbar.update(1)
-        return io.NodeOutput(saved[0], ui={"3d": previews})
+        # Every written file is reported (the runner saves what the history lists): models under "3d", the
+        # texture under "images" so the node shows a preview.
+        ui_out = {"3d": models, **({"images": images} if images else {})}
+        return io.NodeOutput(saved[0], ui=ui_out)
 
 
 MESH_NODES = [SaveDepthMesh]

@@ -183,15 +183,18 @@ class Stereo360(io.ComfyNode):
                                  tooltip="Exchange the eyes in 'stereo' and 'anaglyph' (cross-eyed viewing)."),
             ],
             outputs=[
-                io.Image.Output("stereo", tooltip="Both eyes packed as chosen by 'layout'."),
-                io.Image.Output("left", tooltip="Left-eye equirect."),
-                io.Image.Output("right", tooltip="Right-eye equirect."),
-                io.Mask.Output("left_hole", tooltip="1 where the left eye saw nothing (filled disocclusions): "
-                                                    "inpaint these."),
-                io.Mask.Output("right_hole", tooltip="1 where the right eye saw nothing (filled disocclusions)."),
-                io.Image.Output("anaglyph", tooltip="Red-cyan anaglyph (red = left eye) for a quick check."),
-                io.Image.Output("disparity", tooltip="Binocular disparity per source pixel, 0.5 + 0.5 * d / max|d| "
-                                                     "(mid grey = zero parallax, white = nearest)."),
+                io.Image.Output("stereo", display_name="stereo", tooltip="Both eyes packed as chosen by 'layout'."),
+                io.Image.Output("left", display_name="left", tooltip="Left-eye equirect."),
+                io.Image.Output("right", display_name="right", tooltip="Right-eye equirect."),
+                io.Mask.Output("left_hole", display_name="left_hole",
+                               tooltip="1 where the left eye saw nothing (filled disocclusions): inpaint these."),
+                io.Mask.Output("right_hole", display_name="right_hole",
+                               tooltip="1 where the right eye saw nothing (filled disocclusions)."),
+                io.Image.Output("anaglyph", display_name="anaglyph",
+                                tooltip="Red-cyan anaglyph (red = left eye) for a quick check."),
+                io.Image.Output("disparity", display_name="disparity",
+                                tooltip="Binocular disparity per source pixel, 0.5 + 0.5 * d / max|d| "
+                                        "(mid grey = zero parallax, white = nearest)."),
             ],
         )
 
@@ -280,7 +283,7 @@ class StereoPack(io.ComfyNode):
                                tooltip="top_bottom (_360_TB), side_by_side (_360_LR) or anaglyph."),
                 io.Boolean.Input("swap_eyes", default=False, tooltip="Exchange the eyes before packing."),
             ],
-            outputs=[io.Image.Output("stereo", tooltip="The packed stereo frame.")],
+            outputs=[io.Image.Output("stereo", display_name="stereo", tooltip="The packed stereo frame.")],
         )
 
     @classmethod

@@ -21,7 +21,7 @@ import latent_preview
 from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
 from . import validation
-from .common import CATEGORY_SAMPLING, input_error
+from .common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error
 from .model_folders import LPIPS_FOLDER
 from .sync_sampler import SyncDiffusionSampler, SyncSettings, is_supported_model_sampling
 
@@ -42,16 +42,20 @@ class LPIPSChoice:
         return core_perceptual.make_perceptual(self.model, self.resolution or None)
 
 
-def load_lpips(node: str, net: str = "vgg", resolution: int = 0) -> LPIPSChoice:
-    """Build LPIPS from `models/lpips/` (or the torch hub cache); a clear error when the backbone is missing."""
+def load_lpips(node: str, net: str = "vgg", resolution: int = 0, input_name: str = "lpips") -> LPIPSChoice:
+    """Build LPIPS from `models/lpips/` (or the torch hub cache); a clear error when the backbone is missing.
+
+    `input_name` is the input the error names: 'net' on the loader, 'lpips' (not connected) on the samplers.
+    """
     search = folder_paths.get_folder_paths(LPIPS_FOLDER) if LPIPS_FOLDER in folder_paths.folder_names_and_paths else []
     try:
         model = core_perceptual.build_lpips(net, search_dirs=search)
-    except core_perceptual.LPIPSWeightsMissing as err:
-        raise input_error(node, "lpips", net, f"the LPIPS backbone weights are missing ({err})",
-                          f"put torchvision's '{core_perceptual.BACKBONE_FILES[core_perceptual.normalize_net_name(net)]}' "
-                          f"into {search[0] if search else 'ComfyUI/models/lpips'} (no download happens at run time)"
-                          ) from None
+    except core_perceptual.LPIPSWeightsMissing:
+        file = core_perceptual.BACKBONE_FILES[core_perceptual.normalize_net_name(net)]
+        raise input_error(node, input_name, net, f"the LPIPS backbone weights '{file}' are not in "
+                          f"{', '.join(search) if search else 'ComfyUI/models/lpips'} nor the torch hub cache",
+                          f"put torchvision's '{file}' into {search[0] if search else 'ComfyUI/models/lpips'} "
+                          f"(no download happens at run time)") from None
     return LPIPSChoice(net=net, model=model, resolution=int(resolution))
 
 
@@ -319,7 +323,7 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
         return io.Schema(
             node_id="SDL3D_LPIPSLoader",
             display_name="SyncDiffusion LPIPS Loader",
-            category=CATEGORY_SAMPLING,
+            category=CATEGORY_LOADERS,
             description="Loads LPIPS (v0.1 learned heads from the lpips package) with its ImageNet backbone from "
                         "models/lpips (vgg16-397923af.pth or alexnet-owt-7be5be79.pth; the torch hub cache is "
                         "searched too). Nothing is downloaded.",
@@ -348,7 +352,7 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
         if net not in LPIPS_NETS:
             raise input_error("SyncDiffusion LPIPS Loader", "net", net, "unknown network", f"use one of {LPIPS_NETS}")
         validation.require_lpips_resolution("SyncDiffusion LPIPS Loader", net, resolution)
-        return io.NodeOutput(load_lpips("SyncDiffusion LPIPS Loader", net, resolution))
+        return io.NodeOutput(load_lpips("SyncDiffusion LPIPS Loader", net, resolution, input_name="net"))
 
 
 SYNC_NODES = [SyncDiffusionKSampler, SyncDiffusionSamplerNode, SyncDiffusionLPIPSLoader]

@@ -1,6 +1,12 @@
 """Generate the UI-format (0.4) twin of API-format workflows, so users can drag them into ComfyUI.
 
-    python scripts/make_ui_workflow.py workflows/*.api.json      # writes workflows/<name>.json next to each
+    python scripts/make_ui_workflow.py workflows/api/*.api.json   # writes workflows/<name>.json for each
+
+API twins live in workflows/api/ so that ComfyUI's template list (workflows/*.json) shows only the UI files.
+Layout: node sizes follow the frontend's own LiteGraph formula (slots, widgets; measured with frontend 1.32.9:
+20 px per slot row, 24 px per widget, 14 px padding; title 30 px), columns by graph depth, tall columns wrapped,
+and `extra.ds` (offset, scale) chosen so the first view shows the whole graph below the tab bar and right of the
+sidebar on a 1920x1080 window. tests/browser checks this in the real frontend (no overlaps, everything visible).
 
 Node definitions come from real ComfyUI imported in-process (stock nodes + this pack), so widget order follows
 each node's `input_order`, exactly as the frontend builds widgets. The inverse (`ui_to_api`) is used by the
@@ -19,6 +25,20 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
+SLOT_H, WIDGET_H, PAD_WIDGETS, PAD_EMPTY, TITLE_H = 20, 24, 14, 6, 30  # LiteGraph computeSize (frontend 1.32.9)
+GAP_X, GAP_Y, MAX_COLUMN_H = 50, 40, 1300
+# the free part of a 1920x1080 window (screen px): right of the sidebar, below tab bar / run bar, left of the
+# minimap; below a scale of 0.6 the frontend stops drawing text (low-quality mode), so aim above it
+VIEW_LEFT, VIEW_TOP, VIEW_W, VIEW_H = 80, 150, 1560, 880
+# widths: at least what frontend 1.32.9 computes for the shipped values (it widens a node to fit, e.g. 4-digit sizes)
+WIDE = {"CLIPTextEncode": 400, "SDL3D_LDM3DDecode": 310, "EmptyLatentImage": 460, "SDL3D_Stereo360": 380,
+        "SDL3D_SaveDepthMesh": 380, "SDL3D_SyncDiffusionKSampler": 520, "SDL3D_LPIPSLoader": 300, "LoadImage": 300,
+        "SDL3D_LoadDepthPNG": 300}
+TEXT_BOX_H = 110   # multiline prompt box
+IMAGE_H = 230      # room for an image preview under a loader / save node
+VIEWER_W, VIEWER_H = 360, 260  # the pack's 360 viewer panel (web/js/sdl3d_viewer360.js) takes the preview's room
+PREVIEW_NODES = {"SaveImage", "PreviewImage"}
+PACK_IMAGE_NODES = {"SDL3D_SaveStereo360", "SDL3D_SaveDepthPNG16", "SDL3D_SaveDepthMesh"}
 
 
 def load_object_info(comfyui_dir: Path) -> dict:
@@ -74,6 +94,58 @@ def _widget_extras(name: str, spec: list) -> list:
     return []
 
 
+def _options(spec: list) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def node_size(class_type: str, info: dict, n_slot_inputs: int, widget_specs: list, fed_by_pack: bool) -> list[int]:
+    """[width, height] (title excluded) that fits the node's slots and widgets, plus preview / viewer room."""
+    n_outputs = len(info["output"])
+    height = SLOT_H * max(n_slot_inputs, n_outputs)
+    for name, spec in widget_specs:
+        height += TEXT_BOX_H if _options(spec).get("multiline") else WIDGET_H
+        height += WIDGET_H * len(_widget_extras(name, spec))
+    height += PAD_WIDGETS if widget_specs else PAD_EMPTY
+    width = WIDE.get(class_type, 270)
+    if any(_options(spec).get("image_upload") for _, spec in widget_specs):
+        height += IMAGE_H
+    if class_type == "SDL3D_SaveDepthMesh":
+        height += WIDGET_H  # the viewer extension's "open in 3D preview" button
+    if class_type in PACK_IMAGE_NODES or (class_type in PREVIEW_NODES and fed_by_pack):
+        width, height = max(width, VIEWER_W), height + VIEWER_H
+    elif class_type in PREVIEW_NODES:
+        width, height = max(width, 300), height + IMAGE_H
+    return [width, height]
+
+
+def layout(nodes_out: list[dict], depth: dict[int, int]) -> dict:
+    """Place nodes in columns by depth (tall columns wrap into several); return extra.ds showing all of them."""
+    columns: dict[int, list[dict]] = {}
+    for node in nodes_out:
+        columns.setdefault(depth[node["id"]], []).append(node)
+    x = 0
+    for key in sorted(columns):
+        wrapped, current, used = [], [], 0
+        for node in columns[key]:
+            h = node["size"][1] + TITLE_H + GAP_Y
+            if current and used + h > MAX_COLUMN_H:
+                wrapped.append(current)
+                current, used = [], 0
+            current.append(node)
+            used += h
+        wrapped.append(current)
+        for column in wrapped:
+            y = 0
+            for node in column:
+                node["pos"] = [x, y + TITLE_H]  # pos is the body's top-left; the title sits above it
+                y += node["size"][1] + TITLE_H + GAP_Y
+            x += max(n["size"][0] for n in column) + GAP_X
+    width = max(n["pos"][0] + n["size"][0] for n in nodes_out)
+    height = max(n["pos"][1] + n["size"][1] for n in nodes_out)
+    scale = round(min(1.0, VIEW_W / width, VIEW_H / height), 3)
+    return {"scale": scale, "offset": [round(VIEW_LEFT / scale, 1), round(VIEW_TOP / scale, 1)]}
+
+
 def api_to_ui(prompt: dict, object_info: dict) -> dict:
     """Convert an API-format graph into a UI-format 0.4 workflow laid out left to right."""
     ids = {key: int(key) for key in prompt}
@@ -88,12 +160,14 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
 
     for key in prompt:
         level(key)
-    links, nodes_out, rows = [], [], {}
+    links, nodes_out = [], []
     outputs_links: dict[tuple[int, int], list[int]] = {}
     for order, key in enumerate(sorted(prompt, key=lambda k: (depth[k], ids[k]))):
         node, info = prompt[key], object_info[prompt[key]["class_type"]]
-        inputs_ui, widgets = [], []
+        inputs_ui, widgets, widget_specs = [], [], []
         for name, spec in _ordered_inputs(info):
+            if _is_widget(spec):
+                widget_specs.append((name, spec))
             value = node["inputs"].get(name)
             if isinstance(value, list):
                 link_id = len(links) + 1
@@ -110,12 +184,13 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
                 widgets += [value] + _widget_extras(name, spec)
             elif name in node["inputs"] or spec is not None:
                 inputs_ui.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO", "link": None})
-        column = depth[key]
-        row = rows.get(column, 0)
-        rows[column] = row + 1
+        parents = [prompt[str(v[0])]["class_type"] for v in node["inputs"].values() if isinstance(v, list)]
+        n_slots = sum(1 for i in inputs_ui if "widget" not in i)
+        fed_by_pack = any(p.startswith("SDL3D_") for p in parents)
+        size = node_size(node["class_type"], info, n_slots, widget_specs, fed_by_pack)
         nodes_out.append({
-            "id": ids[key], "type": node["class_type"], "pos": [60 + 360 * column, 60 + 300 * row],
-            "size": [320, 120 + 26 * len(widgets)], "flags": {}, "order": order, "mode": 0,
+            "id": ids[key], "type": node["class_type"], "pos": [0, 0],
+            "size": size, "flags": {}, "order": order, "mode": 0,
             "inputs": inputs_ui, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets,
             **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
@@ -125,8 +200,9 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
         names = info.get("output_name") or info["output"]
         ui_node["outputs"] = [{"name": names[i], "type": t, "links": outputs_links.get((ui_node["id"], i), []),
                                "slot_index": i} for i, t in enumerate(info["output"])]
+    ds = layout(nodes_out, {ids[k]: depth[k] for k in prompt})
     return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes_out, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+            "groups": [], "config": {}, "extra": {"ds": ds}, "version": 0.4}
 
 
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
@@ -159,7 +235,8 @@ def main(argv=None) -> int:
     object_info = load_object_info(comfyui.resolve())
     for path in paths:
         prompt = json.loads(path.read_text())
-        target = path.with_name(path.name.replace(".api.json", ".json"))
+        name = path.name.replace(".api.json", ".json")
+        target = path.parent.parent / name if path.parent.name == "api" else path.with_name(name)
         target.write_text(json.dumps(api_to_ui(prompt, object_info), indent=1) + "\n")
         print(f"wrote {target}")
     return 0

@@ -1,7 +1,8 @@
 """Real ComfyUI started headless with the pack linked into custom_nodes: load gate, /object_info, workflows.
 
-The server is started once per session by PID and stopped at the end; every workflows/*.api.json runs end to
-end on the random-weight fixtures (mapped onto the model names the workflows expect, as the main job does).
+The server is started once per session by PID and stopped at the end; every workflows/api/*.api.json runs end
+to end (shrunk by tests/workflow_overrides.py) on the random-weight fixtures (mapped onto the model names the
+workflows expect, as the main job does).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
 from comfy_runner.local import missing_inputs, offline_models_tree  # noqa: E402
+from workflow_overrides import shrink_workflow  # noqa: E402
 
-API_WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.api.json"))
+API_WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.api.json"))
 pytestmark = pytest.mark.server
 
 
@@ -64,7 +66,7 @@ def test_every_declared_node_is_registered_with_its_inputs_and_outputs(pack, obj
 
 @pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=[p.name for p in API_WORKFLOWS])
 def test_shipped_workflow_runs_headless(workflow, client, object_info, server):
-    prompt = json.loads(workflow.read_text())
+    prompt = shrink_workflow(json.loads(workflow.read_text()))  # shipped at real sizes; CPU tests run small
     assert missing_inputs(prompt, object_info, "models") == []
     try:
         entry = client.run(prompt, timeout=900)

@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from make_ui_workflow import _node_info, ui_to_api  # noqa: E402
 
-API_WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.api.json"))
+API_WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.api.json"))
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def object_info(comfy, pack):
 
 @pytest.mark.parametrize("api_path", API_WORKFLOWS, ids=[p.name for p in API_WORKFLOWS])
 def test_ui_twin_matches_api_workflow(api_path, object_info):
-    ui_path = api_path.with_name(api_path.name.replace(".api.json", ".json"))
+    ui_path = REPO_ROOT / "workflows" / api_path.name.replace(".api.json", ".json")
     assert ui_path.exists(), f"{api_path.name} has no UI twin: run scripts/make_ui_workflow.py {api_path}"
     prompt, ui = json.loads(api_path.read_text()), json.loads(ui_path.read_text())
     assert ui["version"] == 0.4 and {"last_node_id", "last_link_id", "nodes", "links"} <= set(ui)

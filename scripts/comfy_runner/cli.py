@@ -28,7 +28,7 @@ from .progress import Progress
 from .server import Server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "panorama_360_stereo.api.json"
+DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "api" / "panorama_360_stereo.api.json"
 
 EXIT_OK, EXIT_USAGE, EXIT_VALIDATION, EXIT_EXECUTION, EXIT_UNREACHABLE, EXIT_LOCAL_SERVER = 0, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
@@ -134,6 +134,7 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
                 return _fail(EXIT_UNREACHABLE, f"FAILED: no server reachable ({reasons}); {len(rows)} jobs "
                              f"recorded as unreachable in {ns.manifest or out_dir / 'manifest.jsonl'}")
             object_info = await alive[0].object_info()
+            lpips_available = await _lpips_files(alive[0], bool(local))
             try:
                 if workflow.needs_conversion:
                     workflow.convert(object_info)
@@ -147,7 +148,8 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
             todo = []
             for job in jobs:
                 marker = outputs.completed(job.dir, job.key) if ns.resume else None
-                problems = [] if ns.no_model_check else _missing(job.prompt, object_info, models_hint)
+                problems = [] if ns.no_model_check else _missing(job.prompt, object_info, models_hint,
+                                                                         lpips_available)
                 if marker:
                     pool.skip(job, marker)
                 elif problems:
@@ -227,9 +229,22 @@ def _models_hint(ns, local) -> str:
     return "<the server's ComfyUI>/models"
 
 
-def _missing(prompt: dict, object_info: dict, models_hint: str) -> list[str]:
+def _missing(prompt: dict, object_info: dict, models_hint: str, lpips_available: list[str] | None) -> list[str]:
     from .local import missing_inputs
-    return missing_inputs(prompt, object_info, models_hint)
+    return missing_inputs(prompt, object_info, models_hint, lpips_available)
+
+
+async def _lpips_files(server, local: bool) -> list[str] | None:
+    """LPIPS backbones the server can load (its models/lpips, plus the torch hub cache of a server we started);
+    None when the server has no such route (the check is then skipped)."""
+    try:
+        files = list(await server.get_json("/models/lpips"))
+    except Exception:  # noqa: BLE001 - an old server without the route: skip this check
+        return None
+    if local:
+        hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+        files += [p.name for p in hub.glob("*.pth")] if hub.is_dir() else []
+    return files
 
 
 def summarize(results: dict[str, dict], out_dir: Path, manifest_path: Path) -> int:

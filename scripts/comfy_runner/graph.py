@@ -77,7 +77,10 @@ def load_workflow(path: Path) -> Workflow:
             isinstance(node, dict) and "class_type" in node for node in data.values()):
         raise WorkflowFormatError(f"{path} is neither an API-format workflow ({{id: {{class_type, inputs}}}}) nor a "
                                   "UI-format one (nodes + links)")
-    twin = Path(path).with_name(Path(path).name.replace(".api.json", ".json"))
+    twin_name = Path(path).name.replace(".api.json", ".json")
+    twin = Path(path).with_name(twin_name)
+    if not twin.exists() and Path(path).parent.name == "api":  # shipped layout: workflows/api/<name>.api.json
+        twin = Path(path).parent.parent / twin_name
     ui = None
     if twin != Path(path) and twin.exists():
         try:

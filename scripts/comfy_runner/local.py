@@ -47,10 +47,32 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
-def missing_inputs(prompt: dict, object_info: dict, models_hint: str) -> list[str]:
-    """Combo values (model files, input images) the server does not offer, each with what to do."""
+LPIPS_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}  # sync_core.perceptual
+SYNC_SAMPLERS = ("SDL3D_SyncDiffusionKSampler", "SDL3D_SyncDiffusionSampler")
+
+
+def needed_lpips_files(prompt: dict) -> set[str]:
+    """LPIPS backbone files the graph loads: each LPIPS Loader's net, vgg for a sync sampler without one."""
+    files = {LPIPS_FILES.get(n["inputs"].get("net"), "") for n in prompt.values()
+             if n["class_type"] == "SDL3D_LPIPSLoader"}
+    for node in prompt.values():
+        uses_default = "lpips" not in node["inputs"] and node["inputs"].get("sync_weight", 1)
+        if node["class_type"] in SYNC_SAMPLERS and uses_default:
+            files.add(LPIPS_FILES["vgg"])
+    return files - {""}
+
+
+def missing_inputs(prompt: dict, object_info: dict, models_hint: str,
+                   lpips_files: list[str] | None = None) -> list[str]:
+    """Combo values (model files, input images) the server does not offer, each with what to do; with
+    `lpips_files` (what the server's models/lpips holds) the LPIPS backbones the graph needs are checked too."""
     by_name = {e["name"]: e for e in expected_models()}
     problems = []
+    if lpips_files is not None:
+        for file in sorted(needed_lpips_files(prompt) - set(lpips_files)):
+            entry = by_name.get(file)
+            problems.append(f"LPIPS needs '{file}': put {entry['source'] if entry else file} at "
+                            f"{models_hint}/lpips/{file}")
     for node_id, node in prompt.items():
         info = object_info.get(node["class_type"])
         if info is None:
