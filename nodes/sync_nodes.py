@@ -155,16 +155,16 @@ def check_model_and_vae(node: str, model, vae) -> None:
     model_sampling = model.get_model_object("model_sampling")
     if not is_supported_model_sampling(model_sampling):
         raise input_error(node, "model", type(model_sampling).__name__,
-                          "SyncDiffusion's gradient step is defined for eps/v-prediction diffusion models; this "
-                          "model uses another parametrisation (flow matching / CONST)",
-                          "use an SD1.x, SD2.x or SDXL checkpoint")
+                          "SyncDiffusion's gradient step needs a noise level it can map to VP coordinates: eps, "
+                          "v-prediction, EDM or flow-matching (CONST) sampling; this model uses another "
+                          "parametrisation", "use an SD1.x/SD2.x/SDXL, SD3.x or Flux-family model")
     if vae is None or not hasattr(vae, "first_stage_model") or not hasattr(vae, "latent_channels"):
         raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
     model_channels = model.get_model_object("latent_format").latent_channels
     if vae.latent_channels != model_channels:
         raise input_error(node, "vae", f"VAE with {vae.latent_channels}-channel latents", "does not match the "
                           f"model's {model_channels}-channel latent space", "connect the VAE that belongs to the "
-                          "model (for SDXL: the SDXL VAE or TAESDXL)")
+                          "model (SDXL: the SDXL VAE or TAESDXL; Flux: ae.safetensors or taef1; SD3.x: the SD3 VAE or taesd3)")
 
 
 def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, model) -> None:
@@ -193,7 +193,8 @@ class SyncDiffusionKSampler(io.ComfyNode):
                         "pulling its predicted image toward the anchor view. Works with any sampler/scheduler, "
                         "ControlNet, area conditioning and img2img (denoise < 1).",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (SD1.x/SD2.x/SDXL; eps or v-prediction)."),
+                io.Model.Input("model", tooltip="The diffusion model: SD1.x/SD2.x/SDXL (eps or v-prediction) or a "
+                                                "flow-matching model (SD3.x, Flux and its fine-tunes)."),
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning; area conditioning and ControlNet "
                                                           "hints are cropped to each view; SDXL size conditioning "
                                                           "is set to the view size unless the prompt sets one."),
