@@ -7,7 +7,8 @@ Without --url it starts ComfyUI itself (CPU, headless) with this pack linked in 
 ComfyUI (COMFYUI_DIR or the one scripts/bootstrap.sh installed). Every model the workflow names is checked
 first: a missing one is reported with the file to put where (workflows/models/expected_models.json says where each comes
 from). --offline-fixtures serves the random-weight fixtures under the names the workflow expects, so the
-whole graph executes where no weights can be downloaded (outputs are noise, the pipeline is real).
+whole graph executes where no weights can be downloaded (outputs are noise, the pipeline is real); loaders whose
+models have no tiny stand-in are swapped as expected_models.json's `offline_substitutes` say (Flux's T5-XXL).
 """
 
 from __future__ import annotations
@@ -28,6 +29,26 @@ MANIFEST = REPO_ROOT / "workflows" / "models" / "expected_models.json"
 
 def load_manifest() -> list[dict]:
     return json.loads(MANIFEST.read_text())["models"] if MANIFEST.exists() else []
+
+
+def offline_prompt(prompt: dict) -> dict:
+    """The graph --offline-fixtures runs: a copy with the manifest's `offline_substitutes` applied (a loader whose
+    model has no tiny stand-in, e.g. Flux's DualCLIPLoader with T5-XXL, becomes a loader of a fixture that fits the
+    fixture models). "$name" in a replacement input takes the replaced node's input `name`. Links keep their slots."""
+    rules = json.loads(MANIFEST.read_text()).get("offline_substitutes", []) if MANIFEST.exists() else []
+    out = {}
+    for node_id, node in prompt.items():
+        node = {**node, "inputs": dict(node["inputs"])}
+        for rule in rules:
+            if node["class_type"] == rule["class_type"] and all(node["inputs"].get(k) == v
+                                                                 for k, v in rule.get("when", {}).items()):
+                new = rule["replace_with"]
+                inputs = {k: (node["inputs"][v[1:]] if isinstance(v, str) and v.startswith("$") else v)
+                          for k, v in new["inputs"].items()}
+                node = {**node, "class_type": new["class_type"], "inputs": inputs}
+                break
+        out[node_id] = node
+    return out
 
 
 def offline_models_tree(fixtures_models: Path, dest: Path) -> Path:
@@ -103,6 +124,8 @@ def main(argv=None) -> int:
     ns = parser.parse_args(argv)
 
     prompt = json.loads(ns.workflow.read_text())
+    if ns.offline_fixtures:
+        prompt = offline_prompt(prompt)
     ui_path = ns.workflow.with_name(ns.workflow.name.replace(".api.json", ".json"))
     workflow_ui = json.loads(ui_path.read_text()) if ui_path.exists() else None
     out_dir = ns.output_dir or REPO_ROOT / ".cache" / "outputs" / time.strftime("%Y%m%d-%H%M%S")

@@ -314,3 +314,124 @@ def test_circular_mode_commutes_with_rolls_by_the_stride(pack, sd3, comfy):
     flat = node.SyncDiffusionSampler("euler", node._settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", False, 1),
                                      sd3["vae"], None)
     assert not torch.allclose(run(noise, flat), base, atol=1e-4), "circular must differ from the non-wrapping grid"
+
+
+# ---------------------------------------------------------------------------------------------- per-view conditioning
+
+def test_each_flux_view_gets_window_rope_positions_guidance_and_pooled_vector(pack, flux, lpips_alex):
+    """Every model call, denoising and gradient pass alike, sees view-sized images with the RoPE image positions of
+    a stand-alone window-sized image (recorded at Flux's positional embedder), the FluxGuidance value and the
+    pooled vector of the prompt."""
+    dm = flux["model"].model.diffusion_model
+    ids = []
+    hook = dm.pe_embedder.register_forward_pre_hook(lambda module, args: ids.append(args[0].detach().clone()))
+    try:
+        calls = []
+        stock({**flux, "model": recording(flux["model"], calls)}, empty16(8, 8), steps=1)
+        reference_ids = ids[-1][0]
+        ids.clear()
+        calls.clear()
+        run_sync(pack, {**flux, "model": recording(flux["model"], calls)}, empty16(8, 16), window=64, stride=32,
+                 steps=2, sync_weight=200.0, sync_steps=1, lpips=lpips_alex)
+    finally:
+        hook.remove()
+    assert any(c["grad"] for c in calls) and any(not c["grad"] for c in calls)
+    assert len(ids) >= len(calls)
+    for recorded in ids:
+        assert all(torch.equal(row, reference_ids) for row in recorded), "RoPE ids of a window-sized image"
+    pooled = flux["positive"][0][1]["pooled_output"]
+    for c in calls:
+        rows = c["x"].shape[0]
+        assert c["x"].shape[1:] == (16, 8, 8), "each view is an independent window-sized image"
+        assert torch.equal(c["c"]["guidance"], torch.full((rows,), GUIDANCE))
+        assert torch.equal(c["c"]["y"], pooled.expand(rows, -1))
+
+
+def test_each_sd3_view_gets_the_pooled_output_of_its_prompt(pack, sd3, lpips_alex):
+    calls = []
+    run_sync(pack, {**sd3, "model": recording(sd3["model"], calls)}, empty16(8, 16), window=64, stride=32, steps=2,
+             sync_weight=200.0, sync_steps=1, lpips=lpips_alex, view_batch_size=2)
+    pos, neg = sd3["positive"][0][1]["pooled_output"], sd3["negative"][0][1]["pooled_output"]
+    assert any(c["grad"] for c in calls)
+    for c in calls:
+        rows = c["x"].shape[0]
+        assert rows % 2 == 0 and c["x"].shape[1:] == (16, 8, 8)
+        y = c["c"]["y"]
+        assert {tuple(r.tolist()) for r in y} == {tuple(pos[0].tolist()), tuple(neg[0].tolist())}
+        assert (torch.stack([torch.equal(r, pos[0]) for r in y]).sum() == rows // 2).item()
+
+
+def test_area_conditioning_is_cropped_per_view_on_a_flow_model(pack, sd3, lpips_alex):
+    (boxed,) = run_node(stock_node("ConditioningSetArea"), conditioning=sd3["positive"], width=48, height=64, x=80,
+                        y=0, strength=1.0)
+    (positive,) = run_node(stock_node("ConditioningCombine"), conditioning_1=sd3["positive"], conditioning_2=boxed)
+    job, lat = {**sd3, "positive": positive}, empty16(8, 24)
+    one = run_sync(pack, job, lat, view_batch_size=1, sync_weight=400.0, sync_steps=2, lpips=lpips_alex)
+    four = run_sync(pack, job, lat, view_batch_size=4, sync_weight=400.0, sync_steps=2, lpips=lpips_alex)
+    plain = run_sync(pack, sd3, lat, view_batch_size=1, sync_weight=400.0, sync_steps=2, lpips=lpips_alex)
+    assert rel_err(four, one) < 1e-5 and rel_err(one, plain) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- nodes, decoder, memory
+
+def test_flux_runs_through_both_syncdiffusion_nodes_with_sync_on(pack, flux, lpips_alex):
+    lat = empty16(8, 16)
+    synced = run_sync(pack, flux, lat, steps=2, sync_weight=400.0, sync_steps=1, lpips=lpips_alex)
+    unsynced = run_sync(pack, flux, lat, steps=2)
+    assert torch.isfinite(synced).all() and rel_err(synced, unsynced) > 1e-3
+    (sampler,) = run_node(pack.by_id["SDL3D_SyncDiffusionSampler"], vae=flux["vae"], window=64, stride=32,
+                          sync_weight=400.0, sync_decay=0.95, sync_freq=1, sync_steps=1, anchor="middle",
+                          circular=True, view_batch_size=0, sampler_name="euler", lpips=lpips_alex)
+    (guider,) = run_node(stock_node("BasicGuider"), model=flux["model"], conditioning=flux["positive"])
+    (sigmas,) = run_node(stock_node("BasicScheduler"), model=flux["model"], scheduler="simple", steps=2, denoise=1.0)
+    (noise,) = run_node(stock_node("RandomNoise"), noise_seed=7)
+    out, _ = run_node(stock_node("SamplerCustomAdvanced"), noise=noise, guider=guider, sampler=sampler,
+                      sigmas=sigmas, latent_image=lat)
+    assert out["samples"].shape == (1, 16, 8, 16) and torch.isfinite(out["samples"]).all()
+
+
+def test_a_vae_with_other_latent_channels_is_refused_naming_node_input_value_and_fix(pack, sd3, comfy):
+    (sd_vae,) = run_node(stock_node("VAELoader"), vae_name="taesd")
+    with pytest.raises(ValueError) as err:
+        run_sync(pack, {**sd3, "vae": sd_vae}, empty16(8, 16))
+    message = str(err.value)
+    assert "SyncDiffusion KSampler" in message and "input 'vae'" in message and "4-channel" in message
+    assert "16-channel" in message and "Fix:" in message and "taesd3" in message
+    (sampler,) = run_node(pack.by_id["SDL3D_SyncDiffusionSampler"], vae=sd_vae, window=64, stride=32,
+                          sync_weight=0.0, sync_decay=0.95, sync_freq=1, sync_steps=1, anchor="middle",
+                          circular=False, view_batch_size=0, sampler_name="euler")
+    with pytest.raises(ValueError, match="SyncDiffusion Sampler.*input 'vae'"):
+        run_node(stock_node("SamplerCustom"), model=sd3["model"], add_noise=True, noise_seed=1, cfg=4.0,
+                 positive=sd3["positive"], negative=sd3["negative"], sampler=sampler,
+                 sigmas=flow_sigmas(sd3, 2), latent_image=empty16(8, 16))
+
+
+def test_fast_path_decodes_with_taesd3_and_equals_the_exact_path_with_stock_taesd3(pack, sd3, lpips_alex):
+    lat, sync = empty16(8, 24), dict(sync_weight=400.0, sync_steps=2)
+    (taesd3,) = run_node(stock_node("VAELoader"), vae_name="taesd3")
+    fast = run_sync(pack, sd3, lat, lpips=lpips_alex, sync_fast=True, **sync)
+    by_hand = run_sync(pack, {**sd3, "vae": taesd3}, lat, lpips=lpips_alex, **sync)
+    exact = run_sync(pack, sd3, lat, lpips=lpips_alex, **sync)
+    assert rel_err(fast, by_hand) < 1e-5 and rel_err(fast, exact) > 1e-4
+
+
+def test_checkpointed_blocks_are_comfyuis_flux_and_mmdit_blocks_and_give_the_same_result(pack, flux, sd3,
+                                                                                         lpips_alex):
+    import comfy.ldm.flux.layers
+    import comfy.ldm.modules.diffusionmodules.mmdit
+
+    memory = pack.node_module("sync_memory")
+    for name in ("DoubleStreamBlock", "SingleStreamBlock"):
+        assert name in memory.CHECKPOINT_BLOCKS and hasattr(comfy.ldm.flux.layers, name)
+    assert "JointBlock" in memory.CHECKPOINT_BLOCKS and hasattr(comfy.ldm.modules.diffusionmodules.mmdit, "JointBlock")
+    flux_blocks = memory.checkpoint_targets(flux["model"].model.diffusion_model)
+    assert [type(b).__name__ for b in flux_blocks] == ["DoubleStreamBlock"]
+    sd3_blocks = memory.checkpoint_targets(sd3["model"].model.diffusion_model, sd3["vae"].first_stage_model)
+    assert [type(b).__name__ for b in sd3_blocks].count("JointBlock") == 2
+    from test_nodes_sync_memory import run_sampler
+
+    lat = empty16(8, 24)
+    job = {**sd3, "model": sd3["model"]}
+    plain = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=1, gradient_checkpointing=False)
+    checkpointed = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=0)
+    assert rel_err(checkpointed, plain) < 1e-5

@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
-from run_workflow import missing_inputs, offline_models_tree  # noqa: E402
+from run_workflow import missing_inputs, offline_models_tree, offline_prompt  # noqa: E402
 
 API_WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.api.json"))
 pytestmark = pytest.mark.server
@@ -64,7 +64,7 @@ def test_every_declared_node_is_registered_with_its_inputs_and_outputs(pack, obj
 
 @pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=[p.name for p in API_WORKFLOWS])
 def test_shipped_workflow_runs_headless(workflow, client, object_info, server):
-    prompt = json.loads(workflow.read_text())
+    prompt = offline_prompt(json.loads(workflow.read_text()))
     assert missing_inputs(prompt, object_info, "models") == []
     try:
         entry = client.run(prompt, timeout=900)
