@@ -358,18 +358,18 @@ def test_each_sd3_view_gets_the_pooled_output_of_its_prompt(pack, sd3, lpips_ale
         assert rows % 2 == 0 and c["x"].shape[1:] == (16, 8, 8)
         y = c["c"]["y"]
         assert {tuple(r.tolist()) for r in y} == {tuple(pos[0].tolist()), tuple(neg[0].tolist())}
-        assert (torch.stack([torch.equal(r, pos[0]) for r in y]).sum() == rows // 2).item()
+        assert sum(torch.equal(r, pos[0]) for r in y) == rows // 2
 
 
 def test_area_conditioning_is_cropped_per_view_on_a_flow_model(pack, sd3, lpips_alex):
     (boxed,) = run_node(stock_node("ConditioningSetArea"), conditioning=sd3["positive"], width=48, height=64, x=80,
                         y=0, strength=1.0)
     (positive,) = run_node(stock_node("ConditioningCombine"), conditioning_1=sd3["positive"], conditioning_2=boxed)
-    job, lat = {**sd3, "positive": positive}, empty16(8, 24)
-    one = run_sync(pack, job, lat, view_batch_size=1, sync_weight=400.0, sync_steps=2, lpips=lpips_alex)
-    four = run_sync(pack, job, lat, view_batch_size=4, sync_weight=400.0, sync_steps=2, lpips=lpips_alex)
-    plain = run_sync(pack, sd3, lat, view_batch_size=1, sync_weight=400.0, sync_steps=2, lpips=lpips_alex)
-    assert rel_err(four, one) < 1e-5 and rel_err(one, plain) > 1e-3
+    job, lat, sync = {**sd3, "positive": positive}, empty16(8, 16), dict(steps=2, sync_weight=400.0, sync_steps=1)
+    one = run_sync(pack, job, lat, view_batch_size=1, lpips=lpips_alex, **sync)
+    four = run_sync(pack, job, lat, view_batch_size=4, lpips=lpips_alex, **sync)
+    plain = run_sync(pack, sd3, lat, view_batch_size=1, lpips=lpips_alex, **sync)
+    assert rel_err(four, one) < 2e-4 and rel_err(one, plain) > 1e-2  # batched MMDiT attention: float noise only
 
 
 # ---------------------------------------------------------------------------------------------- nodes, decoder, memory
@@ -407,7 +407,7 @@ def test_a_vae_with_other_latent_channels_is_refused_naming_node_input_value_and
 
 
 def test_fast_path_decodes_with_taesd3_and_equals_the_exact_path_with_stock_taesd3(pack, sd3, lpips_alex):
-    lat, sync = empty16(8, 24), dict(sync_weight=400.0, sync_steps=2)
+    lat, sync = empty16(8, 16), dict(steps=2, sync_weight=400.0, sync_steps=1)
     (taesd3,) = run_node(stock_node("VAELoader"), vae_name="taesd3")
     fast = run_sync(pack, sd3, lat, lpips=lpips_alex, sync_fast=True, **sync)
     by_hand = run_sync(pack, {**sd3, "vae": taesd3}, lat, lpips=lpips_alex, **sync)
@@ -430,8 +430,8 @@ def test_checkpointed_blocks_are_comfyuis_flux_and_mmdit_blocks_and_give_the_sam
     assert [type(b).__name__ for b in sd3_blocks].count("JointBlock") == 2
     from test_nodes_sync_memory import run_sampler
 
-    lat = empty16(8, 24)
+    lat = empty16(8, 16)
     job = {**sd3, "model": sd3["model"]}
     plain = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=1, gradient_checkpointing=False)
-    checkpointed = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=0)
+    checkpointed = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=1)
     assert rel_err(checkpointed, plain) < 1e-5
