@@ -106,8 +106,9 @@ def _speed_inputs() -> list:
                                "batches. 0 = auto: ComfyUI's free memory. Lower it to share the GPU; one view at a "
                                "time is the floor."),
         io.Boolean.Input("sync_fast", default=False, optional=True,
-                         tooltip="Fast sync pass: the LPIPS loss decodes with the tiny TAESD/TAESDXL decoder from "
-                                 "models/vae_approx instead of the VAE (~18x cheaper), and LPIPS runs at 256 px "
+                         tooltip="Fast sync pass: the LPIPS loss decodes with the model's tiny TAESD-family decoder "
+                                 "(taesd, taesdxl, taesd3 or taef1) from models/vae_approx instead of the VAE "
+                                 "(~18x cheaper), and LPIPS runs at 256 px "
                                  "unless the LPIPS Loader sets a resolution. Changes the loss slightly (TAESD is "
                                  "close to, not equal to, the VAE), so results differ from the paper's exact "
                                  "update; the final image is still decoded by your VAE Decode."),
@@ -197,11 +198,13 @@ class SyncDiffusionKSampler(io.ComfyNode):
                                                 "flow-matching model (SD3.x, Flux and its fine-tunes)."),
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning; area conditioning and ControlNet "
                                                           "hints are cropped to each view; SDXL size conditioning "
-                                                          "is set to the view size unless the prompt sets one."),
+                                                          "is set to the view size unless the prompt sets one; "
+                                                          "Flux guidance and pooled outputs reach every view."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
                 io.Latent.Input("latent_image", tooltip="The panorama latent (e.g. Empty Latent Image 2048x512)."),
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (differentiated). The checkpoint's VAE is "
-                                            "the paper; a TAESD VAE is ~18x cheaper."),
+                                            "the paper; a TAESD VAE is ~18x cheaper. Its latent channels must "
+                                            "match the model's (4 for SD1.x/SDXL, 16 for SD3.x/Flux)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed (same noise as the stock KSampler for the same seed)."),
                 io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampler steps (paper: 50 DDIM)."),

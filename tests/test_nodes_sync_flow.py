@@ -435,3 +435,14 @@ def test_checkpointed_blocks_are_comfyuis_flux_and_mmdit_blocks_and_give_the_sam
     plain = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=1, gradient_checkpointing=False)
     checkpointed = run_sampler(pack, job, lat, sd3["vae"], lpips_alex, view_batch_size=1)
     assert rel_err(checkpointed, plain) < 1e-5
+
+
+def test_fp8_stored_weights_run_the_gradient_pass(pack, sd3, lpips_alex):
+    """UNETLoader weight_dtype fp8_e4m3fn (what a 24 GB card needs for Flux): ComfyUI's manual-cast layers upcast
+    each weight per call; the sync gradient flows through them."""
+    (fp8,) = run_node(stock_node("UNETLoader"), unet_name=SD3, weight_dtype="fp8_e4m3fn")
+    assert fp8.model.diffusion_model.x_embedder.proj.weight.dtype == torch.float8_e4m3fn
+    job, lat = {**sd3, "model": fp8}, empty16(8, 16)
+    synced = run_sync(pack, job, lat, steps=2, sync_weight=400.0, sync_steps=1, lpips=lpips_alex)
+    unsynced = run_sync(pack, job, lat, steps=2)
+    assert torch.isfinite(synced).all() and rel_err(synced, unsynced) > 1e-3
