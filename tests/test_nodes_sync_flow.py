@@ -446,3 +446,33 @@ def test_fp8_stored_weights_run_the_gradient_pass(pack, sd3, lpips_alex):
     synced = run_sync(pack, job, lat, steps=2, sync_weight=400.0, sync_steps=1, lpips=lpips_alex)
     unsynced = run_sync(pack, job, lat, steps=2)
     assert torch.isfinite(synced).all() and rel_err(synced, unsynced) > 1e-3
+
+
+def test_controlnet_hints_are_cropped_per_view_under_flow_sampling(pack, comfy, lpips_alex):
+    """ControlNet under CONST sampling (the SD fixture + its ControlNet, patched by the stock ModelSamplingSD3 node:
+    no tiny Flux/SD3 ControlNet fixture exists): one full view equals the stock KSampler, a synced panorama runs."""
+    from test_nodes_sync import CKPT, empty_latent
+    from test_nodes_sync_control import CONTROLNET
+
+    model, clip, vae = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name=CKPT)
+    (flow_model,) = run_node(stock_node("ModelSamplingSD3"), model=model, shift=3.0)
+    (positive,) = run_node(stock_node("CLIPTextEncode"), clip=clip, text="a wide mountain landscape")
+    (negative,) = run_node(stock_node("CLIPTextEncode"), clip=clip, text="")
+    (control,) = run_node(stock_node("ControlNetLoader"), control_net_name=CONTROLNET)
+    ramp = torch.linspace(0, 1, 128)
+    hint = torch.stack([ramp.expand(64, 128), ramp.flip(0).expand(64, 128), (ramp * 7 % 1).expand(64, 128)],
+                       dim=-1).unsqueeze(0)
+    pos_c, neg_c = run_node(stock_node("ControlNetApplyAdvanced"), positive=positive, negative=negative,
+                            control_net=control, image=hint[:, :, :64], strength=1.0, start_percent=0.0,
+                            end_percent=1.0)
+    job = dict(model=flow_model, positive=pos_c, negative=neg_c, vae=vae, cfg=5.0, family="sd15-flow")
+    square = empty_latent(8, 8)
+    ours = run_sync(pack, job, square, window=64, stride=64)
+    theirs = stock(job, square, scheduler="normal")
+    without = stock({**job, "positive": positive, "negative": negative}, square, scheduler="normal")
+    assert torch.allclose(ours, theirs, atol=1e-6) and not torch.allclose(theirs, without, atol=1e-3)
+    pos_w, neg_w = run_node(stock_node("ControlNetApplyAdvanced"), positive=positive, negative=negative,
+                            control_net=control, image=hint, strength=1.0, start_percent=0.0, end_percent=1.0)
+    wide = run_sync(pack, {**job, "positive": pos_w, "negative": neg_w}, empty_latent(8, 16), steps=2,
+                    sync_weight=200.0, sync_steps=1, lpips=lpips_alex)
+    assert wide.shape == (1, 4, 8, 16) and torch.isfinite(wide).all()
