@@ -111,8 +111,9 @@ def _speed_inputs() -> list:
                                "batches. 0 = auto: ComfyUI's free memory. Lower it to share the GPU; one view at a "
                                "time is the floor."),
         io.Boolean.Input("sync_fast", default=False, optional=True,
-                         tooltip="Fast sync pass: the LPIPS loss decodes with the tiny TAESD/TAESDXL decoder from "
-                                 "models/vae_approx instead of the VAE (~18x cheaper), and LPIPS runs at 256 px "
+                         tooltip="Fast sync pass: the LPIPS loss decodes with the model's tiny TAESD-family decoder "
+                                 "(taesd, taesdxl, taesd3 or taef1) from models/vae_approx instead of the VAE "
+                                 "(~18x cheaper), and LPIPS runs at 256 px "
                                  "unless the LPIPS Loader sets a resolution. Changes the loss slightly (TAESD is "
                                  "close to, not equal to, the VAE), so results differ from the paper's exact "
                                  "update; the final image is still decoded by your VAE Decode."),
@@ -162,16 +163,16 @@ def check_model_and_vae(node: str, model, vae) -> None:
     model_sampling = model.get_model_object("model_sampling")
     if not is_supported_model_sampling(model_sampling):
         raise input_error(node, "model", type(model_sampling).__name__,
-                          "SyncDiffusion's gradient step is defined for eps/v-prediction diffusion models; this "
-                          "model uses another parametrisation (flow matching / CONST)",
-                          "use an SD1.x, SD2.x or SDXL checkpoint")
+                          "SyncDiffusion's gradient step needs a noise level it can map to VP coordinates: eps, "
+                          "v-prediction, EDM or flow-matching (CONST) sampling; this model uses another "
+                          "parametrisation", "use an SD1.x/SD2.x/SDXL, SD3.x or Flux-family model")
     if vae is None or not hasattr(vae, "first_stage_model") or not hasattr(vae, "latent_channels"):
         raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
     model_channels = model.get_model_object("latent_format").latent_channels
     if vae.latent_channels != model_channels:
         raise input_error(node, "vae", f"VAE with {vae.latent_channels}-channel latents", "does not match the "
                           f"model's {model_channels}-channel latent space", "connect the VAE that belongs to the "
-                          "model (for SDXL: the SDXL VAE or TAESDXL)")
+                          "model (SDXL: the SDXL VAE or TAESDXL; Flux: ae.safetensors or taef1; SD3.x: the SD3 VAE or taesd3)")
 
 
 def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, model) -> None:
@@ -204,14 +205,17 @@ class SyncDiffusionKSampler(io.ComfyNode):
                         "pulling its predicted image toward the anchor view. Works with any sampler/scheduler, "
                         "ControlNet, area conditioning and img2img (denoise < 1).",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (SD1.x/SD2.x/SDXL; eps or v-prediction)."),
+                io.Model.Input("model", tooltip="The diffusion model: SD1.x/SD2.x/SDXL (eps or v-prediction) or a "
+                                                "flow-matching model (SD3.x, Flux and its fine-tunes)."),
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning; area conditioning and ControlNet "
                                                           "hints are cropped to each view; SDXL size conditioning "
-                                                          "is set to the view size unless the prompt sets one."),
+                                                          "is set to the view size unless the prompt sets one; "
+                                                          "Flux guidance and pooled outputs reach every view."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
                 io.Latent.Input("latent_image", tooltip="The panorama latent (e.g. Empty Latent Image 2048x512)."),
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (differentiated). The checkpoint's VAE is "
-                                            "the paper; a TAESD VAE is ~18x cheaper."),
+                                            "the paper; a TAESD VAE is ~18x cheaper. Its latent channels must "
+                                            "match the model's (4 for SD1.x/SDXL, 16 for SD3.x/Flux)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed (same noise as the stock KSampler for the same seed)."),
                 io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampler steps (paper: 50 DDIM)."),

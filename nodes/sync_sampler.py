@@ -3,9 +3,11 @@
 `sample_syncdiffusion` is a k-diffusion-style sampler function, wrapped by `comfy.samplers.KSAMPLER` with the
 base sampler's own options (so noise scaling, inpainting and callbacks are ComfyUI's). For each sync step i
 (schedule from sync_core.sync.SyncSchedule), before the base sampler takes step i:
-1. every view latent is moved to DDIM coordinates u = calculate_input(sigma, x_view) = x_view / sqrt(1 + sigma^2);
+1. every view latent is moved to VP (DDIM) coordinates u = s * x_view, s = sync_core.coordinates.vp_scale(kind,
+   sigma): 1 / sqrt(1 + sigma^2) for eps/v models (ComfyUI's calculate_input), 1 / sqrt((1 - t)^2 + t^2) for
+   flow-matching (CONST) models (docs/syncdiffusion.md, "Flow-matching models");
 2. sync_core.sync.sync_views takes one LPIPS gradient step per non-anchor view (gradient through the guider's
-   CFG'd x0, the decoder and LPIPS), i.e. x' = x - w * (1 + sigma^2) * dL/dx in ComfyUI's coordinates;
+   CFG'd x0, the decoder and LPIPS), i.e. x' = x - w / s^2 * dL/dx in ComfyUI's coordinates;
 3. the panorama becomes the average of the updated views, and the tiler feeds each view its own updated latent at
    the next model evaluation (exactly the official per-view DDIM step followed by averaging, for euler/ddim);
 then the base sampler runs until the next sync step, so multistep samplers keep their history in between and
@@ -28,6 +30,7 @@ import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
 
+from ..sync_core import coordinates as core_coordinates
 from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
 from ..sync_core import views as core_views
@@ -60,10 +63,31 @@ class SyncSettings:
     gradient_checkpointing: bool = True
 
 
+def sampling_kind(model_sampling) -> str | None:
+    """The coordinates family of sync_core.coordinates for a ComfyUI model sampling object: "vp" for eps,
+    v-prediction, EDM and x0 models (x = x0 + sigma e), "flow" for flow matching (CONST: x = (1-t) x0 + t e),
+    None for parametrisations without a noise level the update can be mapped from (e.g. IMG_TO_IMG, Cosmos RFlow)."""
+    if isinstance(model_sampling, getattr(comfy.model_sampling, "IMG_TO_IMG", ())):
+        return None
+    if isinstance(model_sampling, comfy.model_sampling.CONST):
+        return "flow"
+    if isinstance(model_sampling, comfy.model_sampling.EPS):
+        return "vp"
+    return None
+
+
 def is_supported_model_sampling(model_sampling) -> bool:
-    """EPS and v-prediction (incl. EDM) models have the VP geometry the sync update is defined in; flow/CONST not."""
-    return isinstance(model_sampling, comfy.model_sampling.EPS) and not isinstance(
-        model_sampling, getattr(comfy.model_sampling, "CONST", ()))
+    """eps / v-prediction / EDM / x0 models and flow-matching (CONST) models can be synchronised."""
+    return sampling_kind(model_sampling) is not None
+
+
+def vp_scale_at(model_sampling, sigma: torch.Tensor) -> float:
+    """s with VP latent = s * x at `sigma` for this model (sync_core.coordinates.vp_scale; for eps/v models this is
+    bit for bit ComfyUI's calculate_input(sigma, 1))."""
+    kind = sampling_kind(model_sampling)
+    if kind is None:
+        raise TypeError(f"SyncDiffusion: no VP coordinates for {type(model_sampling).__name__}")
+    return float(core_coordinates.vp_scale(kind, sigma, float(getattr(model_sampling, "sigma_data", 1.0))))
 
 
 def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, seed, options: dict):
@@ -106,7 +130,7 @@ class SyncRun:
         weight = self.settings.schedule.weight_at(i, total)
         sigma = sigmas[i]
         model = guider.inner_model
-        to_ddim = float(model.model_sampling.calculate_input(sigma, torch.ones((), device=x.device)))  # 1/sqrt(1+s^2)
+        to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
         crops = core_views.crop_views(x, self.views)  # [V, B, C, h, w]
         denoise_mask = extra_args.get("denoise_mask")
         mask_crops = None if denoise_mask is None else core_views.crop_views(

@@ -286,8 +286,18 @@ def test_v_prediction_models_sync_and_match_stock_without_sync(pack, sd, lpips_a
     assert torch.isfinite(synced).all() and not torch.allclose(synced, plain, atol=1e-4)
 
 
-def test_flow_matching_models_are_refused_clearly(pack, sd):
+def test_flow_matching_sampling_runs_and_matches_stock_without_sync(pack, sd, lpips_alex):
+    """A flow (CONST) model sampling patched onto the SD fixture by the stock ModelSamplingSD3 node: one full view
+    equals the stock KSampler, and the sync step (in VP-equivalent coordinates) runs and moves the result.
+    Flux / SD3 themselves: tests/test_nodes_sync_flow.py."""
     (flow_model,) = run_node(stock_node("ModelSamplingSD3"), model=sd["model"], shift=3.0)
-    with pytest.raises(ValueError) as err:
-        sync_ksampler(pack, {**sd, "model": flow_model}, empty_latent(8, 16))
-    assert "input 'model'" in str(err.value) and "Fix:" in str(err.value)
+    flow_sd = {**sd, "model": flow_model}
+    square = empty_latent(8, 8)
+    ours = sync_ksampler(pack, flow_sd, square, window=64, stride=64)
+    stock = run_node(stock_node("KSampler"), model=flow_model, positive=sd["positive"], negative=sd["negative"],
+                     latent_image=square, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal",
+                     denoise=1.0)[0]["samples"]
+    assert torch.allclose(ours, stock, atol=1e-6) and not torch.allclose(stock, stock_ksampler(sd, square), atol=1e-3)
+    synced = sync_ksampler(pack, flow_sd, empty_latent(8, 16), sync_weight=500.0, sync_steps=2, lpips=lpips_alex)
+    plain = sync_ksampler(pack, flow_sd, empty_latent(8, 16))
+    assert torch.isfinite(synced).all() and not torch.allclose(synced, plain, atol=1e-4)

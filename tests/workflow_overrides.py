@@ -28,7 +28,8 @@ def shrink_workflow(prompt: dict, max_width: int = MAX_TEST_WIDTH, steps: int = 
     untouched."""
     out = copy.deepcopy(prompt)
     widths = [n["inputs"]["width"] for n in out.values()
-              if n["class_type"] == "EmptyLatentImage" and isinstance(n["inputs"].get("width"), int)]
+              if n["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage")
+              and isinstance(n["inputs"].get("width"), int)]
     factor = max(1, -(-max(widths, default=0) // max_width))
     for node in out.values():
         inputs = node["inputs"]

@@ -192,6 +192,9 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
     jobs, seen = [], set()
     for index, row in enumerate(rows):
         prompt, changes = copy.deepcopy(workflow.api), {}
+        if getattr(ns, "offline_fixtures", False):
+            from .local import offline_prompt
+            prompt = offline_prompt(prompt)
         for key in ("prompt", "negative", "seed", "size", "steps", "checkpoint"):
             apply_shortcut(prompt, key, getattr(ns, key), object_info, changes)
         for spec in ns.sets:

@@ -22,6 +22,27 @@ def expected_models() -> list[dict]:
     return json.loads(EXPECTED_MODELS.read_text())["models"] if EXPECTED_MODELS.exists() else []
 
 
+def offline_prompt(prompt: dict) -> dict:
+    """The graph --offline-fixtures runs: a copy with the manifest's `offline_substitutes` applied (a loader whose
+    model has no tiny stand-in, e.g. Flux's DualCLIPLoader with T5-XXL, becomes a loader of a fixture that fits the
+    fixture models). "$name" in a replacement input takes the replaced node's input `name`. Links keep their slots."""
+    rules = json.loads(EXPECTED_MODELS.read_text()).get("offline_substitutes", []) if EXPECTED_MODELS.exists() else []
+    out = {}
+    for node_id, node in prompt.items():
+        node = {**node, "inputs": dict(node["inputs"])}
+        for rule in rules:
+            if node["class_type"] == rule["class_type"] and all(node["inputs"].get(k) == v
+                                                                 for k, v in rule.get("when", {}).items()):
+                new = rule["replace_with"]
+                inputs = {k: (node["inputs"][v[1:]] if isinstance(v, str) and v.startswith("$") else v)
+                          for k, v in new["inputs"].items()}
+                node = {**node, "class_type": new["class_type"], "inputs": inputs}
+                break
+        out[node_id] = node
+    return out
+
+
+
 def offline_models_tree(fixtures_models: Path, dest: Path) -> Path:
     """A models/ folder holding every fixture plus links named as the workflows expect (expected_models.json)."""
     dest.mkdir(parents=True, exist_ok=True)
