@@ -19,8 +19,9 @@ def all_node_classes() -> list[type[io.ComfyNode]]:
     from .mesh_nodes import MESH_NODES
     from .sync_nodes import SYNC_NODES
     from .coherence_nodes import COHERENCE_NODES
+    from .vae_nodes import VAE_NODES
 
-    return [*SYNC_NODES, *COHERENCE_NODES, *LDM3D_NODES, *DEPTH_NODES, *STEREO_NODES, *MESH_NODES]
+    return [*SYNC_NODES, *COHERENCE_NODES, *VAE_NODES, *LDM3D_NODES, *DEPTH_NODES, *STEREO_NODES, *MESH_NODES]
 
 
 class SyncDiffusionLDM3DExtension(ComfyExtension):
