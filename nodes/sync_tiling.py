@@ -95,7 +95,8 @@ class ViewTiler:
         model, model_options = args["model"], args["model_options"]
         if self._view_ids is not None:
             return self._evaluate(conds, x, sigma, self._view_ids, model, model_options)
-        self.select_grid(sigma.flatten()[0], model_options.get("transformer_options", {}).get("sample_sigmas"))
+        if self._deviations is None:  # synchronised views pending: keep the grid the sync step used
+            self.select_grid(sigma.flatten()[0], model_options.get("transformer_options", {}).get("sample_sigmas"))
         deviations = self._take_deviations(sigma)
         batch = x.shape[0]
         outputs = [torch.zeros_like(x) for _ in conds]

@@ -193,3 +193,9 @@ def test_patch_composes_with_ksampler_advanced_and_leaves_the_model_alone(pack, 
 def test_patch_refuses_bad_geometry_clearly(pack, sd):
     with pytest.raises(ValueError, match="SyncDiffusion Model Patch: input 'stride_height'.*Fix:"):
         patched(pack, sd["model"], window_height=64, stride_height=128)
+
+
+def test_the_sync_sampler_nodes_ignore_the_patch(pack, sd):
+    lat = empty_latent(8, 24)
+    model = patched(pack, sd["model"], fusion="spot", window=64, stride=64)
+    assert torch.equal(sync_ksampler(pack, {**sd, "model": model}, lat), sync_ksampler(pack, sd, lat))
