@@ -244,7 +244,8 @@ def fit_window(latent_h: int, latent_w: int, window: tuple[int, int], stride: tu
     """Clamp a ``(height, width)`` window that is larger than the latent on an axis to that axis's size (and its
     stride to the clamped window). Returns ``(window, stride, notes)``; ``notes`` names each clamped axis."""
     notes, wins, strides = [], [], []
-    for axis, size, win, step in (("height", latent_h, window[0], stride[0]), ("width", latent_w, window[1], stride[1])):
+    for axis, size, win, step in (("height", latent_h, window[0], stride[0]),
+                                  ("width", latent_w, window[1], stride[1])):
         if win > size:
             notes.append(f"window {axis} {win} > latent {axis} {size}: clamped to {size}")
             win = size

@@ -14,7 +14,8 @@ import pytest
 import torch
 from comfy_harness import run_node, stock_node
 from oracles.official_loop import official_sample
-from test_nodes_sync import cfg_eps, empty_latent, lpips_alex, plain, rel_err, sd, smooth_vae, sync_ksampler  # noqa: F401
+from test_nodes_sync import (cfg_eps, empty_latent, lpips_alex, plain, rel_err, sd, smooth_vae,  # noqa: F401
+                             sync_ksampler)
 
 PATCH_ID = "SDL3D_SyncDiffusionModelPatch"
 SEED, STEPS, CFG = 3, 3, 5.0

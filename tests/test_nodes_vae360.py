@@ -60,7 +60,8 @@ def vae16(comfy):
     import comfy.sd
     import comfy.taesd.taesd
 
-    spec = importlib.util.spec_from_file_location("sdl3d_fixture_build_vae", Path(__file__).parent / "fixtures" / "build.py")
+    build_py = Path(__file__).parent / "fixtures" / "build.py"
+    spec = importlib.util.spec_from_file_location("sdl3d_fixture_build_vae", build_py)
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     torch.manual_seed(16)
