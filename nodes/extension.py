@@ -18,9 +18,12 @@ def all_node_classes() -> list[type[io.ComfyNode]]:
     from .stereo_nodes import STEREO_NODES
     from .mesh_nodes import MESH_NODES
     from .sync_nodes import SYNC_NODES
+    from .sync_patch import PATCH_NODES
     from .coherence_nodes import COHERENCE_NODES
+    from .vae_nodes import VAE_NODES
 
-    return [*SYNC_NODES, *COHERENCE_NODES, *LDM3D_NODES, *DEPTH_NODES, *STEREO_NODES, *MESH_NODES]
+    return [*SYNC_NODES, *PATCH_NODES, *COHERENCE_NODES, *VAE_NODES, *LDM3D_NODES, *DEPTH_NODES, *STEREO_NODES,
+            *MESH_NODES]
 
 
 class SyncDiffusionLDM3DExtension(ComfyExtension):

@@ -18,6 +18,7 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
+from ..sync_core import fusion as core_fusion
 from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
 from . import validation
@@ -62,11 +63,13 @@ def load_lpips(node: str, net: str = "vgg", resolution: int = 0, input_name: str
 def _sync_inputs(default_sampler: str | None = None) -> list:
     return [
         io.Int.Input("window", default=512, min=64, max=8192, step=8,
-                     tooltip="View (window) size in pixels, square. 512 for SD1.x/SD2-base (the paper), 768 for "
-                             "SD2 768-v, 1024 for SDXL. Must fit inside the image."),
+                     tooltip="View (window) width in pixels (and height unless window_height is set). 512 for "
+                             "SD1.x/SD2-base (the paper), 768 for SD2 768-v, 1024 for SDXL. A window larger than "
+                             "the image on an axis is clamped to the image (noted in the log)."),
         io.Int.Input("stride", default=128, min=8, max=8192, step=8,
-                     tooltip="Distance between neighbouring views in pixels (the paper: 128 = 16 latent). Smaller = "
-                             "more overlap, more coherent, slower. Must be <= window."),
+                     tooltip="Horizontal distance between neighbouring views in pixels (and vertical unless "
+                             "stride_height is set; the paper: 128 = 16 latent). Smaller = more overlap, more "
+                             "coherent, slower. Must be <= window."),
         io.Float.Input("sync_weight", default=20.0, min=0.0, max=100000.0, step=0.5,
                        tooltip="w: the LPIPS gradient step size pulling each view toward the anchor (paper: 20). "
                                "0 = plain MultiDiffusion."),
@@ -95,6 +98,23 @@ def _sync_inputs(default_sampler: str | None = None) -> list:
                        default=default_sampler or "euler",
                        tooltip="The base sampler that takes the steps (any ComfyUI sampler). euler with the "
                                "ddim_uniform scheduler is the paper's DDIM."),
+    ]
+
+
+def view_shape_inputs() -> list:
+    """Optional, appended last (older saved graphs keep their square windows and uniform fusion)."""
+    return [
+        io.Int.Input("window_height", default=0, min=0, max=8192, step=8, optional=True,
+                     tooltip="View height in pixels; 0 = same as window (square). E.g. window 1024 + "
+                             "window_height 512 for SDXL on a 2048x512 strip."),
+        io.Int.Input("stride_height", default=0, min=0, max=8192, step=8, optional=True,
+                     tooltip="Vertical distance between views in pixels; 0 = same as stride. Must be <= the view "
+                             "height."),
+        io.Combo.Input("fusion", options=list(core_fusion.FUSIONS), default="uniform", optional=True,
+                       tooltip="How overlapping views are merged: uniform = MultiDiffusion mean (the paper); "
+                               "gaussian = Mixture of Diffusers (each view weighted by a Gaussian centred on it, "
+                               "softer seams); spot = SpotDiffusion (the view grid is shifted by a seeded random "
+                               "offset each step; wraps on circular panoramas; fast with stride = window)."),
     ]
 
 
@@ -128,16 +148,32 @@ def _build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSe
                          lpips.resolution if lpips else 0)
 
 
-def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
-              sync_steps: int, anchor: str, circular: bool, view_batch_size: int, memory_budget_gb: float = 0.0,
-              sync_fast: bool = False) -> SyncSettings:
-    for name, value in (("window", window), ("stride", stride)):
-        if value % 8 != 0 or value <= 0:
+def view_geometry(node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values."""
+    for name, value in (("window", window), ("stride", stride), ("window_height", window_height),
+                        ("stride_height", stride_height)):
+        if value % 8 != 0 or value < 0 or (value == 0 and name in ("window", "stride")):
             raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
                               f"use {max(8, value // 8 * 8)}")
     if not 0 < stride <= window:
         raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
                           "use a stride <= window (128 for a 512 window, as in the paper)")
+    win_h, stride_h = window_height or window, stride_height or stride
+    if stride_h > win_h:
+        raise input_error(node, "stride_height" if stride_height else "stride", stride_h,
+                          f"the vertical stride must be <= the view height ({win_h})",
+                          "lower stride_height (0 = same as stride) or raise window_height")
+    return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
+
+
+def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
+              sync_steps: int, anchor: str, circular: bool, view_batch_size: int, memory_budget_gb: float = 0.0,
+              sync_fast: bool = False, window_height: int = 0, stride_height: int = 0,
+              fusion: str = "uniform") -> SyncSettings:
+    window_hw, stride_hw = view_geometry(node, window, stride, window_height, stride_height)
+    if fusion not in core_fusion.FUSIONS:
+        raise input_error(node, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
     if anchor not in ANCHORS:
         raise input_error(node, "anchor", anchor, "unknown anchor", f"use one of {ANCHORS}")
     try:
@@ -154,9 +190,9 @@ def _settings(node: str, window: int, stride: int, sync_weight: float, sync_deca
     if not math.isfinite(budget) or budget < 0:
         raise input_error(node, "memory_budget_gb", memory_budget_gb, "must be a finite number >= 0",
                           "use 0 (auto: ComfyUI's free memory) or a budget in GiB such as 8")
-    return SyncSettings(window=(window // 8, window // 8), stride=(stride // 8, stride // 8), schedule=schedule,
+    return SyncSettings(window=window_hw, stride=stride_hw, schedule=schedule,
                         anchor=anchor, circular=bool(circular), view_batch_size=int(view_batch_size),
-                        memory_budget_gb=budget, fast=bool(sync_fast))
+                        memory_budget_gb=budget, fast=bool(sync_fast), fusion=fusion)
 
 
 def check_model_and_vae(node: str, model, vae) -> None:
@@ -176,7 +212,8 @@ def check_model_and_vae(node: str, model, vae) -> None:
 
 
 def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, model) -> None:
-    """Called where the latent is known: window inside the image, channels matching the model."""
+    """Called where the latent is known: channels matching the model (a window larger than the image is clamped
+    by the sampler, see sync_core.views.fit_window)."""
     model_channels = model.get_model_object("latent_format").latent_channels
     if latent.ndim != 4:
         raise input_error(node, "latent_image", latent, f"is {latent.ndim}-D; SyncDiffusion needs an image latent "
@@ -186,10 +223,6 @@ def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, mode
                           f"channels, the model expects {model_channels}", "use Empty Latent Image or VAE Encode "
                           "with this model's VAE")
     latent_h, latent_w = latent.shape[-2:]
-    wh, ww = settings.window
-    if wh > latent_h or (ww > latent_w):
-        raise input_error(node, "window", wh * 8, f"is larger than the image ({latent_w * 8}x{latent_h * 8} px)",
-                          f"use a window <= {min(latent_h, latent_w) * 8} or a larger image")
     validation.require_view_count(node, latent_h, latent_w, settings)
 
 
@@ -230,6 +263,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
                 *_sync_inputs()[:-1],
                 _lpips_input(),
                 *_speed_inputs(),
+                *view_shape_inputs(),
             ],
             outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
         )
@@ -245,13 +279,14 @@ class SyncDiffusionKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, vae, seed, steps, cfg, sampler_name, scheduler,
                 denoise, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                view_batch_size, lpips=None, memory_budget_gb=0.0, sync_fast=False) -> io.NodeOutput:
+                view_batch_size, lpips=None, memory_budget_gb=0.0, sync_fast=False, window_height=0,
+                stride_height=0, fusion="uniform") -> io.NodeOutput:
         node = "SyncDiffusion KSampler"
         validation.require_widgets(cls, node, cfg=cfg, denoise=denoise, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                             view_batch_size, memory_budget_gb, sync_fast)
+                             view_batch_size, memory_budget_gb, sync_fast, window_height, stride_height, fusion)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         check_geometry(node, latent, settings, model)
         sampler = _build_sampler(node, SyncDiffusionSampler, sampler_name, settings, vae, lpips)
@@ -282,6 +317,7 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
                 *_sync_inputs(),
                 _lpips_input(),
                 *_speed_inputs(),
+                *view_shape_inputs(),
             ],
             outputs=[io.Sampler.Output("SAMPLER", display_name="sampler",
                                        tooltip="Connect to SamplerCustom / SamplerCustomAdvanced.")],
@@ -296,14 +332,15 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                view_batch_size, sampler_name, lpips=None, memory_budget_gb=0.0, sync_fast=False) -> io.NodeOutput:
+                view_batch_size, sampler_name, lpips=None, memory_budget_gb=0.0, sync_fast=False, window_height=0,
+                stride_height=0, fusion="uniform") -> io.NodeOutput:
         node = "SyncDiffusion Sampler"
         validation.require_widgets(cls, node, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
         settings = _settings(node, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
-                             view_batch_size, memory_budget_gb, sync_fast)
+                             view_batch_size, memory_budget_gb, sync_fast, window_height, stride_height, fusion)
         return io.NodeOutput(_build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips))
 
 

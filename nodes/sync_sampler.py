@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,9 @@ class SyncSettings:
 
     `view_batch_size` 0 = plan both batch sizes from `memory_budget_gb` (0 = ComfyUI's free memory);
     `fast` = tiny (TAESD) loss decoder and LPIPS at 256 px; `gradient_checkpointing` = checkpoint the blocks of
-    the gradient pass (exact; off only for tests and benchmarks)."""
+    the gradient pass (exact; off only for tests and benchmarks). `fusion`: how views are merged
+    (sync_core.fusion: "uniform" = MultiDiffusion, "gaussian" = Mixture of Diffusers, "spot" = SpotDiffusion shifts).
+    A window larger than the latent on an axis is clamped to it when sampling starts (logged)."""
 
     window: tuple[int, int]
     stride: tuple[int, int]
@@ -61,6 +64,7 @@ class SyncSettings:
     memory_budget_gb: float = 0.0
     fast: bool = False
     gradient_checkpointing: bool = True
+    fusion: str = "uniform"
 
 
 def sampling_kind(model_sampling) -> str | None:
@@ -131,10 +135,12 @@ class SyncRun:
         sigma = sigmas[i]
         model = guider.inner_model
         to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
-        crops = core_views.crop_views(x, self.views)  # [V, B, C, h, w]
+        views = self.tiler.select_grid(sigma, sigmas)  # fusion "spot": this step's shifted grid
+        anchor = core_views.anchor_index(views, self.settings.anchor)
+        crops = core_views.crop_views(x, views)  # [V, B, C, h, w]
         denoise_mask = extra_args.get("denoise_mask")
         mask_crops = None if denoise_mask is None else core_views.crop_views(
-            denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, self.views)
+            denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, views)
         model_options, seed = extra_args["model_options"], extra_args.get("seed")
 
         def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
@@ -151,13 +157,13 @@ class SyncRun:
         targets = sync_memory.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
         with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing,
                                                  context=weight_bridge):
-            updated = core_sync.sync_views(crops * to_ddim, self.anchor, predict_x0, self._decode(model),
+            updated = core_sync.sync_views(crops * to_ddim, anchor, predict_x0, self._decode(model),
                                            self.perceptual, weight, view_batch_size=self.plan.gradient_planner)
         updated = updated.to(x) / to_ddim
         if mask_crops is not None:  # inpainting: only the region being denoised moves
             updated = crops + (updated - crops) * mask_crops
-        averaged = core_views.average_views(updated, self.views, x.shape[-2], x.shape[-1])
-        deviations = [updated[v] - core_views.crop_view(averaged, self.views[v]) for v in range(len(self.views))]
+        averaged = self.tiler.fuse(updated, x.shape[-2], x.shape[-1])
+        deviations = [updated[v] - core_views.crop_view(averaged, views[v]) for v in range(len(views))]
         return averaged, deviations
 
     def _decode(self, model):
@@ -227,15 +233,19 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
         settings = self.settings
         model_patcher = model_wrap.model_patcher
         batch, channels, latent_h, latent_w = noise.shape
-        views = core_views.build_view_grid(latent_h, latent_w, settings.window, settings.stride,
-                                           circular=settings.circular)
+        window, stride, notes = core_views.fit_window(latent_h, latent_w, settings.window, settings.stride)
+        for note in notes:
+            logging.info("%s: %s (latent units)", self.node_name, note)
+        views = core_views.build_view_grid(latent_h, latent_w, window, stride, circular=settings.circular)
         vae = sync_memory.load_tiny_decoder(self.node_name, model_patcher) if settings.fast else self.vae
         plan = sync_memory.plan_memory(model_wrap.inner_model, vae, noise.device, len(views), batch, channels,
-                                       settings.window[0], settings.window[1], settings.view_batch_size,
+                                       window[0], window[1], settings.view_batch_size,
                                        settings.memory_budget_gb, settings.gradient_checkpointing)
         model_options = dict(extra_args["model_options"])
         tiler = ViewTiler(model_wrap.inner_model, views, (latent_h, latent_w), plan.denoise_batch,
-                          previous_function=model_options.get("sampler_calc_cond_batch_function"))
+                          previous_function=model_options.get("sampler_calc_cond_batch_function"),
+                          fusion=settings.fusion, grid_spec=(window, stride, settings.circular),
+                          seed=extra_args.get("seed"))
         model_options["sampler_calc_cond_batch_function"] = tiler
         extra_args = {**extra_args, "model_options": model_options}
         run = SyncRun(self.base_sampler_name, self.base, settings, views, tiler, plan, vae, self._perceptual(),

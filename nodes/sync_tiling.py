@@ -12,6 +12,10 @@ Per view, before calling ComfyUI's own `calc_cond_batch`:
   never squashed into a view); each view keeps its own control copy, so cached hints are reused across steps;
 - SDXL size conditioning (`y`) is re-encoded with the view size unless the prompt set its own width/height.
 
+Fusion (sync_core.fusion): `uniform` merges by value/count (MultiDiffusion); `gaussian` weights every view by the
+Mixture-of-Diffusers Gaussian; `spot` swaps in the step's shifted grid (`select_grid`, chosen by the nearest
+scheduled sigma in transformer_options["sample_sigmas"]) before each evaluation.
+
 Two scoped modes serve the sync step, each a context manager so no state outlives its block:
 - `with tiler.views(ids):` the input is a stack of the given views (the gradient pass);
 - `with tiler.start_from(deviations, sigma):` the first evaluation inside the block reads each view from its own
@@ -34,6 +38,7 @@ import comfy.samplers
 import comfy.utils
 
 from ..sync_core import batching
+from ..sync_core import fusion as core_fusion
 from ..sync_core import views as core_views
 
 _VIEW_SPECIFIC_KEYS = ("area", "mask", "control", "gligen")
@@ -41,9 +46,15 @@ _VIEW_SPECIFIC_KEYS = ("area", "mask", "control", "gligen")
 
 class ViewTiler:
     def __init__(self, model: comfy.model_base.BaseModel, views: list[core_views.View], latent_hw: tuple[int, int],
-                 view_batch_size: int = 1, previous_function=None):
+                 view_batch_size: int = 1, previous_function=None, fusion: str = "uniform",
+                 grid_spec: tuple | None = None, seed: int | None = 0):
         self.model = model
-        self.grid = views  # the view list (latent units)
+        self.grid = views  # the view list (latent units); for fusion "spot", the current step's shifted grid
+        self.fusion = core_fusion.check_fusion(fusion)
+        self.grid_spec = grid_spec  # spot: (window, stride, circular), latent units (height, width)
+        self.seed = 0 if seed is None else int(seed)
+        self._shifts: list[tuple[int, int]] | None = None
+        self._weights: torch.Tensor | None = None
         self.latent_h, self.latent_w = latent_hw
         self.view_batch_size = max(1, int(view_batch_size))
         self.previous_function = previous_function
@@ -85,6 +96,8 @@ class ViewTiler:
         model, model_options = args["model"], args["model_options"]
         if self._view_ids is not None:
             return self._evaluate(conds, x, sigma, self._view_ids, model, model_options)
+        if self._deviations is None:  # synchronised views pending: keep the grid the sync step used
+            self.select_grid(sigma.flatten()[0], model_options.get("transformer_options", {}).get("sample_sigmas"))
         deviations = self._take_deviations(sigma)
         batch = x.shape[0]
         outputs = [torch.zeros_like(x) for _ in conds]
@@ -99,14 +112,51 @@ class ViewTiler:
             results = self._evaluate(conds, torch.cat(tiles), sigma, group, model, model_options)
             for k, result in enumerate(results):
                 for j, v in enumerate(group):
-                    core_views.add_view(outputs[k], result[j * batch:(j + 1) * batch], self.grid[v])
+                    core_views.add_view(outputs[k], self._weighted(result[j * batch:(j + 1) * batch]), self.grid[v])
         count = self._coverage(x)
         return [out / count for out in outputs]
+
+    # ---- fusion -----------------------------------------------------------------------------------------------
+    def select_grid(self, sigma, sample_sigmas=None) -> list[core_views.View]:
+        """The grid used at `sigma` (it becomes `self.grid`): for fusion "spot" the shifted grid of the step whose
+        scheduled sigma is nearest; otherwise the fixed grid."""
+        if self.fusion != "spot" or self.grid_spec is None or sample_sigmas is None or len(sample_sigmas) < 2:
+            return self.grid
+        window, stride, circular = self.grid_spec
+        steps = len(sample_sigmas) - 1
+        if self._shifts is None or len(self._shifts) != steps:
+            self._shifts = core_fusion.spot_shifts(self.seed, steps, stride)
+        step = int((sample_sigmas[:-1].float().cpu() - float(sigma)).abs().argmin())
+        grid = core_fusion.shifted_view_grid(self.latent_h, self.latent_w, window, stride, self._shifts[step],
+                                             circular)
+        if grid != self.grid:
+            self.grid, self._count = grid, None
+        return self.grid
+
+    def fuse(self, tiles, latent_h: int, latent_w: int) -> torch.Tensor:
+        """Merge per-view tiles [V, ..., h, w] laid out on the current grid, with this tiler's fusion weights."""
+        if self.fusion != "gaussian":
+            return core_views.average_views(tiles, self.grid, latent_h, latent_w)
+        return core_fusion.weighted_average(tiles, self.grid, self._gaussian(tiles[0]), latent_h, latent_w)
+
+    def _gaussian(self, like: torch.Tensor) -> torch.Tensor:
+        view = self.grid[0]
+        w = self._weights
+        if w is None or w.shape != (view.height, view.width) or w.device != like.device or w.dtype != like.dtype:
+            w = self._weights = core_fusion.gaussian_weights(view.height, view.width, device=like.device,
+                                                             dtype=like.dtype)
+        return w
+
+    def _weighted(self, tile: torch.Tensor) -> torch.Tensor:
+        return tile * self._gaussian(tile) if self.fusion == "gaussian" else tile
 
     # ---- helpers ----------------------------------------------------------------------------------------------
     def _coverage(self, x: torch.Tensor) -> torch.Tensor:
         if self._count is None or self._count.device != x.device or self._count.dtype != x.dtype:
-            self._count = core_views.coverage_count(self.grid, self.latent_h, self.latent_w, x.device, x.dtype)
+            if self.fusion == "gaussian":
+                self._count = core_fusion.weight_sum(self.grid, self._gaussian(x), self.latent_h, self.latent_w)
+            else:
+                self._count = core_views.coverage_count(self.grid, self.latent_h, self.latent_w, x.device, x.dtype)
         return self._count
 
     def _take_deviations(self, sigma: torch.Tensor):
@@ -219,7 +269,7 @@ class ViewTiler:
 
     def _control_for_view(self, control, view_index: int):
         """A copy of the control chain whose hints are this view's crop of the canvas-sized hints (cached)."""
-        key = (id(control), view_index)
+        key = (id(control), self.grid[view_index])  # by geometry: spot grids change between steps
         if key in self._controls:
             return self._controls[key]
         previous = control.previous_controlnet

@@ -339,7 +339,10 @@ def sync_view_count(latent_h: int, latent_w: int, window: tuple[int, int], strid
 
 def require_view_count(node: str, latent_h: int, latent_w: int, settings) -> int:
     """Refuse grids with more than MAX_SYNC_VIEWS views before anything is allocated."""
-    count = sync_view_count(latent_h, latent_w, settings.window, settings.stride, settings.circular)
+    from ..sync_core import views as core_views
+
+    window, stride, _notes = core_views.fit_window(latent_h, latent_w, settings.window, settings.stride)
+    count = sync_view_count(latent_h, latent_w, window, stride, settings.circular)
     if count > MAX_SYNC_VIEWS:
         raise input_error(node, "stride", settings.stride[1] * 8, f"gives {count} views over a {latent_w * 8}x"
                           f"{latent_h * 8} px image (window {settings.window[1] * 8}); the limit is {MAX_SYNC_VIEWS}",

@@ -237,3 +237,18 @@ def average_views(tiles: Tensor | Sequence[Tensor], views: Sequence[View], laten
     add_views(value, tiles, views)
     count = coverage_count(views, latent_h, latent_w, device=first.device, dtype=first.dtype)
     return torch.where(count > 0, value / count.clamp_min(1), value)
+
+
+def fit_window(latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int]
+               ) -> tuple[tuple[int, int], tuple[int, int], list[str]]:
+    """Clamp a ``(height, width)`` window that is larger than the latent on an axis to that axis's size (and its
+    stride to the clamped window). Returns ``(window, stride, notes)``; ``notes`` names each clamped axis."""
+    notes, wins, strides = [], [], []
+    for axis, size, win, step in (("height", latent_h, window[0], stride[0]),
+                                  ("width", latent_w, window[1], stride[1])):
+        if win > size:
+            notes.append(f"window {axis} {win} > latent {axis} {size}: clamped to {size}")
+            win = size
+        wins.append(win)
+        strides.append(min(step, win))
+    return (wins[0], wins[1]), (strides[0], strides[1]), notes

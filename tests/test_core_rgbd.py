@@ -187,3 +187,20 @@ def test_tiling_rejects_bad_arguments():
         tiling.tile_starts(10, 4, 4)
     with pytest.raises(ValueError, match="expected"):
         tiling.decode_tiled(torch.zeros(1, 1, 4, 4), lambda t: t, 2, 1, 8)
+
+
+@pytest.mark.parametrize("circular", [False, True])
+@pytest.mark.parametrize("shape,tile,overlap", [((5, 13), 4, 1), ((8, 24), 8, 3), ((3, 3), 8, 2)])
+def test_tiled_encode_reproduces_untiled_for_local_encoder(circular, shape, tile, overlap):
+    """Encoding (pixels -> latent, 8x down) uses the same tiling: a border-free encoder is reproduced exactly."""
+    pixels = torch.randn(2, 3, shape[0] * 8, shape[1] * 8, generator=torch.Generator().manual_seed(4))
+    mix = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 7 - 0.5
+
+    def encode(t):  # 8x8 average pool and a fixed channel mix (3 -> 4): no border effects
+        return torch.einsum("oc,bchw->bohw", mix, F.avg_pool2d(t, 8))
+
+    out = tiling.encode_tiled(pixels, encode, tile, overlap, 8, circular_x=circular)
+    assert out.shape == (2, 4, *shape)
+    assert torch.allclose(out, encode(pixels), atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the VAE scale"):
+        tiling.encode_tiled(pixels[..., :-1], encode, tile, overlap, 8)

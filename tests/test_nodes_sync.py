@@ -237,7 +237,7 @@ def test_interrupted_run_leaves_the_model_as_it_was(pack, sd, lpips_alex):
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    (dict(window=128), "input 'window' = 128"),
+    (dict(window_height=64, stride_height=128), "input 'stride_height' = 128"),
     (dict(stride=0), "input 'stride' = 0"),
     (dict(stride=96), "input 'stride' = 96"),
     (dict(window=60), "input 'window' = 60"),

@@ -295,7 +295,6 @@ CASES = [
     ("ksampler-stride-above-window", lambda: ksampler(stride=128), "stride", "400"),
     ("ksampler-steps-zero", lambda: ksampler(steps=0), "steps", "400"),
     ("ksampler-4M-views", lambda: ksampler(16384, 16384, window=64, stride=8), "stride", "run"),
-    ("ksampler-window-larger-than-image", lambda: ksampler(64, 64, window=128, stride=64), "window", "run"),
     # SyncDiffusion Sampler
     ("sampler-name-unknown", lambda: sync_sampler(sampler_name="nope"), "sampler_name", "400"),
     ("sampler-decay-nan", lambda: sync_sampler(sync_decay=NAN), "sync_decay", "400"),

@@ -24,6 +24,9 @@ Sync at step ``i`` iff ``(i+1) % sync_freq == 0 and i < sync_thres``, weight ``s
 anchor = ``views[len(views)//2]``. Returns the final latent ``[1,C,H,W]`` (not decoded).
 ``sync_thres=0`` is plain MultiDiffusion (no gradient pass at all); note that ``sync_weight=0`` still runs the
 official gradient passes (and discards them).
+Fusion variants (not in the official code; for the pack's fusion options): ``view_weights`` ``[h,w]`` weights
+every view's DDIM result (``value += w * x``, ``count += w``: Mixture of Diffusers); ``views_fn(i)`` gives the
+views of step ``i`` (SpotDiffusion's shifted grids), the anchor then being ``len(views_fn(i)) // 2``.
 
 Import from tests (pytest puts ``tests/`` on ``sys.path``; it has no ``__init__.py``):
 ``from oracles.official_loop import official_sample, get_views``.
@@ -55,7 +58,8 @@ def exponential_decay_list(init_weight, decay_rate, num_steps):
 
 
 def official_sample(eps_fn, decode_fn, lpips_fn, scheduler, latent, num_inference_steps, window=64, stride=16,
-                    sync_weight=20.0, sync_decay_rate=0.95, sync_freq=1, sync_thres=50, views=None):
+                    sync_weight=20.0, sync_decay_rate=0.95, sync_freq=1, sync_thres=50, views=None,
+                    view_weights=None, views_fn=None):
     latent = latent.detach().clone()
     if views is None:
         views = get_views(latent.shape[-2], latent.shape[-1], window, stride)
@@ -67,6 +71,9 @@ def official_sample(eps_fn, decode_fn, lpips_fn, scheduler, latent, num_inferenc
         return decode_fn(z).clamp(0, 1)
 
     for i, t in enumerate(scheduler.timesteps):
+        if views_fn is not None:
+            views = views_fn(i)
+            anchor_view_idx = len(views) // 2
         count = torch.zeros_like(latent)
         value = torch.zeros_like(latent)
         do_sync = ((i + 1) % sync_freq == 0) and (i < sync_thres)
@@ -98,8 +105,12 @@ def official_sample(eps_fn, decode_fn, lpips_fn, scheduler, latent, num_inferenc
             with torch.no_grad():
                 noise_pred_new = eps_fn(latent_view_copy, t)
                 latent_view_denoised = scheduler.step(noise_pred_new, t, latent_view_copy)["prev_sample"]
-            value[:, :, h_start:h_end, w_start:w_end] += latent_view_denoised
-            count[:, :, h_start:h_end, w_start:w_end] += 1
+            if view_weights is None:
+                value[:, :, h_start:h_end, w_start:w_end] += latent_view_denoised
+                count[:, :, h_start:h_end, w_start:w_end] += 1
+            else:
+                value[:, :, h_start:h_end, w_start:w_end] += view_weights * latent_view_denoised
+                count[:, :, h_start:h_end, w_start:w_end] += view_weights
 
         latent = torch.where(count > 0, value / count, value)
     return latent

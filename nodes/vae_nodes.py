@@ -1,0 +1,165 @@
+"""VAE Decode (360 / Tiled) and VAE Encode (Tiled) for any ComfyUI image VAE (4- or 16-channel latents).
+
+The tiling and the horizontal wrap are ldm3d_core.tiling (the same implementation as LDM3D Decode); each tile goes
+through the VAE's own `decode` / `encode` (ComfyUI's memory management, dtype and output processing), so with
+tiling off and circular off the result is exactly the stock VAE Decode / VAE Encode.
+Layouts: LATENT {"samples": [B,C,h,w]}; IMAGE [B,H,W,3] in [0,1]; tile sizes are given in pixels.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from ..ldm3d_core import tiling
+from .common import PACK_CATEGORY, input_error, require_finite, require_image
+
+CATEGORY_VAE = f"{PACK_CATEGORY}/vae"
+DECODE = "VAE Decode (360 / Tiled)"
+ENCODE = "VAE Encode (Tiled)"
+
+
+def _require_image_vae(node: str, vae):
+    if vae is None or not hasattr(vae, "first_stage_model") or not hasattr(vae, "decode"):
+        raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect a Load Checkpoint or Load VAE output")
+    if getattr(vae, "latent_dim", 2) != 2:
+        raise input_error(node, "vae", f"VAE with {vae.latent_dim}-D latents", "this node tiles image VAEs "
+                          "(2-D latents) only", "use the stock VAE Decode (Tiled) node for video/audio VAEs")
+    return vae
+
+
+def _scale(vae) -> int:
+    return int(vae.spacial_compression_decode())
+
+
+def _tile_units(node: str, tile_size: int, overlap: int, scale: int) -> tuple[int, int]:
+    """Pixel tile/overlap -> latent units; tile_size 0 = one piece."""
+    if tile_size and overlap >= tile_size:
+        raise input_error(node, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
+                          "lower the overlap (a quarter of the tile is typical) or set tile_size 0 (untiled)")
+    lap = overlap // scale
+    tile = max(lap + 1, tile_size // scale) if tile_size else 0
+    return tile, lap
+
+
+def _progress():
+    pbar = comfy.utils.ProgressBar(1)
+
+    def report(done: int, total: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        pbar.update_absolute(done, total)
+
+    return report
+
+
+def decode_360(vae, z: torch.Tensor, tile: int, overlap: int, circular: bool) -> torch.Tensor:
+    """Latent [B,C,h,w] -> IMAGE [B,H,W,C]; tile/overlap in latent units (tile 0 = one piece)."""
+    def decode_fn(t: torch.Tensor) -> torch.Tensor:
+        return vae.decode(t).movedim(-1, 1)
+
+    if not tile:
+        if not circular:
+            return vae.decode(z)
+        return tiling.apply_circular(z, decode_fn, max(1, overlap), 1, _scale(vae)).movedim(1, -1)
+    out = tiling.decode_tiled(z, decode_fn, tile, overlap, _scale(vae), circular_x=circular, progress=_progress())
+    return out.movedim(1, -1)
+
+
+def encode_tiled(vae, pixels: torch.Tensor, tile: int, overlap: int, circular: bool) -> torch.Tensor:
+    """IMAGE [B,H,W,C] (cropped to multiples of the VAE scale) -> latent [B,C,h,w]; units as in decode_360."""
+    pixels = vae.vae_encode_crop_pixels(pixels)
+    scale = int(vae.spacial_compression_encode())
+
+    def encode_fn(t: torch.Tensor) -> torch.Tensor:
+        return vae.encode(t.movedim(1, -1))
+
+    if not tile:
+        if not circular:
+            return vae.encode(pixels)
+        return tiling.apply_circular(pixels.movedim(-1, 1), encode_fn, max(1, overlap), scale, 1)
+    return tiling.encode_tiled(pixels.movedim(-1, 1), encode_fn, tile, overlap, scale, circular_x=circular,
+                               progress=_progress())
+
+
+def _tile_inputs(default_circular: bool) -> list:
+    return [
+        io.Boolean.Input("circular", default=default_circular,
+                         tooltip="360 panorama: the left and right edges touch. Tiles wrap around the seam (or, "
+                                 "untiled, the input is padded with wrapped columns) so the 0/360 join has no jump."),
+        io.Int.Input("tile_size", default=1024, min=0, max=8192, step=64,
+                     tooltip="Tile size in pixels (square). 0 = one piece (no tiling). Smaller tiles need less "
+                             "memory; tiles are blended over the overlap. Not bit-exact vs untiled: the VAE's "
+                             "GroupNorm sees one tile at a time, larger tiles are closer."),
+        io.Int.Input("overlap", default=64, min=0, max=4096, step=8,
+                     tooltip="Tile overlap in pixels, blended linearly; must be < tile_size. With circular on and "
+                             "tile_size 0 it is the wrap padding added on each side (at least one latent pixel)."),
+    ]
+
+
+class VAEDecode360(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_VAEDecode360",
+            display_name="VAE Decode (360 / Tiled)",
+            category=CATEGORY_VAE,
+            description="Decode a latent with any image VAE (SD1.x/SDXL 4-channel, SD3/Flux 16-channel, TAESD): "
+                        "seam-free 360 decoding (horizontal wrap) and/or tiles with blended overlaps for large "
+                        "panoramas. circular off + tile_size 0 is exactly the stock VAE Decode.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="The latent to decode (e.g. a circular SyncDiffusion panorama)."),
+                io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
+                *_tile_inputs(True),
+            ],
+            outputs=[io.Image.Output(display_name="IMAGE", tooltip="Decoded IMAGE [B,H,W,3] in [0,1].")],
+        )
+
+    @classmethod
+    def execute(cls, samples, vae, circular=True, tile_size=1024, overlap=64) -> io.NodeOutput:
+        vae = _require_image_vae(DECODE, vae)
+        z = samples.get("samples") if isinstance(samples, dict) else None
+        if not isinstance(z, torch.Tensor) or z.ndim != 4:
+            raise input_error(DECODE, "samples", samples, "expected a LATENT with samples [B,C,h,w]",
+                              "connect a KSampler / SyncDiffusion KSampler output")
+        if z.shape[1] != vae.latent_channels:
+            raise input_error(DECODE, "samples", samples, f"has {z.shape[1]} channels, the VAE expects "
+                              f"{vae.latent_channels}", "decode with the VAE that belongs to the model")
+        require_finite(DECODE, "samples", z)
+        tile, lap = _tile_units(DECODE, tile_size, overlap, _scale(vae))
+        return io.NodeOutput(decode_360(vae, z, tile, lap, bool(circular)))
+
+
+class VAEEncodeTiled(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_VAEEncodeTiled",
+            display_name="VAE Encode (Tiled)",
+            category=CATEGORY_VAE,
+            description="Encode an IMAGE with any image VAE in tiles with blended overlaps (large panoramas, "
+                        "img2img / upscaling), optionally wrapping the left and right edges of a 360 panorama. "
+                        "Sizes are cropped to multiples of 8 like the stock VAE Encode; circular off + tile_size 0 "
+                        "is exactly the stock VAE Encode.",
+            inputs=[
+                io.Image.Input("pixels", tooltip="IMAGE [B,H,W,3] in [0,1]."),
+                io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
+                *_tile_inputs(False),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT", tooltip="The encoded latent {'samples': [B,C,h,w]}.")],
+        )
+
+    @classmethod
+    def execute(cls, pixels, vae, circular=False, tile_size=1024, overlap=64) -> io.NodeOutput:
+        vae = _require_image_vae(ENCODE, vae)
+        pixels = require_image(ENCODE, "pixels", pixels, channels=(3, 4))[..., :3]
+        scale = int(vae.spacial_compression_encode())
+        if pixels.shape[1] < scale or pixels.shape[2] < scale:
+            raise input_error(ENCODE, "pixels", pixels, f"is smaller than one latent pixel ({scale} px)",
+                              "use a larger image")
+        tile, lap = _tile_units(ENCODE, tile_size, overlap, scale)
+        return io.NodeOutput({"samples": encode_tiled(vae, pixels, tile, lap, bool(circular))})
+
+
+VAE_NODES = [VAEDecode360, VAEEncodeTiled]

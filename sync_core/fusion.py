@@ -1,0 +1,109 @@
+"""How overlapping view predictions are fused into one panorama (pure torch): MultiDiffusion, Mixture of Diffusers,
+SpotDiffusion-style shifted grids.
+
+Convention:
+    - Sizes and positions in latent units; tensors ``[..., H, W]``; views as in :mod:`sync_core.views` (row-major,
+      columns may wrap when circular).
+    - ``uniform`` (MultiDiffusion, the SyncDiffusion paper): the fused value at a position is the plain mean of the
+      views covering it.
+    - ``gaussian`` (Mixture of Diffusers): each view's prediction is weighted by a separable Gaussian over the view,
+      ``g(t, mid, n) = exp(-(t - mid)^2 / n^2 / (2 var)) / sqrt(2 pi var)`` with ``var = 0.01``,
+      ``mid = (width - 1) / 2`` on columns and ``mid = height / 2`` on rows (the Mixture of Diffusers reference
+      code, also used by ComfyUI-TiledDiffusion), ``n`` = that axis's size (TiledDiffusion uses the width for both
+      axes; the two agree for square views). Fused value = sum(w * x) / sum(w).
+    - ``spot`` (SpotDiffusion): at sampling step ``i`` the grid is shifted by ``(dy_i, dx_i)``, each uniform in
+      ``[0, stride)`` and drawn from ``torch.Generator().manual_seed(seed)`` (rows first, then columns, one pair
+      per step), then fused uniformly. A circular x axis rolls the grid (views wrap, as in SpotDiffusion's
+      ``torch.roll``); a non-circular axis shifts the grid inside the image (offsets ``shift - stride + k*stride``
+      clamped to ``[0, size - window]``, duplicates dropped), so opposite borders are never mixed. Shift 0 gives the
+      unshifted grid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .views import View, add_view, axis_offsets, build_view_grid
+
+FUSIONS = ("uniform", "gaussian", "spot")
+GAUSSIAN_VAR = 0.01
+
+__all__ = ["FUSIONS", "check_fusion", "gaussian_weights", "spot_shifts", "shifted_axis_offsets",
+           "shifted_view_grid", "weighted_average", "weight_sum"]
+
+
+def check_fusion(fusion: str) -> str:
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    return fusion
+
+
+def _gauss_1d(n: int, midpoint: float, var: float) -> Tensor:
+    t = torch.arange(n, dtype=torch.float64)
+    return torch.exp(-(t - midpoint) ** 2 / (n * n) / (2 * var)) / math.sqrt(2 * math.pi * var)
+
+
+def gaussian_weights(height: int, width: int, var: float = GAUSSIAN_VAR, device=None,
+                     dtype=torch.float32) -> Tensor:
+    """Mixture-of-Diffusers weights ``[height, width]`` (see the module Convention); strictly positive."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"view size must be positive, got {height}x{width}")
+    w = torch.outer(_gauss_1d(height, height / 2, var), _gauss_1d(width, (width - 1) / 2, var))
+    return w.to(device=device, dtype=dtype)
+
+
+def spot_shifts(seed: int, steps: int, stride: tuple[int, int]) -> list[tuple[int, int]]:
+    """One ``(dy, dx)`` per step, each in ``[0, stride)`` (module Convention). Deterministic for a seed."""
+    generator = torch.Generator().manual_seed(int(seed) % (2 ** 63))
+    dy = torch.randint(0, max(1, int(stride[0])), (steps,), generator=generator)
+    dx = torch.randint(0, max(1, int(stride[1])), (steps,), generator=generator)
+    return list(zip(dy.tolist(), dx.tolist()))
+
+
+def shifted_axis_offsets(size: int, window: int, stride: int, shift: int, circular: bool = False) -> list[int]:
+    """Offsets of the grid along one axis shifted by ``shift`` (0 <= shift < stride; module Convention)."""
+    base = axis_offsets(size, window, stride, circular=circular)
+    if shift == 0:
+        return base
+    if circular:
+        return sorted((o + shift) % size for o in base)
+    last = size - window
+    return sorted({min(max(o, 0), last) for o in range(shift - stride, last + stride, stride)})
+
+
+def shifted_view_grid(latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int],
+                      shift: tuple[int, int], circular: bool = False) -> list[View]:
+    """The view grid shifted by ``shift = (dy, dx)`` (row-major); equals ``build_view_grid`` for (0, 0)."""
+    if shift == (0, 0):
+        return build_view_grid(latent_h, latent_w, window, stride, circular=circular)
+    rows = shifted_axis_offsets(latent_h, window[0], stride[0], shift[0], circular=False)
+    cols = shifted_axis_offsets(latent_w, window[1], stride[1], shift[1], circular=circular)
+    return [View(r, c, window[0], window[1]) for r in rows for c in cols]
+
+
+def weight_sum(views: Sequence[View], weights: Tensor, latent_h: int, latent_w: int) -> Tensor:
+    """``[H, W]``: the sum of the per-view weight maps (``weights`` ``[h, w]``, the same for every view)."""
+    total = torch.zeros(latent_h, latent_w, device=weights.device, dtype=weights.dtype)
+    for v in views:
+        add_view(total, weights, v)
+    return total
+
+
+def weighted_average(tiles: Tensor | Sequence[Tensor], views: Sequence[View], weights: Tensor | None,
+                     latent_h: int, latent_w: int) -> Tensor:
+    """Fuse view tiles ``[..., h, w]`` into ``[..., H, W]``: ``sum(w * tile) / sum(w)``; ``weights=None`` is the
+    uniform (MultiDiffusion) mean. Positions no view covers stay 0."""
+    if len(tiles) != len(views) or len(views) == 0:
+        raise ValueError(f"{len(tiles)} tiles for {len(views)} views")
+    first = tiles[0]
+    ones = torch.ones(views[0].height, views[0].width, device=first.device, dtype=first.dtype)
+    w = ones if weights is None else weights.to(device=first.device, dtype=first.dtype)
+    value = torch.zeros(*first.shape[:-2], latent_h, latent_w, device=first.device, dtype=first.dtype)
+    for tile, view in zip(tiles, views):
+        add_view(value, tile * w if weights is not None else tile, view)
+    total = weight_sum(views, w, latent_h, latent_w)
+    return torch.where(total > 0, value / torch.where(total > 0, total, torch.ones_like(total)), value)
