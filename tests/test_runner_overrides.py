@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from comfy_runner.overrides import (OverrideError, apply_row, apply_set, apply_shortcut, find_node,  # noqa: E402
                                     parse_set, read_batch, text_encoders)
 
-PANORAMA = json.loads((REPO_ROOT / "workflows" / "panorama_360_stereo.api.json").read_text())
+PANORAMA = json.loads((REPO_ROOT / "workflows" / "api" / "panorama_360_stereo.api.json").read_text())
 INFO = {
     "SDL3D_SyncDiffusionKSampler": {"display_name": "SyncDiffusion KSampler", "input": {"required": {
         "seed": ["INT", {"min": 0}], "steps": ["INT", {"min": 1}], "circular": ["BOOLEAN", {}],
