@@ -25,7 +25,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, prepare_base  # noqa: E402
-from run_workflow import offline_models_tree  # noqa: E402
+from comfy_runner.local import offline_models_tree  # noqa: E402
 
 pytestmark = pytest.mark.server
 MEMORY_LIMIT_MB = 3072
