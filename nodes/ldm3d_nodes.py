@@ -204,7 +204,7 @@ class LDM3DEncode(io.ComfyNode):
                 io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1], white = near, same size as the image."),
                 io.Vae.Input("vae", tooltip="The VAE output of LDM3D Loader."),
             ],
-            outputs=[io.Latent.Output(display_name="LATENT", tooltip="LDM3D latent for KSampler (img2img).")],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="LDM3D latent for KSampler (img2img).")],
         )
 
     @classmethod

@@ -113,7 +113,7 @@ class VAEDecode360(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
                 *_tile_inputs(True),
             ],
-            outputs=[io.Image.Output(display_name="IMAGE", tooltip="Decoded IMAGE [B,H,W,3] in [0,1].")],
+            outputs=[io.Image.Output(display_name="image", tooltip="Decoded IMAGE [B,H,W,3] in [0,1].")],
         )
 
     @classmethod
@@ -147,7 +147,7 @@ class VAEEncodeTiled(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
                 *_tile_inputs(False),
             ],
-            outputs=[io.Latent.Output(display_name="LATENT", tooltip="The encoded latent {'samples': [B,C,h,w]}.")],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="The encoded latent {'samples': [B,C,h,w]}.")],
         )
 
     @classmethod
