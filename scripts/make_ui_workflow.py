@@ -31,9 +31,14 @@ GAP_X, GAP_Y, MAX_COLUMN_H = 50, 40, 1300
 # minimap; below a scale of 0.6 the frontend stops drawing text (low-quality mode), so aim above it
 VIEW_LEFT, VIEW_TOP, VIEW_W, VIEW_H = 80, 150, 1560, 880
 # widths: at least what frontend 1.32.9 computes for the shipped values (it widens a node to fit, e.g. 4-digit sizes)
-WIDE = {"CLIPTextEncode": 400, "SDL3D_LDM3DDecode": 310, "EmptyLatentImage": 460, "SDL3D_Stereo360": 380,
-        "SDL3D_SaveDepthMesh": 380, "SDL3D_SyncDiffusionKSampler": 520, "SDL3D_LPIPSLoader": 300, "LoadImage": 300,
-        "SDL3D_LoadDepthPNG": 300}
+WIDE = {"CLIPTextEncode": 410, "CheckpointLoaderSimple": 280, "ConditioningZeroOut": 280, "DualCLIPLoader": 280,
+        "EmptyLatentImage": 470, "EmptySD3LatentImage": 280, "FluxGuidance": 300, "ImageScaleBy": 320,
+        "KSampler": 350, "LoadImage": 320, "MaskToImage": 280, "PreviewImage": 380, "SDL3D_LDM3DDecode": 320,
+        "SDL3D_LDM3DEncode": 330, "SDL3D_LDM3DLoader": 370, "SDL3D_LPIPSLoader": 310, "SDL3D_LoadDepthPNG": 310,
+        "SDL3D_SaveDepthMesh": 390, "SDL3D_SaveDepthPNG16": 370, "SDL3D_SaveStereo360": 370,
+        "SDL3D_Stereo360": 430, "SDL3D_SyncDiffusionKSampler": 530, "SDL3D_SyncDiffusionModelPatch": 390,
+        "SDL3D_VAEDecode360": 380, "SDL3D_VAEEncodeTiled": 360, "SaveImage": 370, "SolidMask": 370,
+        "UNETLoader": 410, "VAEDecode": 280, "VAELoader": 320}
 TEXT_BOX_H = 110   # multiline prompt box
 IMAGE_H = 230      # room for an image preview under a loader / save node
 VIEWER_W, VIEWER_H = 360, 260  # the pack's 360 viewer panel (web/js/sdl3d_viewer360.js) takes the preview's room
