@@ -313,7 +313,50 @@ CASES = [
     ("upscale-width-below-min", lambda: upscale(width=10), "width", "400"),
     ("upscale-noise-level-above-model-max", lambda: upscale(noise_level=400), "noise_level", "run"),
     ("upscale-8192x8192", lambda: upscale(width=8192, height=8192), "width", "run"),
+    # VAE Decode (360 / Tiled), VAE Encode (Tiled), Model Patch, Coherence (issues 9 and 15)
+    ("vae360-tile-below-min", lambda: vae360(tile_size=-64), "tile_size", "400"),
+    ("vae-encode-tiled-overlap-below-min", lambda: vae_encode_tiled(overlap=-8), "overlap", "400"),
+    ("model-patch-window-below-min", lambda: model_patch(window=8, stride=8), "window", "400"),
+    ("coherence-crop-below-min", lambda: coherence(crop_size=8), "crop_size", "400"),
 ]
+
+
+def vae360(**bad):
+    g = sd_base()
+    g["t"] = {"class_type": "SDL3D_VAEDecode360", "inputs": {"samples": ["lat", 0], "vae": ["vae", 0],
+                                                             "circular": True, "tile_size": 0, "overlap": 64, **bad}}
+    g["out"] = preview(["t", 0])
+    return g
+
+
+def vae_encode_tiled(**bad):
+    g = sd_base()
+    g["img"] = image(64, 64)
+    g["t"] = {"class_type": "SDL3D_VAEEncodeTiled", "inputs": {"pixels": ["img", 0], "vae": ["vae", 0],
+                                                               "circular": True, "tile_size": 0, "overlap": 64, **bad}}
+    g["dec"] = {"class_type": "VAEDecode", "inputs": {"samples": ["t", 0], "vae": ["vae", 0]}}
+    g["out"] = preview(["dec", 0])
+    return g
+
+
+def model_patch(**bad):
+    g = sd_base()
+    g["t"] = {"class_type": "SDL3D_SyncDiffusionModelPatch",
+              "inputs": {"model": ["ck", 0], "window": 64, "stride": 32, "circular": False, "view_batch_size": 0,
+                         **bad}}
+    g["ks"] = {"class_type": "KSampler", "inputs": {"model": ["t", 0], "positive": ["pos", 0], "negative": ["neg", 0],
+                                                    "latent_image": ["lat", 0], "seed": 0, "steps": 1, "cfg": 7.5,
+                                                    "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+    g["dec"] = {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}}
+    g["out"] = preview(["dec", 0])
+    return g
+
+
+def coherence(**bad):
+    return {"img": image(64, 32),
+            "t": {"class_type": "SDL3D_SyncDiffusionCoherence", "inputs": {"image": ["img", 0], "crop_size": 32,
+                                                                          **bad}},
+            "out": {"class_type": "PreviewAny", "inputs": {"source": ["t", 2]}}}
 
 
 # ---------------------------------------------------------------- server and helpers
