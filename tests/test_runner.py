@@ -90,14 +90,14 @@ def final_records(out_dir: Path) -> dict[str, dict]:
 # -- conversion ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ui_path", UI_WORKFLOWS, ids=[p.name for p in UI_WORKFLOWS])
 def test_ui_workflow_converts_to_its_api_twin_through_object_info(ui_path, object_info):
-    twin = json.loads(ui_path.parent / "api" / (ui_path.stem + ".api.json").read_text())
+    twin = json.loads((ui_path.parent / "api" / (ui_path.stem + ".api.json")).read_text())
     converted, _ = ui_to_api(json.loads(ui_path.read_text()), object_info)
     assert converted == twin
 
 
 def test_conversion_follows_reroutes_primitives_and_bypass_and_drops_notes_and_muted(object_info):
     ui = json.loads(TXT2RGBD.read_text())
-    twin = json.loads(TXT2RGBD.parent / "api" / "ldm3d_txt2rgbd.api.json".read_text())
+    twin = json.loads((TXT2RGBD.parent / "api" / "ldm3d_txt2rgbd.api.json").read_text())
     nodes = {n["id"]: n for n in ui["nodes"]}
     links = {link[0]: link for link in ui["links"]}
     next_id, next_link = 100, 100

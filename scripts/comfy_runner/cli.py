@@ -134,7 +134,7 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
                 return _fail(EXIT_UNREACHABLE, f"FAILED: no server reachable ({reasons}); {len(rows)} jobs "
                              f"recorded as unreachable in {ns.manifest or out_dir / 'manifest.jsonl'}")
             object_info = await alive[0].object_info()
-            lpips_available = await _lpips_files(alive[0], bool(local))
+            lpips_available = await _lpips_files(alive[0], not ns.url)
             try:
                 if workflow.needs_conversion:
                     workflow.convert(object_info)
