@@ -233,13 +233,21 @@ def test_validation_error_gives_its_exit_code_and_is_not_retried(servers, tmp_pa
 
 
 def test_execution_error_gives_its_exit_code_with_the_servers_message(servers, tmp_path):
+    """A graph that passes validation and fails in execution: LDM3D Decode given an SD (TAESD) VAE."""
     out = tmp_path / "out"
-    result = run_runner(MESH, "--url", servers[0].url, "--set", "Save displaced sphere.displacement_m=7",
-                        "--output-dir", out)
+    graph = {"vae": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
+             "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+             "dec": {"class_type": "SDL3D_LDM3DDecode",
+                     "inputs": {"samples": ["lat", 0], "vae": ["vae", 0], "depth_6ch": "exact", "tiled": False,
+                                "tile_size": 512, "overlap": 128, "circular": False}},
+             "out": {"class_type": "PreviewImage", "inputs": {"images": ["dec", 0]}}}
+    path = tmp_path / "wrong_vae.api.json"
+    path.write_text(json.dumps(graph))
+    result = run_runner(path, "--url", servers[0].url, "--output-dir", out)
     assert result.returncode == 4, result.stderr
     (record,) = read_manifest(out / "manifest.jsonl")
     assert record["status"] == "execution_error" and len(record["attempts"]) == 1
-    assert "displacement_m" in record["error"] and "sphere_radius_m" in record["error"], record["error"]
+    assert "vae" in record["error"] and "LDM3D" in record["error"], record["error"]
 
 
 def test_unreachable_url_gives_its_exit_code_and_records_the_jobs(tmp_path):
