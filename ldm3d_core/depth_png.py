@@ -1,7 +1,7 @@
 """16-bit greyscale depth PNG read and write (numpy + Pillow, no ComfyUI).
 
 Convention:
-    code  : np.uint16 [H,W], 0 = far, 65535 = near (LDM3D's white = near, spec ldm3d_stereo.md §2).
+    code  : np.uint16 [H,W], 0 = far, 65535 = near (LDM3D's white = near, docs/ldm3d_stereo.md).
     depth : float32 [H,W] in [0,1] = code / 65535 (16-bit files) or value / 255 (8-bit files).
 Written with Image.fromarray(uint16 array) and no `mode=` argument (deprecated, removed in Pillow 13).
 """

@@ -2,7 +2,7 @@
 
 Convention:
     D is a float tensor of any shape (usually [H, W]) with values in [0, 1]. For LDM3D, MiDaS/DPT and
-    DepthAnything-relative maps, **white (D = 1) is near** (disparity-like, spec ldm3d_stereo.md section 2).
+    DepthAnything-relative maps, **white (D = 1) is near** (disparity-like, docs/ldm3d_stereo.md).
     Modes (section 4.2), applied after the optional inversion ``D -> 1 - D``:
 
     ===================  ==========================================  ======================================
@@ -86,7 +86,7 @@ def depth_to_distance(depth: torch.Tensor, mode: str = "inverse", near: float = 
 def near_for_max_disparity(ipd: float, max_disparity_px: float, width: int) -> float:
     """``inverse_by_disparity`` helper: the near distance whose per-eye equator shift is ``max_disparity_px``.
 
-    Convention: ``delta_max = px * 2 pi / W`` and ``near = (ipd / 2) / sin(delta_max)`` (spec 4.2); use with
+    Convention: ``delta_max = px * 2 pi / W`` and ``near = (ipd / 2) / sin(delta_max)`` (docs/ldm3d_stereo.md); use with
     ``far = inf``.
     """
     ipd = _check_positive("ipd", ipd)

@@ -1,4 +1,4 @@
-"""Stereo frame layouts for VR players (spec ldm3d_stereo.md section 4.7).
+"""Stereo frame layouts for VR players (docs/ldm3d_stereo.md, "Omni-directional stereo").
 
 Convention:
     Eyes are ComfyUI IMAGE tensors [B, H, W, C] or MASK tensors [B, H, W] (masks: top_bottom and

@@ -1,6 +1,6 @@
 """Omni-directional stereo (ODS) geometry for one equirectangular image plus radial distance.
 
-Closed form of spec ldm3d_stereo.md section 4.3; the warps that use it live in ``ods_warp``.
+Closed form in docs/ldm3d_stereo.md; the warps that use it live in ``ods_warp``.
 
 Convention:
     Axes x right, y up, z forward. Azimuth ``alpha = atan2(x, z)`` (+alpha = right, 0 = image centre),
@@ -138,5 +138,5 @@ def ods_shift_px(r: torch.Tensor, eye: str | int, geom: ODSGeometry, dtype=torch
 
 
 def equator_shift_px(distance: float, ipd: float, width: int) -> float:
-    """Per-eye horizontal shift at the equator for a point at ``distance`` metres (spec table 4.9)."""
+    """Per-eye horizontal shift at the equator for a point at ``distance`` metres (docs/ldm3d_stereo.md)."""
     return math.asin(min(0.5 * ipd / distance, 1.0)) * width / (2.0 * math.pi)

@@ -3,14 +3,14 @@
 Convention:
     decoded   : VAE output already denormalised, channels-last float [B,H,W,C] in [0,1], C in {4, 6}
                 (ComfyUI's VAE.decode returns exactly this: clamp((x + 1) / 2, 0, 1), same as diffusers'
-                `denormalize`, spec ldm3d_stereo.md §1.1).
+                `denormalize`, docs/ldm3d_stereo.md).
     rgb       : IMAGE [B,H,W,3] float in [0,1].
-    depth     : MASK-shaped [B,H,W] float in [0,1], white (1.0) = near, as LDM3D emits (spec §2).
+    depth     : MASK-shaped [B,H,W] float in [0,1], white (1.0) = near, as LDM3D emits (docs/ldm3d_stereo.md).
     code      : 16-bit depth code, int32 tensor [B,H,W] in [0, 65535]; depth = code / 65535.
     4-channel : channel 3 is depth.
     6-channel : channels 3..5 are an "RGB-like" depth; code = 256 * round(255 * G) + round(255 * B)
                 with G = channel 4 (high byte) and B = channel 5 (low byte); channel 3 (R) is ignored
-                when decoding and written equal to G when encoding (spec §1.2, §1.5).
+                when decoding and written equal to G when encoding (docs/ldm3d_stereo.md).
 Never goes through diffusers' LDM3D post-processing (it truncates codes and breaks on Pillow >= 12).
 """
 
@@ -53,7 +53,7 @@ def bytes_to_unit(hi: torch.Tensor, lo: torch.Tensor) -> tuple[torch.Tensor, tor
 def unit_to_code(g: torch.Tensor, b: torch.Tensor, mode6: str = "exact") -> torch.Tensor:
     """RGB-like depth channels G (high byte) and B (low byte) in [0,1] -> int32 code 256*G8 + B8.
 
-    `mode6="hi_only"` drops the low byte (a KL-f8 VAE cannot reproduce it; spec §1.4).
+    `mode6="hi_only"` drops the low byte (a KL-f8 VAE cannot reproduce it; docs/ldm3d_stereo.md).
     """
     if mode6 not in MODES_6CH:
         raise ValueError(f"mode6 must be one of {MODES_6CH}, got {mode6!r}")
@@ -105,7 +105,7 @@ def merge_rgbd(rgb: torch.Tensor, depth: torch.Tensor, channels: int) -> torch.T
     """rgb [B,H,W,3] and depth [B,H,W] (both in [0,1]) -> LDM3D pixels [B,H,W,C] in [0,1] for a VAE encode.
 
     4-channel: [R, G, B, D] (community SR pipeline layout). 6-channel: [R, G, B, hi, hi, lo] with the
-    16-bit code round(D * 65535) split into bytes / 255 (spec §1.5). A batch of 1 broadcasts.
+    16-bit code round(D * 65535) split into bytes / 255 (docs/ldm3d_stereo.md). A batch of 1 broadcasts.
     """
     _check_channels(channels)
     if rgb.ndim != 4 or rgb.shape[-1] != 3:

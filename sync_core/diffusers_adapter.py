@@ -1,6 +1,6 @@
 """Run the sync_core SyncDiffusion loop with diffusers parts (UNet2DConditionModel + AutoencoderKL/Tiny + DDIM).
 
-This reproduces the official ``sample_syncdiffusion`` loop (spec §1.5) with the pack's own core
+This reproduces the official ``sample_syncdiffusion`` loop (docs/syncdiffusion.md, "The official algorithm") with the pack's own core
 (``views.build_view_grid`` / ``crop_views`` / ``average_views`` and ``sync.sync_views``):
 for every step ``i`` (timestep ``t``): if the schedule syncs at ``i``, every non-anchor view latent gets one LPIPS
 gradient step towards the anchor's x0 image (``sync_views``; x0 = DDIM ``pred_original_sample`` of the CFG'd model
