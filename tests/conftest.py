@@ -92,6 +92,12 @@ def comfy(fixture_models, tmp_path_factory):
     return SimpleNamespace(root=root, base=base, models=fixture_models, folder_paths=folder_paths, nodes=nodes)
 
 
+def pytest_collection_modifyitems(items):
+    """Browser tests run last: the in-process tests must not share the thread with Playwright's running loop."""
+    browser_dir = REPO_ROOT / "tests" / "browser"
+    items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(browser_dir))
+
+
 @pytest.fixture(scope="session")
 def pack(comfy):
     """The pack imported as a package (like ComfyUI's loader does), with its model folders registered."""

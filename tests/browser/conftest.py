@@ -85,8 +85,10 @@ def ui_server(fixture_models, tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """Playwright's sync API keeps its event loop marked running while it is open, which breaks asyncio.run in the
+    in-process tests: the browser lives only for this package, and the root conftest orders it last."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
