@@ -1,7 +1,7 @@
 """Plain re-implementation of the official SyncDiffusion loop (KAIST ``SyncDiffusion.sample_syncdiffusion``).
 
 Independent of ``sync_core`` on purpose (it is the oracle the pack is tested against). Follows the official code
-line by line (spec ``syncdiffusion.md`` §1.4-1.5), in latent units, fp32, no autocast, no loop closure.
+line by line (docs/syncdiffusion.md, "The official algorithm"), in latent units, fp32, no autocast, no loop closure.
 
 Signature::
 
