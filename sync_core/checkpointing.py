@@ -39,7 +39,7 @@ def outermost_modules(root: nn.Module, class_names: Iterable[str]) -> list[nn.Mo
     return found
 
 
-def _checkpointing_forward(original, context):
+def _checkpointing_forward(original: Callable, context: Callable[[], ContextManager] | None) -> Callable:
     if context is not None:
         def run(*args, **kwargs):
             with context():

@@ -259,7 +259,7 @@ def _pairwise_lpips(model: torch.nn.Module, crops: Tensor, crop_batch: int, prog
         x = crops[group.start:group.stop].to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
         return lpips_features(model, x)
 
-    def compare(fa, ga: range, fb, gb: range, pairs: list[tuple[int, int]]) -> None:
+    def compare(fa: list[Tensor], ga: range, fb: list[Tensor], gb: range, pairs: list[tuple[int, int]]) -> None:
         for chunk in (pairs[s:s + crop_batch] for s in range(0, len(pairs), crop_batch)):
             ia = torch.tensor([i - ga.start for i, _ in chunk], device=param.device)
             ib = torch.tensor([j - gb.start for _, j in chunk], device=param.device)

@@ -39,7 +39,7 @@ def _check(kind: str, sigma: Tensor) -> None:
         raise ValueError(f"sigma must be >= 0, got {sigma.tolist()}")
 
 
-def vp_scale(kind: str, sigma, sigma_data: float = 1.0) -> Tensor:
+def vp_scale(kind: str, sigma: float | Tensor, sigma_data: float = 1.0) -> Tensor:
     """The scalar ``s`` with ``z_vp = s * x`` at noise level ``sigma`` (see the module docstring).
 
     Convention:
@@ -59,7 +59,7 @@ def vp_scale(kind: str, sigma, sigma_data: float = 1.0) -> Tensor:
     return one / ((1.0 - sigma) ** 2 + sigma ** 2) ** 0.5
 
 
-def vp_sigma(kind: str, sigma) -> Tensor:
+def vp_sigma(kind: str, sigma: float | Tensor) -> Tensor:
     """The VP-equivalent noise-to-signal ratio ``sigma_ve = b / a`` (``inf`` for a flow model at ``t = 1``).
 
     Convention: as ``vp_scale``; ``"vp"`` returns ``sigma`` itself, ``"flow"`` returns ``t / (1 - t)``. Then
@@ -75,7 +75,7 @@ def vp_sigma(kind: str, sigma) -> Tensor:
                        torch.full_like(sigma, math.inf))
 
 
-def sampler_step_from_vp_gradient(kind: str, sigma, weight: float, grad_x: Tensor, sigma_data: float = 1.0) -> Tensor:
+def sampler_step_from_vp_gradient(kind: str, sigma: float | Tensor, weight: float, grad_x: Tensor, sigma_data: float = 1.0) -> Tensor:
     """The change of the sampler's latent ``x`` made by the VP update ``z' = z - w dL/dz`` (``z = s x``).
 
     Convention: ``grad_x = dL/dx`` in the sampler's coordinates (any shape); returns ``x' - x = -w / s^2 * dL/dx``

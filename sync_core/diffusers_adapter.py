@@ -37,7 +37,7 @@ from .views import average_views, build_view_grid, crop_views
 __all__ = ["sample_panorama", "vae_scale_factor", "make_decode", "make_eps_fn", "decode_latents"]
 
 
-def vae_scale_factor(vae) -> int:
+def vae_scale_factor(vae: torch.nn.Module) -> int:
     cfg = vae.config
     if getattr(cfg, "block_out_channels", None) is not None:
         return 2 ** (len(cfg.block_out_channels) - 1)
@@ -46,7 +46,7 @@ def vae_scale_factor(vae) -> int:
     raise ValueError(f"cannot infer the VAE downscale factor of {type(vae).__name__}; pass vae_factor=")
 
 
-def make_decode(vae) -> Callable[[Tensor], Tensor]:
+def make_decode(vae: torch.nn.Module) -> Callable[[Tensor], Tensor]:
     """Latents (scheduler space) ``[N,C,h,w]`` -> images ``[N,3,h*f,w*f]`` mapped to [0,1], not clamped,
     differentiable."""
     scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 1.0)
@@ -60,13 +60,13 @@ def make_decode(vae) -> Callable[[Tensor], Tensor]:
     return decode
 
 
-def decode_latents(vae, latents: Tensor) -> Tensor:
+def decode_latents(vae: torch.nn.Module, latents: Tensor) -> Tensor:
     """Official ``decode_latents``: images in [0,1], ``[B,3,H,W]``."""
     with torch.no_grad():
         return make_decode(vae)(latents).clamp(0, 1)
 
 
-def make_eps_fn(unet, uncond: Tensor | None, cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
+def make_eps_fn(unet: torch.nn.Module, uncond: Tensor | None, cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
     """``eps_fn(z [N,C,h,w], t) -> CFG'd model output [N,C,h,w]``. Embeddings ``[1 or B, L, D]`` are tiled to N
     (N must be a multiple of their batch)."""
     param = next(unet.parameters())
@@ -88,7 +88,7 @@ def make_eps_fn(unet, uncond: Tensor | None, cond: Tensor, guidance_scale: float
     return eps_fn
 
 
-def _check_scheduler(scheduler) -> None:
+def _check_scheduler(scheduler: object) -> None:
     from diffusers import DDIMScheduler
 
     if not isinstance(scheduler, DDIMScheduler):
@@ -98,9 +98,9 @@ def _check_scheduler(scheduler) -> None:
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
 
 
-def sample_panorama(unet, vae, scheduler, text_embeds: tuple[Tensor | None, Tensor], height: int, width: int,
+def sample_panorama(unet: torch.nn.Module, vae: torch.nn.Module, scheduler: object, text_embeds: tuple[Tensor | None, Tensor], height: int, width: int,
                     window: int | tuple[int, int] = 64, stride: int | tuple[int, int] = 16,
-                    schedule: SyncSchedule | None = None, guidance_scale: float = 7.5, lpips=None,
+                    schedule: SyncSchedule | None = None, guidance_scale: float = 7.5, lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
                     generator: torch.Generator | None = None, latents: Tensor | None = None, circular: bool = False,
                     anchor: str | int = "middle", num_inference_steps: int = 50, view_batch_size: int = 1,
                     clamp_decoded: bool = True, vae_factor: int | None = None, batch_size: int = 1,
@@ -139,7 +139,7 @@ def sample_panorama(unet, vae, scheduler, text_embeds: tuple[Tensor | None, Tens
     timesteps = scheduler.timesteps
     total = len(timesteps)
 
-    def model_step(z: Tensor, t) -> object:  # z [n, B, C, h, w] -> DDIM step output on [n*B, C, h, w]
+    def model_step(z: Tensor, t: Tensor) -> object:  # z [n, B, C, h, w] -> DDIM step output on [n*B, C, h, w]
         flat = z.flatten(0, 1)
         return scheduler.step(eps_fn(flat, t), t, flat, eta=0.0)
 
@@ -150,7 +150,7 @@ def sample_panorama(unet, vae, scheduler, text_embeds: tuple[Tensor | None, Tens
             if lpips is None:
                 raise ValueError("sample_panorama: the schedule syncs but no lpips module was given")
 
-            def predict_x0(z: Tensor, ids: Sequence[int], _t=t) -> Tensor:
+            def predict_x0(z: Tensor, ids: Sequence[int], _t: Tensor = t) -> Tensor:
                 return model_step(z, _t).pred_original_sample.reshape(z.shape)
 
             zv = sync_views(zv, a, predict_x0, decode, lpips, w_i, view_batch_size=view_batch_size,

@@ -47,8 +47,8 @@ def _gauss_1d(n: int, midpoint: float, var: float) -> Tensor:
     return torch.exp(-(t - midpoint) ** 2 / (n * n) / (2 * var)) / math.sqrt(2 * math.pi * var)
 
 
-def gaussian_weights(height: int, width: int, var: float = GAUSSIAN_VAR, device=None,
-                     dtype=torch.float32) -> Tensor:
+def gaussian_weights(height: int, width: int, var: float = GAUSSIAN_VAR, device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> Tensor:
     """Mixture-of-Diffusers weights ``[height, width]`` (see the module Convention); strictly positive."""
     if height <= 0 or width <= 0:
         raise ValueError(f"view size must be positive, got {height}x{width}")

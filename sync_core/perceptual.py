@@ -172,7 +172,7 @@ class PerceptualLoss:
             feats.append(lpips.normalize_tensor(h))
         return feats
 
-    def _in_context(self, block):
+    def _in_context(self, block: torch.nn.Module) -> torch.nn.Module:
         if self.context is None:
             return block
 
@@ -187,7 +187,7 @@ class PerceptualLoss:
         with torch.no_grad():
             return [f.detach() for f in self.features(reference)]
 
-    def distance(self, feats_a, feats_b) -> Tensor:
+    def distance(self, feats_a: Sequence[Tensor], feats_b: Sequence[Tensor]) -> Tensor:
         """LPIPS from two feature lists; ``feats_b`` may hold ``1/k`` of ``feats_a``'s batch (repeated k times, for
         view-major stacks of views against one reference batch). Returns ``[N]`` float32."""
         total = 0

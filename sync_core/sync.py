@@ -89,7 +89,7 @@ def _as_per_sample(loss: Tensor, n: int) -> Tensor:
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
-def _next_batch_size(view_batch_size, remaining: int) -> int:
+def _next_batch_size(view_batch_size: int | Callable[[int], int], remaining: int) -> int:
     n = view_batch_size(remaining) if callable(view_batch_size) else view_batch_size
     if int(n) != n or n < 1:
         raise ValueError(f"view batch size must be an integer >= 1, got {n!r}")
@@ -99,7 +99,7 @@ def _next_batch_size(view_batch_size, remaining: int) -> int:
 def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, Sequence[int]], Tensor],
                decode: Callable[[Tensor], Tensor], perceptual: Callable[[Tensor, Tensor], Tensor], weight: float,
                view_batch_size: int | Callable[[int], int] = 1, clamp_decoded: bool = True,
-               return_losses: bool = False, anchor_image: Tensor | None = None):
+               return_losses: bool = False, anchor_image: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """One SyncDiffusion gradient step on every non-anchor view.
 
     Convention:

@@ -52,7 +52,7 @@ class View:
         return self.left + self.width > latent_w
 
 
-def _pair(value, name: str) -> tuple[int, int]:
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a (height, width) pair, got {value!r}")
@@ -131,7 +131,7 @@ def anchor_index(views: Sequence[View], anchor: str | int = "middle") -> int:
     return anchor
 
 
-def view_slices_wrap(view: View, latent_h: int, latent_w: int):
+def view_slices_wrap(view: View, latent_h: int, latent_w: int) -> tuple[slice | Tensor, slice | Tensor]:
     """``(rows, cols)``: ``slice`` objects when the view does not wrap on that axis, else index tensors (CPU, long)."""
     if view.top < 0 or view.left < 0 or view.height <= 0 or view.width <= 0:
         raise ValueError(f"invalid view {view}")
@@ -215,7 +215,8 @@ def add_views(acc: Tensor, tiles: Tensor | Sequence[Tensor], views: Sequence[Vie
         add_view(acc, tile, view)
 
 
-def coverage_count(views: Sequence[View], latent_h: int, latent_w: int, device=None, dtype=None) -> Tensor:
+def coverage_count(views: Sequence[View], latent_h: int, latent_w: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> Tensor:
     """``[H, W]``: how many views cover each latent position."""
     count = torch.zeros(latent_h, latent_w, device=device, dtype=dtype or torch.float32)
     one = torch.ones((), device=device, dtype=count.dtype)
