@@ -4,7 +4,7 @@
 
 API twins live in workflows/api/ so that ComfyUI's template list (workflows/*.json) shows only the UI files.
 Layout: node sizes follow the frontend's own LiteGraph formula (slots, widgets; measured with frontend 1.32.9:
-20 px per slot row, 24 px per widget, 14 px padding; title 30 px), columns by graph depth, tall columns wrapped,
+20 px per slot row, 24 px per widget, 14 px padding; title 30 px), nodes in graph order filled into columns,
 and `extra.ds` (offset, scale) chosen so the first view shows the whole graph below the tab bar and right of the
 sidebar on a 1920x1080 window. tests/browser checks this in the real frontend (no overlaps, everything visible).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
 SLOT_H, WIDGET_H, PAD_WIDGETS, PAD_EMPTY, TITLE_H = 20, 24, 14, 6, 30  # LiteGraph computeSize (frontend 1.32.9)
-GAP_X, GAP_Y, MAX_COLUMN_H = 50, 40, 1300
+GAP_X, GAP_Y = 40, 30
 # the free part of a 1920x1080 window (screen px): right of the sidebar, below tab bar / run bar, left of the
 # minimap; below a scale of 0.6 the frontend stops drawing text (low-quality mode), so aim above it
 VIEW_LEFT, VIEW_TOP, VIEW_W, VIEW_H = 80, 150, 1560, 880
@@ -123,31 +124,46 @@ def node_size(class_type: str, info: dict, n_slot_inputs: int, widget_specs: lis
     return [width, height]
 
 
+def _fill_columns(ordered: list[dict], max_height: int) -> list[list[dict]]:
+    """Nodes in graph order, filled top to bottom into columns no taller than max_height (like wrapping text)."""
+    columns, current, used = [], [], 0
+    for node in ordered:
+        h = node["size"][1] + TITLE_H
+        if current and used + h > max_height:
+            columns.append(current)
+            current, used = [], 0
+        current.append(node)
+        used += h + GAP_Y
+    return columns + [current]
+
+
+def _extent(columns: list[list[dict]]) -> tuple[int, int]:
+    width = sum(max(n["size"][0] for n in column) for column in columns) + GAP_X * (len(columns) - 1)
+    height = max(sum(n["size"][1] + TITLE_H + GAP_Y for n in column) - GAP_Y for column in columns)
+    return width, height
+
+
 def layout(nodes_out: list[dict], depth: dict[int, int]) -> dict:
-    """Place nodes in columns by depth (tall columns wrap into several); return extra.ds showing all of them."""
-    columns: dict[int, list[dict]] = {}
-    for node in nodes_out:
-        columns.setdefault(depth[node["id"]], []).append(node)
+    """Place nodes left to right in graph order, filling columns top to bottom; the column height is chosen so the
+    whole graph fits the first view at the largest scale (the frontend draws no text below 0.6). Returns extra.ds."""
+    ordered = sorted(nodes_out, key=lambda n: (depth[n["id"]], n["order"]))
+    tallest = max(n["size"][1] + TITLE_H for n in ordered)
+    best = None
+    for max_height in range(tallest, tallest + sum(n["size"][1] + TITLE_H + GAP_Y for n in ordered) + 1, 10):
+        columns = _fill_columns(ordered, max_height)
+        width, height = _extent(columns)
+        scale = min(1.0, VIEW_W / width, VIEW_H / height)
+        if best is None or (round(scale, 3), -width * height) > (round(best[0], 3), -best[2] * best[3]):
+            best = (scale, columns, width, height)
+    scale, columns, _, _ = best
     x = 0
-    for key in sorted(columns):
-        wrapped, current, used = [], [], 0
-        for node in columns[key]:
-            h = node["size"][1] + TITLE_H + GAP_Y
-            if current and used + h > MAX_COLUMN_H:
-                wrapped.append(current)
-                current, used = [], 0
-            current.append(node)
-            used += h
-        wrapped.append(current)
-        for column in wrapped:
-            y = 0
-            for node in column:
-                node["pos"] = [x, y + TITLE_H]  # pos is the body's top-left; the title sits above it
-                y += node["size"][1] + TITLE_H + GAP_Y
-            x += max(n["size"][0] for n in column) + GAP_X
-    width = max(n["pos"][0] + n["size"][0] for n in nodes_out)
-    height = max(n["pos"][1] + n["size"][1] for n in nodes_out)
-    scale = round(min(1.0, VIEW_W / width, VIEW_H / height), 3)
+    for column in columns:
+        y = 0
+        for node in column:
+            node["pos"] = [x, y + TITLE_H]  # pos is the body's top-left; the title sits above it
+            y += node["size"][1] + TITLE_H + GAP_Y
+        x += max(n["size"][0] for n in column) + GAP_X
+    scale = math.floor(scale * 1000) / 1000  # never larger than what fits
     return {"scale": scale, "offset": [round(VIEW_LEFT / scale, 1), round(VIEW_TOP / scale, 1)]}
 
 

@@ -73,6 +73,9 @@ def test_workflow_opens_readable(ui, ui_server, path, artifacts):
             if (!el || (el !== c && !el.closest('.dom-widget'))) { bad.push([n.type, n.id, sx, sy, el && el.className]); break; }
           } } return bad; }""", nodes)
     assert hidden == [], f"covered or off-screen at first view: {hidden}"
+    # readable: the frontend draws titles and widget text at this zoom (it stops below its low-quality threshold)
+    zoom = page.evaluate("() => ({scale: app.canvas.ds.scale, low: app.canvas.low_quality ?? null})")
+    assert zoom["low"] is False or (zoom["low"] is None and zoom["scale"] >= 0.6), f"first view too small: {zoom}"
     assert ui.pack_errors() == []
     page.screenshot(path=str(artifacts / f"workflow_{path.stem}.png"))
 
