@@ -15,8 +15,6 @@ tests to check every shipped UI file against its API twin.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import math
 import os
@@ -49,22 +47,15 @@ PACK_IMAGE_NODES = {"SDL3D_SaveStereo360", "SDL3D_SaveDepthPNG16", "SDL3D_SaveDe
 
 def load_object_info(comfyui_dir: Path) -> dict:
     """/object_info-like dict for every stock node and every node of this pack, built in-process."""
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
-    sys.path.insert(0, str(comfyui_dir))
-    from comfy.cli_args import args
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from comfy_inprocess import import_pack, init_stock_nodes, pack_node_classes, put_comfy_first
 
-    args.cpu = True
+    put_comfy_first(comfyui_dir, cpu=True)
+    init_stock_nodes()
     import nodes
 
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     info = {name: _node_info(cls) for name, cls in nodes.NODE_CLASS_MAPPINGS.items()}
-    spec = importlib.util.spec_from_file_location("syncdiffusion_ldm3d", REPO_ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(REPO_ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["syncdiffusion_ldm3d"] = pack
-    spec.loader.exec_module(pack)
-    extension = asyncio.run(pack.comfy_entrypoint())
-    for cls in asyncio.run(extension.get_node_list()):
+    for cls in pack_node_classes(import_pack()):
         info[cls.GET_SCHEMA().node_id] = cls.GET_NODE_INFO_V1()
     return info
 
