@@ -24,7 +24,7 @@ import math
 import os
 from typing import Iterable
 
-from .common import NodeInputError, input_error
+from .common import NodeInputError, depth_mapping, input_error
 
 ENV_MEMORY_LIMIT = "SDL3D_MEMORY_LIMIT_MB"
 MAX_SYNC_VIEWS = 4096  # a 8192x2048 panorama at window 512 / stride 128 has 793; 4096 is already hours of work
@@ -35,6 +35,7 @@ MESH_BYTES_PER_VERTEX = 320  # float64 grids, float32 buffers, uint32 faces, fil
 HASH_CHUNK = 1 << 20
 IMAGE_HEADERS = ((b"\x89PNG\r\n\x1a\n", "PNG"),)
 _WIDGET_KINDS = ("FLOAT", "INT", "COMBO", "STRING", "BOOLEAN")
+DEPTH_WIDGETS = ("depth_mode", "near_m", "far_m", "metric_scale_m", "sphere_radius_m", "displacement_m")
 
 
 # ---------------------------------------------------------------- widgets (queue time and run time)
@@ -98,6 +99,18 @@ def require_widgets(cls, node: str, **values) -> None:
     problems = widget_problems(cls, node, values, ranges=False)
     if problems:
         raise NodeInputError(problems[0])
+
+
+def check_depth_widgets(cls, node: str, depth: dict, finite_far: bool = False, extra: Iterable[str | None] = (),
+                        **values) -> bool | str:
+    """validate_inputs body of the stereo and mesh nodes: the widgets, then (when every depth widget is known)
+    the one check of the depth mapping, ``common.depth_mapping``. ``depth``: the depth widgets by input name."""
+    checked = check_widgets(cls, node, extra, **depth, **values)
+    if checked is not True or any(depth.get(name) is None for name in DEPTH_WIDGETS):
+        return checked
+    args = {name: depth[name] for name in DEPTH_WIDGETS}
+    return check_widgets(cls, node, [problem_of(depth_mapping, node, **args, invert_depth=False,
+                                                finite_far=finite_far)])
 
 
 def problem_of(check, *args, **kwargs) -> str | None:
