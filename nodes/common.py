@@ -35,13 +35,19 @@ class NodeInputError(ValueError):
 NodeInputError.__module__ = PACK_CATEGORY.replace("-", "_")
 
 
+_NODE_NAMES: dict[tuple[str, str], str] = {}
+
+
 def node_name(node_class) -> str:
-    """The name errors give a node: its schema's display name (what the user sees on the graph).
+    """The name every error and log line gives a node: its schema's display name (what the user sees).
 
     Uses ``define_schema`` (not ``GET_SCHEMA``): ComfyUI calls ``validate_inputs``/``execute`` on a locked class
-    clone, where ``GET_SCHEMA`` cannot set its class attributes."""
-    schema = node_class.define_schema()
-    return schema.display_name or schema.node_id
+    clone, where ``GET_SCHEMA`` cannot set its class attributes. Cached per class (clones share the key)."""
+    key = (node_class.__module__, node_class.__qualname__)
+    if key not in _NODE_NAMES:
+        schema = node_class.define_schema()
+        _NODE_NAMES[key] = schema.display_name or schema.node_id
+    return _NODE_NAMES[key]
 
 
 def input_error(node: str, input_name: str, value, problem: str, fix: str) -> NodeInputError:

@@ -30,7 +30,8 @@ def test_inverse_with_infinite_far():
 
 
 def test_linear_metric_sphere_and_invert():
-    assert torch.allclose(depth_to_distance(D, DepthMapping("linear", 1.0, 11.0)), _each(lambda d: 1 + (1 - d) * 10), rtol=1e-12)
+    linear = depth_to_distance(D, DepthMapping("linear", 1.0, 11.0))
+    assert torch.allclose(linear, _each(lambda d: 1 + (1 - d) * 10), rtol=1e-12)
     assert torch.allclose(depth_to_distance(D, DepthMapping("metric", scale=7.0)), _each(lambda d: 7 * d), rtol=1e-12)
     # THREE.6DOF: sphere radius 6, displacement 4: r = 6 - 4 D
     assert torch.allclose(depth_to_distance(D, DepthMapping("sphere_displace")), _each(lambda d: 6 - 4 * d), rtol=1e-12)
