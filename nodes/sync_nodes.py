@@ -150,30 +150,11 @@ def _build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSe
     return sampler
 
 
-def view_geometry(node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
-                  ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values."""
-    for name, value in (("window", window), ("stride", stride), ("window_height", window_height),
-                        ("stride_height", stride_height)):
-        if value % 8 != 0 or value < 0 or (value == 0 and name in ("window", "stride")):
-            raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
-                              f"use {max(8, value // 8 * 8)}")
-    if not 0 < stride <= window:
-        raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
-                          "use a stride <= window (128 for a 512 window, as in the paper)")
-    win_h, stride_h = window_height or window, stride_height or stride
-    if stride_h > win_h:
-        raise input_error(node, "stride_height" if stride_height else "stride", stride_h,
-                          f"the vertical stride must be <= the view height ({win_h})",
-                          "lower stride_height (0 = same as stride) or raise window_height")
-    return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
-
-
 def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
               sync_steps: int, anchor: str, circular: bool, view_batch_size: int, memory_budget_gb: float = 0.0,
               sync_fast: bool = False, window_height: int = 0, stride_height: int = 0,
               fusion: str = "uniform") -> SyncSettings:
-    window_hw, stride_hw = view_geometry(node, window, stride, window_height, stride_height)
+    window_hw, stride_hw = validation.view_geometry(node, window, stride, window_height, stride_height)
     if fusion not in core_fusion.FUSIONS:
         raise input_error(node, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
     if anchor not in ANCHORS:

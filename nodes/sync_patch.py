@@ -22,9 +22,9 @@ import comfy.patcher_extension
 from ..sync_core import batching
 from ..sync_core import fusion as core_fusion
 from ..sync_core import views as core_views
-from . import sync_memory
+from . import sync_memory, validation
 from .common import CATEGORY_SAMPLING, input_error, node_name
-from .sync_nodes import view_geometry, view_shape_inputs
+from .sync_nodes import view_shape_inputs
 from .sync_sampler import SyncDiffusionSampler
 from .sync_tiling import ViewTiler
 
@@ -109,7 +109,7 @@ class SyncDiffusionModelPatch(io.ComfyNode):
         node = node_name(cls)
         if not hasattr(model, "clone") or not hasattr(model, "add_wrapper_with_key"):
             raise input_error(node, "model", model, "not a ComfyUI MODEL", "connect a Load Checkpoint MODEL output")
-        window_hw, stride_hw = view_geometry(node, window, stride, window_height, stride_height)
+        window_hw, stride_hw = validation.view_geometry(node, window, stride, window_height, stride_height)
         if fusion not in core_fusion.FUSIONS:
             raise input_error(node, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
         if int(view_batch_size) != view_batch_size or view_batch_size < 0:

@@ -372,11 +372,32 @@ def schedule_input(message: str, **values) -> tuple[str, object]:
     return "sync_weight", values.get("sync_weight")
 
 
+def view_geometry(node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values.
+
+    The one check of the view inputs of every SyncDiffusion node, at queue time (``check_sync_widgets``) and at
+    run time; the core's own guards (``sync_core.views.axis_offsets``) then never see a bad value from a node."""
+    for name, value in (("window", window), ("stride", stride), ("window_height", window_height),
+                        ("stride_height", stride_height)):
+        if value % 8 != 0 or value < 0 or (value == 0 and name in ("window", "stride")):
+            raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
+                              f"use {max(8, value // 8 * 8)}")
+    if not 0 < stride <= window:
+        raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
+                          "use a stride <= window (128 for a 512 window, as in the paper)")
+    win_h, stride_h = window_height or window, stride_height or stride
+    if stride_h > win_h:
+        raise input_error(node, "stride_height" if stride_height else "stride", stride_h,
+                          f"the vertical stride must be <= the view height ({win_h})",
+                          "lower stride_height (0 = same as stride) or raise window_height")
+    return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
+
+
 def check_sync_widgets(cls, node: str, window=None, stride=None, **values) -> bool | str:
     """validate_inputs body of the SyncDiffusion nodes: widgets (sampler/scheduler names come from ComfyUI's own
-    lists via the schema), then stride <= window."""
+    lists via the schema), then ``view_geometry`` (stride <= window, multiples of 8)."""
     checked = check_widgets(cls, node, window=window, stride=stride, **values)
-    if checked is True and window is not None and stride is not None and stride > window:
-        return str(input_error(node, "stride", stride, f"is larger than the window ({window})",
-                               "use a stride <= window (128 for a 512 window, as in the paper)"))
+    if checked is True and window is not None and stride is not None:
+        return check_widgets(cls, node, [problem_of(view_geometry, node, window, stride)])
     return checked
