@@ -3,7 +3,8 @@
 Convention:
     D is a float tensor of any shape (usually [H, W]) with values in [0, 1]. For LDM3D, MiDaS/DPT and
     DepthAnything-relative maps, **white (D = 1) is near** (disparity-like, docs/ldm3d_stereo.md).
-    Modes (section 4.2), applied after the optional inversion ``D -> 1 - D``:
+    Modes (section 4.2), applied after the optional inversion ``D -> 1 - D`` (``DepthMapping`` holds the mode
+    and its parameters, validated once when it is built):
 
     ===================  ==========================================  ======================================
     ``inverse``          ``1/r = D/near + (1 - D)/far``              far may be ``math.inf``: ``r = near/D``
@@ -20,67 +21,111 @@ Convention:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 DEPTH_MODES = ("inverse", "linear", "metric", "sphere_displace")
 
 
-def _check_positive(name: str, value: float, allow_inf: bool = False) -> float:
-    value = float(value)
-    if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
-        allowed = "a positive number or infinity" if allow_inf else "a positive finite number"
-        raise ValueError(f"{name} = {value!r}: must be {allowed}")
-    return value
+class DepthMappingError(ValueError):
+    """A ``DepthMapping`` parameter is invalid; ``field`` names the parameter and ``value`` holds what was given."""
+
+    def __init__(self, field: str, value: object, problem: str):
+        super().__init__(f"{field} = {value!r}: {problem}")
+        self.field = field
+        self.value = value
+        self.problem = problem
 
 
-def depth_to_distance(depth: torch.Tensor, mode: str = "inverse", near: float = 1.0, far: float = math.inf,
-                      invert: bool = False, scale: float = 10.0, radius: float = 6.0,
-                      displacement: float = 4.0) -> torch.Tensor:
+@dataclass(frozen=True)
+class DepthMapping:
+    """How a normalised depth map D in [0, 1] becomes radial distance r in metres (see the module Convention).
+
+    mode: one of ``DEPTH_MODES``.
+    near, far: metres; ``inverse`` and ``linear`` need ``0 < near < far``; ``far`` may be ``math.inf`` in
+        ``inverse`` mode only (D = 0 is then a point at infinity).
+    invert: use ``1 - D`` (for maps where white = far).
+    scale: metres per unit of D in ``metric`` mode, > 0.
+    radius, displacement: ``sphere_displace``: ``r = radius - displacement * D`` with ``radius > displacement >= 0``.
+
+    Every number must be a real number (no NaN; only ``far`` may be infinite). Parameters the chosen mode does not
+    use are checked for that only. Invalid values raise ``DepthMappingError`` (a ``ValueError``) naming the field.
+    """
+
+    mode: str = "inverse"
+    near: float = 1.0
+    far: float = math.inf
+    invert: bool = False
+    scale: float = 10.0
+    radius: float = 6.0
+    displacement: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in DEPTH_MODES:
+            raise DepthMappingError("mode", self.mode, f"is not one of {DEPTH_MODES}")
+        if not isinstance(self.invert, bool):
+            raise DepthMappingError("invert", self.invert, "must be True or False")
+        for name in ("near", "far", "scale", "radius", "displacement"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise DepthMappingError(name, value, "must be a number")
+            if math.isinf(value) and not (name == "far" and value > 0):
+                raise DepthMappingError(name, value, "must be finite" + (" or +infinity" if name == "far" else ""))
+        mode, near, far = self.mode, self.near, self.far
+        if mode in ("inverse", "linear"):
+            if near <= 0:
+                raise DepthMappingError("near", near, "must be > 0 metres")
+            if math.isinf(far) and mode == "linear":
+                raise DepthMappingError("far", far, "linear mode needs a finite far distance")
+            if far <= near:
+                raise DepthMappingError("far", far, f"must be larger than near = {near!r}")
+        elif mode == "metric" and self.scale <= 0:
+            raise DepthMappingError("scale", self.scale, "must be > 0 metres")
+        elif mode == "sphere_displace":
+            if self.radius <= 0:
+                raise DepthMappingError("radius", self.radius, "must be > 0 metres")
+            if not 0 <= self.displacement < self.radius:
+                raise DepthMappingError("displacement", self.displacement,
+                                        f"must be >= 0 and smaller than radius = {self.radius!r}")
+
+
+def depth_to_distance(depth: torch.Tensor, mapping: DepthMapping = DepthMapping()) -> torch.Tensor:
     """Map a normalised depth map to radial distance in metres (see the module Convention block).
 
     Args:
-        depth: D in [0, 1], any shape. Values outside [0, 1] are clamped; NaN/inf raise.
-        mode: one of ``DEPTH_MODES``.
-        near, far: metres, ``0 < near < far``; ``far`` may be ``math.inf`` in ``inverse`` mode.
-        invert: use ``1 - D`` (for maps where white = far).
-        scale: metres per unit of D in ``metric`` mode.
-        radius, displacement: ``sphere_displace`` parameters; ``radius > displacement >= 0``.
+        depth: D in [0, 1], any shape. Values outside [0, 1] are clamped; NaN/inf raise ValueError.
+        mapping: a validated ``DepthMapping`` (mode and its parameters).
 
     Returns:
         r, same shape as ``depth``, float (>= float32), metres; may hold ``inf`` (inverse, far = inf).
     """
-    if mode not in DEPTH_MODES:
-        raise ValueError(f"depth mode {mode!r} is not one of {DEPTH_MODES}")
+    if not isinstance(mapping, DepthMapping):
+        raise TypeError(f"mapping must be a DepthMapping, got {type(mapping).__name__}")
     if not torch.isfinite(depth).all():
         raise ValueError("depth contains NaN or inf values")
     d = depth if depth.is_floating_point() else depth.float()
     if d.dtype in (torch.float16, torch.bfloat16):
         d = d.float()
     d = d.clamp(0.0, 1.0)
-    if invert:
+    if mapping.invert:
         d = 1.0 - d
+    mode = mapping.mode
     if mode == "inverse":
-        near = _check_positive("near", near)
-        far = _check_positive("far", far, allow_inf=True)
-        if far <= near:
-            raise ValueError(f"far = {far!r} must be larger than near = {near!r}")
-        inv = d / near + (1.0 - d) * (0.0 if math.isinf(far) else 1.0 / far)
+        inv = d / mapping.near + (1.0 - d) * (0.0 if math.isinf(mapping.far) else 1.0 / mapping.far)
         return torch.where(inv > 0, 1.0 / inv.clamp_min(torch.finfo(inv.dtype).tiny), torch.full_like(inv, math.inf))
     if mode == "linear":
-        near = _check_positive("near", near)
-        far = _check_positive("far", far)
-        if far <= near:
-            raise ValueError(f"far = {far!r} must be larger than near = {near!r}")
-        return near + (1.0 - d) * (far - near)
+        return mapping.near + (1.0 - d) * (mapping.far - mapping.near)
     if mode == "metric":
-        scale = _check_positive("scale", scale)
-        return d * scale
-    radius = _check_positive("radius", radius)
-    displacement = float(displacement)
-    if not (0.0 <= displacement < radius):
-        raise ValueError(f"displacement = {displacement!r} must be in [0, radius = {radius!r})")
-    return radius - displacement * d
+        return d * mapping.scale
+    return mapping.radius - mapping.displacement * d
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} = {value!r}: must be a positive finite number")
+    return value
 
 
 def near_for_max_disparity(ipd: float, max_disparity_px: float, width: int) -> float:

@@ -140,3 +140,26 @@ def ods_shift_px(r: torch.Tensor, eye: str | int, geom: ODSGeometry, dtype=torch
 def equator_shift_px(distance: float, ipd: float, width: int) -> float:
     """Per-eye horizontal shift at the equator for a point at ``distance`` metres (docs/ldm3d_stereo.md)."""
     return math.asin(min(0.5 * ipd / distance, 1.0)) * width / (2.0 * math.pi)
+
+
+def disparity_px(r: torch.Tensor, geom: ODSGeometry, dtype=torch.float64) -> torch.Tensor:
+    """Binocular disparity per source pixel in pixels: left-eye ``dx`` minus right-eye ``dx`` (see ``ods_shift_px``).
+
+    Convention: ``r`` [H, W] metres (>= 0, ``inf`` allowed); result [H, W] of ``dtype`` on ``r``'s device,
+    ``disparity = 2 * delta * W / (2 pi) = delta * W / pi`` (the eyes are mirror images). Positive = nearer
+    than the convergence distance; 0 for points at ``convergence`` (or at infinity with parallel eyes) and at the
+    poles. Pixels inside the viewing circle get ``delta = pi/2 - delta_c`` (as in ``ods_angles``).
+    """
+    delta, _, _ = ods_angles(r, "left", geom, dtype)
+    return delta * (r.shape[-1] / math.pi)
+
+
+def disparity_preview(r: torch.Tensor, geom: ODSGeometry) -> torch.Tensor:
+    """``disparity_px`` as a float32 greyscale in [0, 1]: ``0.5 + 0.5 * d / max|d|`` ([H, W]).
+
+    Mid grey = zero parallax, white = the largest positive (nearest) disparity; an all-zero disparity is
+    uniform mid grey.
+    """
+    disp = disparity_px(r, geom, torch.float32)
+    scale = disp.abs().max().clamp_min(1e-12)
+    return 0.5 + 0.5 * disp / scale

@@ -14,39 +14,36 @@ import comfy.utils
 import folder_paths
 
 from ..sync_core import coherence as core
-from .common import CATEGORY_SAMPLING, NodeInputError, input_error, require_image
+from .common import CATEGORY_SAMPLING, NodeInputError, input_error, node_name, require_image
 from .model_folders import LPIPS_FOLDER
 from .sync_nodes import LPIPS_TYPE, load_lpips
 
-NODE = "SyncDiffusion Coherence"
-
-
-def _check_crops(name: str, image: torch.Tensor, crop: int) -> None:
+def _check_crops(node: str, name: str, image: torch.Tensor, crop: int) -> None:
     """Both metrics need >= 2 crops: LPIPS on the image as is, the style loss after the shorter side -> crop."""
     h, w = image.shape[1:3]
     if h < crop or w < crop:
-        raise input_error(NODE, name, image, f"is {w}x{h} (WxH), smaller than one {crop}x{crop} crop (crop_size)",
+        raise input_error(node, name, image, f"is {w}x{h} (WxH), smaller than one {crop}x{crop} crop (crop_size)",
                           f"lower crop_size to <= {min(h, w)} or evaluate a larger panorama")
     lpips_crops = len(core.crop_boxes(h, w, crop))
     rh, rw = core.style_resize_size(h, w, crop)
     style_crops = len(core.crop_boxes(rh, rw, crop))
     if lpips_crops < 2:
-        raise input_error(NODE, name, image, f"{w}x{h} holds only 1 non-overlapping {crop}x{crop} crop, the metrics "
+        raise input_error(node, name, image, f"{w}x{h} holds only 1 non-overlapping {crop}x{crop} crop, the metrics "
                           "compare pairs of crops", f"evaluate a panorama at least {2 * crop} px wide or tall, or "
                           f"lower crop_size to <= {max(h, w) // 2}")
     if style_crops < 2:
-        raise input_error(NODE, name, image, f"Intra-Style-L resizes the shorter side to crop_size first (the "
+        raise input_error(node, name, image, f"Intra-Style-L resizes the shorter side to crop_size first (the "
                           f"paper's protocol), which leaves {rw}x{rh} = 1 crop", "evaluate a panorama with an "
                           "aspect ratio of at least 2:1 (e.g. 1024x512)")
 
 
-def _style_vgg():
+def _style_vgg(node: str):
     search = folder_paths.get_folder_paths(LPIPS_FOLDER) if LPIPS_FOLDER in folder_paths.folder_names_and_paths else []
     try:
         return core.build_style_vgg(search_dirs=search)
     except core.StyleWeightsMissing as err:
         target = search[0] if search else "ComfyUI/models/lpips"
-        raise NodeInputError(f"{NODE}: Intra-Style-L needs torchvision's VGG19 ImageNet file "
+        raise NodeInputError(f"{node}: Intra-Style-L needs torchvision's VGG19 ImageNet file "
                              f"'{core.STYLE_BACKBONE_FILE}' ({err}). Fix: put '{core.STYLE_BACKBONE_FILE}' into "
                              f"{target} (no download happens at run time)") from None
 
@@ -153,16 +150,17 @@ class SyncDiffusionCoherence(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, crop_size, compare=None, lpips=None) -> io.NodeOutput:
+        node = node_name(cls)
         crop = int(crop_size)
         if crop < 1:
-            raise input_error(NODE, "crop_size", crop_size, "must be a positive number of pixels", "use 512")
-        image = require_image(NODE, "image", image)
-        _check_crops("image", image, crop)
+            raise input_error(node, "crop_size", crop_size, "must be a positive number of pixels", "use 512")
+        image = require_image(node, "image", image)
+        _check_crops(node, "image", image, crop)
         if compare is not None:
-            compare = require_image(NODE, "compare", compare)
-            _check_crops("compare", compare, crop)
-        choice = lpips if lpips is not None else load_lpips(NODE)
-        vgg = _style_vgg()
+            compare = require_image(node, "compare", compare)
+            _check_crops(node, "compare", compare, crop)
+        choice = lpips if lpips is not None else load_lpips(node)
+        vgg = _style_vgg(node)
         device = comfy.model_management.get_torch_device()
         lpips_model = choice.model
         progress = _Progress(2 if compare is None else 4)

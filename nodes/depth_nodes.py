@@ -19,14 +19,9 @@ import folder_paths
 
 from ..ldm3d_core import depth_png, rgbd
 from . import validation
-from .common import CATEGORY_DEPTH, input_error, require_image, require_mask
+from .common import CATEGORY_DEPTH, input_error, node_name, require_image, require_mask
 
 log = logging.getLogger(__name__)
-
-PACK = "SDL3D_PackDepthRGB"
-UNPACK = "SDL3D_UnpackDepthRGB"
-SAVE = "SDL3D_SaveDepthPNG16"
-LOAD = "SDL3D_LoadDepthPNG"
 
 
 class PackDepthRGB(io.ComfyNode):
@@ -43,7 +38,8 @@ class PackDepthRGB(io.ComfyNode):
 
     @classmethod
     def execute(cls, depth) -> io.NodeOutput:
-        depth = require_mask(PACK, "depth", depth)
+        node = node_name(cls)
+        depth = require_mask(node, "depth", depth)
         return io.NodeOutput(rgbd.pack_depth_rgb(depth))
 
 
@@ -63,13 +59,15 @@ class UnpackDepthRGB(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, mode=None):
-        return validation.check_widgets(cls, UNPACK, mode=mode)
+        node = node_name(cls)
+        return validation.check_widgets(cls, node, mode=mode)
 
     @classmethod
     def execute(cls, packed, mode="exact") -> io.NodeOutput:
-        packed = require_image(UNPACK, "packed", packed)
+        node = node_name(cls)
+        packed = require_image(node, "packed", packed)
         if mode not in rgbd.MODES_6CH:
-            raise input_error(UNPACK, "mode", mode, "unknown mode", f"choose one of {rgbd.MODES_6CH}")
+            raise input_error(node, "mode", mode, "unknown mode", f"choose one of {rgbd.MODES_6CH}")
         return io.NodeOutput(rgbd.unpack_depth_rgb(packed, mode)[0])
 
 
@@ -107,27 +105,29 @@ class SaveDepthPNG16(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, filename_prefix=None):
+        node = node_name(cls)
         if filename_prefix is None:
             return True
-        return validation.check_widgets(cls, SAVE, [validation.prefix_problem(SAVE, "filename_prefix",
+        return validation.check_widgets(cls, node, [validation.prefix_problem(node, "filename_prefix",
                                                                               filename_prefix)],
                                         filename_prefix=filename_prefix)
 
     @classmethod
     def execute(cls, depth, filename_prefix="ldm3d/depth16") -> io.NodeOutput:
-        depth = require_mask(SAVE, "depth", depth)
+        node = node_name(cls)
+        depth = require_mask(node, "depth", depth)
         if depth.min().item() < 0 or depth.max().item() > 1:
-            raise input_error(SAVE, "depth", depth, f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}]"
+            raise input_error(node, "depth", depth, f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}]"
                               ", outside [0, 1]", "normalise the depth first (16-bit PNG codes cover [0, 1])")
         height, width = depth.shape[1:]
-        folder, filename, counter, subfolder = validation.output_folder(SAVE, "filename_prefix", filename_prefix,
+        folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix,
                                                                         width, height)
         codes = rgbd.depth_to_code(depth).cpu().numpy().astype(np.uint16)
         metadata = _png_metadata(cls)
         results = []
         for index, code in enumerate(codes):
             name = f"{filename.replace('%batch_num%', str(index))}_{counter:05}_.png"
-            path = validation.output_file(SAVE, "filename_prefix", filename_prefix, folder, name)
+            path = validation.output_file(node, "filename_prefix", filename_prefix, folder, name)
             depth_png.save_depth_png(path, code, pnginfo=metadata)
             results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
             counter += 1
@@ -160,37 +160,40 @@ class LoadDepthPNG(io.ComfyNode):
 
     @classmethod
     def execute(cls, image) -> io.NodeOutput:
-        path = validation.require_image_file(LOAD, "image", image)
+        node = node_name(cls)
+        path = validation.require_image_file(node, "image", image)
         try:
             loaded = depth_png.load_depth_png(path)
         except depth_png.DepthPNGError as e:
-            raise input_error(LOAD, "image", image, f"not a greyscale depth PNG: {e}",
+            raise input_error(node, "image", image, f"not a greyscale depth PNG: {e}",
                               "save depth as a 16-bit greyscale PNG (e.g. Save Depth PNG 16-bit); for a packed RGB "
                               "depth use Load Image + Unpack RGB to Depth") from e
         except (OSError, ValueError) as e:
-            raise input_error(LOAD, "image", image, f"cannot be read as an image ({type(e).__name__})",
+            raise input_error(node, "image", image, f"cannot be read as an image ({type(e).__name__})",
                               "use a 16-bit greyscale PNG file") from e
         if loaded.bits == 8:
             log.warning("%s: input 'image' = %r is an 8-bit PNG: depth has only 256 levels (bits output = 8)",
-                        LOAD, image)
+                        node, image)
         return io.NodeOutput(torch.from_numpy(loaded.depth).unsqueeze(0), loaded.bits)
 
     @classmethod
     def fingerprint_inputs(cls, image):
+        node = node_name(cls)
         try:  # a refused name is reported by validate_inputs / execute; its fingerprint is just the name
-            path = validation.require_image_file(LOAD, "image", image)
+            path = validation.require_image_file(node, "image", image)
         except (validation.NodeInputError, OSError):
             return image
         return validation.file_fingerprint(path)
 
     @classmethod
     def validate_inputs(cls, image):
+        node = node_name(cls)
         try:
-            validation.require_image_file(LOAD, "image", image)
+            validation.require_image_file(node, "image", image)
         except validation.NodeInputError as err:
             return str(err)
         except OSError as err:
-            return str(input_error(LOAD, "image", image, f"cannot be read ({type(err).__name__})",
+            return str(input_error(node, "image", image, f"cannot be read ({type(err).__name__})",
                                    "check the file's permissions"))
         return True
 

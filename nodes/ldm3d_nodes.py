@@ -14,13 +14,9 @@ from ..ldm3d_core import rgbd
 import logging
 
 from . import ldm3d_loading, validation
-from .common import (CATEGORY_LDM3D, CATEGORY_LOADERS, input_error, require_finite, require_image, require_mask,
-                     require_same_size)
+from .common import (CATEGORY_LDM3D, CATEGORY_LOADERS, input_error, node_name, require_finite, require_image,
+                     require_mask, require_same_size)
 
-LOADER = "SDL3D_LDM3DLoader"
-DECODE = "SDL3D_LDM3DDecode"
-ENCODE = "SDL3D_LDM3DEncode"
-SR_COND = "SDL3D_LDM3DUpscaleConditioning"
 DECODED_BYTES_PER_PIXEL = 4 * (6 + 3 + 1 + 3)  # decoded RGBD + rgb + depth + preview, fp32
 ENCODE_BYTES_PER_PIXEL = 4 * (3 + 1 + 6 + 6)  # resized rgb + depth + merged RGBD + the VAE's float copy
 log = logging.getLogger(__name__)
@@ -78,14 +74,16 @@ class LDM3DLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name=None):
-        return validation.check_widgets(cls, LOADER, model_name=model_name)
+        node = node_name(cls)
+        return validation.check_widgets(cls, node, model_name=model_name)
 
     @classmethod
     def execute(cls, model_name: str) -> io.NodeOutput:
+        node = node_name(cls)
         try:
             loaded = ldm3d_loading.load_ldm3d(model_name)
         except ldm3d_loading.LDM3DLoadError as e:
-            raise input_error(LOADER, "model_name", model_name, e.problem, e.fix) from e
+            raise input_error(node, "model_name", model_name, e.problem, e.fix) from e
         return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.summary())
 
 
@@ -126,25 +124,27 @@ class LDM3DDecode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, depth_6ch=None, tiled=None, tile_size=None, overlap=None):
-        checked = validation.check_widgets(cls, DECODE, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
+        node = node_name(cls)
+        checked = validation.check_widgets(cls, node, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
         if checked is True and tiled and None not in (tile_size, overlap) and overlap >= tile_size:
-            return str(input_error(DECODE, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
+            return str(input_error(node, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
                                    "lower the overlap (a quarter of the tile is typical)"))
         return checked
 
     @classmethod
     def execute(cls, samples, vae, depth_6ch="exact", tiled=False, tile_size=512, overlap=128,
                 circular=False) -> io.NodeOutput:
-        validation.require_widgets(cls, DECODE, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
-        vae = _require_ldm3d_vae(DECODE, vae)
-        z = _require_latent(DECODE, samples)
+        node = node_name(cls)
+        validation.require_widgets(cls, node, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
+        vae = _require_ldm3d_vae(node, vae)
+        z = _require_latent(node, samples)
         if depth_6ch not in rgbd.MODES_6CH:
-            raise input_error(DECODE, "depth_6ch", depth_6ch, "unknown mode", f"choose one of {rgbd.MODES_6CH}")
+            raise input_error(node, "depth_6ch", depth_6ch, "unknown mode", f"choose one of {rgbd.MODES_6CH}")
         scale = vae.upscale_ratio
-        tiled, tile_size, overlap = _plan_decode(vae, z, tiled, tile_size, overlap)
+        tiled, tile_size, overlap = _plan_decode(node, vae, z, tiled, tile_size, overlap)
         if tiled:
             if overlap >= tile_size:
-                raise input_error(DECODE, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
+                raise input_error(node, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
                                   "lower the overlap (a quarter of the tile is typical)")
             tile, lap = max(1, tile_size // scale), overlap // scale
             pbar = comfy.utils.ProgressBar(1)
@@ -154,19 +154,19 @@ class LDM3DDecode(io.ComfyNode):
         else:
             decoded = vae.decode_rgbd(z)
         if decoded.shape[-1] != vae.ldm3d_channels:
-            raise input_error(DECODE, "vae", vae, f"decoded {decoded.shape[-1]} channels, expected "
+            raise input_error(node, "vae", vae, f"decoded {decoded.shape[-1]} channels, expected "
                                                   f"{vae.ldm3d_channels}", "reload the model with LDM3D Loader")
         rgb, depth, _ = rgbd.split_rgbd(decoded, depth_6ch)
         return io.NodeOutput(rgb, depth, rgbd.depth_preview(depth))
 
 
-def _plan_decode(vae, z: torch.Tensor, tiled: bool, tile_size: int, overlap: int) -> tuple[bool, int, int]:
+def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, overlap: int) -> tuple[bool, int, int]:
     """Memory guard of LDM3D Decode: refuse when even the decoded image does not fit; switch an untiled decode
     that would not fit to the tiled path (halving the tile until one tile fits)."""
     scale = vae.upscale_ratio
     height, width = z.shape[-2] * scale, z.shape[-1] * scale
     output = z.shape[0] * height * width * DECODED_BYTES_PER_PIXEL
-    validation.require_memory(DECODE, "samples", {"samples": z}, output,
+    validation.require_memory(node, "samples", {"samples": z}, output,
                               f"the decoded {width}x{height} image alone is too large: decode a smaller latent "
                               "(e.g. split the panorama) or raise the limit", device="cpu")
     limit, _ = validation.memory_limit(vae.device)
@@ -180,11 +180,11 @@ def _plan_decode(vae, z: torch.Tensor, tiled: bool, tile_size: int, overlap: int
             return False, tile_size, overlap
         tiled = True
         log.warning("%s: an untiled decode of %dx%d needs more than the memory limit: decoding in tiles instead",
-                    DECODE, width, height)
+                    node, width, height)
     while tile_cost(tile_size) > limit and tile_size > 64:
         tile_size = max(64, tile_size // 2)
         overlap = min(overlap, tile_size // 4)
-    validation.require_memory(DECODE, "tile_size", tile_size, tile_cost(tile_size),
+    validation.require_memory(node, "tile_size", tile_size, tile_cost(tile_size),
                               "lower tile_size (64 is the smallest) or raise the limit", device=vae.device)
     return tiled, tile_size, overlap
 
@@ -209,14 +209,15 @@ class LDM3DEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, depth, vae) -> io.NodeOutput:
-        vae = _require_ldm3d_vae(ENCODE, vae)
-        image = require_image(ENCODE, "image", image)
-        depth = require_mask(ENCODE, "depth", depth)
-        require_same_size(ENCODE, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
+        node = node_name(cls)
+        vae = _require_ldm3d_vae(node, vae)
+        image = require_image(node, "image", image)
+        depth = require_mask(node, "depth", depth)
+        require_same_size(node, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
         if depth.shape[0] not in (1, image.shape[0]) and image.shape[0] != 1:
-            raise input_error(ENCODE, "depth", depth, f"batch {depth.shape[0]} differs from the image batch "
+            raise input_error(node, "depth", depth, f"batch {depth.shape[0]} differs from the image batch "
                                                       f"{image.shape[0]}", "give one depth per image (or a single one)")
-        _require_encodable(ENCODE, "image", image, vae, image.shape[2], image.shape[1])
+        _require_encodable(node, "image", image, vae, image.shape[2], image.shape[1])
         return io.NodeOutput({"samples": vae.encode_rgbd(image, depth)})
 
 
@@ -265,30 +266,32 @@ class LDM3DUpscaleConditioning(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, width=None, height=None):
-        checked = validation.check_widgets(cls, SR_COND, width=width, height=height)
+        node = node_name(cls)
+        checked = validation.check_widgets(cls, node, width=width, height=height)
         for name, value in (("width", width), ("height", height)):
             if checked is True and value is not None and value % 8:
-                return str(input_error(SR_COND, name, value, "must be a multiple of 8", f"use {value - value % 8}"))
+                return str(input_error(node, name, value, "must be a multiple of 8", f"use {value - value % 8}"))
         return checked
 
     @classmethod
     def execute(cls, positive, negative, vae, image, depth, width=1024, height=1024, noise_level=20) -> io.NodeOutput:
-        validation.require_widgets(cls, SR_COND, width=width, height=height, noise_level=noise_level)
-        vae = _require_ldm3d_vae(SR_COND, vae)
+        node = node_name(cls)
+        validation.require_widgets(cls, node, width=width, height=height, noise_level=noise_level)
+        vae = _require_ldm3d_vae(node, vae)
         max_level = getattr(vae, "max_noise_level", None)
         if max_level is not None and noise_level > max_level:
-            raise input_error(SR_COND, "noise_level", noise_level, f"is above this model's max_noise_level "
+            raise input_error(node, "noise_level", noise_level, f"is above this model's max_noise_level "
                               f"{max_level} (model_index.json)", f"use 0..{max_level} (the pipeline default is 20)")
         if vae.ldm3d_channels != 4:
-            raise input_error(SR_COND, "vae", vae, f"ldm3d-sr uses a 4-channel VAE, this one has {vae.ldm3d_channels}",
+            raise input_error(node, "vae", vae, f"ldm3d-sr uses a 4-channel VAE, this one has {vae.ldm3d_channels}",
                               "connect the VAE of the ldm3d-sr model")
-        image = require_image(SR_COND, "image", image)
-        depth = require_mask(SR_COND, "depth", depth)
-        require_same_size(SR_COND, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
+        image = require_image(node, "image", image)
+        depth = require_mask(node, "depth", depth)
+        require_same_size(node, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
         for name, value in (("width", width), ("height", height)):
             if value % 8:
-                raise input_error(SR_COND, name, value, "must be a multiple of 8", f"use {value - value % 8}")
-        _require_encodable(SR_COND, "width", width, vae, width, height, image.shape[0])
+                raise input_error(node, name, value, "must be a multiple of 8", f"use {value - value % 8}")
+        _require_encodable(node, "width", width, vae, width, height, image.shape[0])
         rgb = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "bicubic", "disabled")
         d = comfy.utils.common_upscale(depth.unsqueeze(1), width, height, "bilinear", "disabled")[:, 0]
         latent = vae.encode_rgbd(rgb.movedim(1, -1).clamp(0, 1), d.clamp(0, 1))

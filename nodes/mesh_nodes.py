@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..ldm3d_core import distance
 from ..ldm3d_core import mesh as core_mesh
 from . import validation
-from .common import CATEGORY_MESH, input_error, require_image
-from .stereo_nodes import (DEPTH_TOOLTIP, depth_batch, depth_inputs, require_equirect, to_distance,
-                           validate_depth_widgets)
+from .common import (CATEGORY_MESH, DEPTH_TOOLTIP, depth_batch, depth_inputs, depth_mapping, input_error, node_name,
+                     require_equirect, require_image)
 
 FORMATS = ("glb", "obj", "ply", "all")
 
@@ -60,12 +60,12 @@ class SaveDepthMesh(io.ComfyNode):
     def validate_inputs(cls, format=None, mesh_width=None, mesh_height=None, depth_mode=None, near_m=None, far_m=None,
                         metric_scale_m=None, sphere_radius_m=None, displacement_m=None, edge_ratio_tau=None,
                         filename_prefix=None):
-        node = "SDL3D_SaveDepthMesh"
-        values = dict(depth_mode=depth_mode, near_m=near_m, far_m=far_m, metric_scale_m=metric_scale_m,
-                      sphere_radius_m=sphere_radius_m, displacement_m=displacement_m)
-        checked = validate_depth_widgets(cls, node, values, allow_inf=False, format=format, mesh_width=mesh_width,
-                                         mesh_height=mesh_height, edge_ratio_tau=edge_ratio_tau,
-                                         filename_prefix=filename_prefix)
+        node = node_name(cls)
+        depth = dict(depth_mode=depth_mode, near_m=near_m, far_m=far_m, metric_scale_m=metric_scale_m,
+                     sphere_radius_m=sphere_radius_m, displacement_m=displacement_m)
+        checked = validation.check_depth_widgets(cls, node, depth, finite_far=True, format=format,
+                                                 mesh_width=mesh_width, mesh_height=mesh_height,
+                                                 edge_ratio_tau=edge_ratio_tau, filename_prefix=filename_prefix)
         if checked is True and filename_prefix is not None:
             return validation.check_widgets(cls, node, [validation.prefix_problem(node, "filename_prefix",
                                                                                   filename_prefix)])
@@ -77,7 +77,7 @@ class SaveDepthMesh(io.ComfyNode):
                 filename_prefix) -> io.NodeOutput:
         import comfy.utils
 
-        node = "SDL3D_SaveDepthMesh"
+        node = node_name(cls)
         validation.require_widgets(cls, node, format=format, mesh_width=mesh_width, mesh_height=mesh_height,
                                    edge_ratio_tau=edge_ratio_tau)
         require_image(node, "image", image)
@@ -94,12 +94,11 @@ class SaveDepthMesh(io.ComfyNode):
                                   validation.mesh_memory(int(mesh_width), int(mesh_height)),
                                   f"use a smaller mesh (mesh_width x mesh_height; 1024 x 512 needs about "
                                   f"{validation.format_bytes(validation.mesh_memory(1024, 512))})", device="cpu")
-        to_distance(node, d[:1, :2, :2], depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
-                    displacement_m, allow_inf=False)  # validate the parameters before writing anything
+        mapping = depth_mapping(node, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
+                                displacement_m, finite_far=True)  # before writing anything
 
         def r_of(dd):
-            r = to_distance(node, torch.from_numpy(dd), depth_mode, near_m, far_m, invert_depth, metric_scale_m,
-                            sphere_radius_m, displacement_m, allow_inf=False).numpy()
+            r = distance.depth_to_distance(torch.from_numpy(dd), mapping).numpy()
             if not np.isfinite(r).all() or (r <= 0).any():
                 raise input_error(node, "depth_mode", depth_mode, "maps some depth values to a distance of 0 or "
                                   "less (metric mode: D = 0 is distance 0)", "a mesh needs positive distances: use "

@@ -15,117 +15,8 @@ from comfy_api.latest import io, ui
 
 from ..ldm3d_core import distance, layouts, ods, ods_warp
 from . import validation
-from .common import CATEGORY_STEREO, input_error, require_finite, require_image, require_same_size
-
-DEPTH_TOOLTIP = ("Depth map in [0, 1], white = near (LDM3D Decode's depth, a depth-estimator MASK or a 16-bit depth "
-                 "PNG loaded as MASK). An IMAGE is accepted too: its channel mean is used. Batch 1 is shared by "
-                 "every image.")
-
-
-def depth_inputs(default_mode: str = "inverse") -> list:
-    """The depth -> distance widgets shared by the stereo and mesh nodes (ids are forever)."""
-    return [
-        io.Combo.Input("depth_mode", options=list(distance.DEPTH_MODES), default=default_mode,
-                       tooltip="How depth values become distances. inverse: 1/r = D/near + (1-D)/far (LDM3D, MiDaS, "
-                               "DepthAnything relative). linear: r = near + (1-D)(far-near). metric: r = D * "
-                               "metric_scale_m. sphere_displace: r = sphere_radius_m - displacement_m * D "
-                               "(DepthFusion / Intel demo look)."),
-        io.Float.Input("near_m", default=1.0, min=0.01, max=1000.0, step=0.01,
-                       tooltip="Distance in metres of white (D = 1) in inverse and linear modes."),
-        io.Float.Input("far_m", default=20.0, min=0.0, max=100000.0, step=0.1,
-                       tooltip="Distance in metres of black (D = 0) in inverse and linear modes; 0 = infinity "
-                               "(inverse mode only)."),
-        io.Boolean.Input("invert_depth", default=False,
-                         tooltip="Use 1 - D: turn on for maps where white = far."),
-        io.Float.Input("metric_scale_m", default=10.0, min=0.001, max=100000.0, step=0.01,
-                       tooltip="metric mode: metres that D = 1 stands for."),
-        io.Float.Input("sphere_radius_m", default=6.0, min=0.01, max=10000.0, step=0.01,
-                       tooltip="sphere_displace mode: radius of the sphere where D = 0 (THREE.6DOF uses 6)."),
-        io.Float.Input("displacement_m", default=4.0, min=0.0, max=10000.0, step=0.01,
-                       tooltip="sphere_displace mode: how far D = 1 is pulled toward the viewer (THREE.6DOF uses 4); "
-                               "must be smaller than sphere_radius_m."),
-    ]
-
-
-def depth_batch(node: str, depth, image: torch.Tensor) -> torch.Tensor:
-    """Validate a MASK or IMAGE depth against ``image`` and return float [B, H, W] (not a view of the input)."""
-    if not isinstance(depth, torch.Tensor) or depth.ndim not in (2, 3, 4):
-        raise input_error(node, "depth", depth, "expected a MASK [batch, height, width] or an IMAGE",
-                          "connect LDM3D Decode's depth, a depth estimator output or Load Depth PNG")
-    d = depth.float()
-    if d.ndim == 4:
-        d = d[..., :3].mean(dim=-1)
-    elif d.ndim == 2:
-        d = d[None]
-    require_finite(node, "depth", d)
-    require_same_size(node, "image", image, "depth", depth, tuple(image.shape[1:3]), tuple(d.shape[1:3]))
-    if d.shape[0] not in (1, image.shape[0]):
-        raise input_error(node, "depth", depth, f"batch {d.shape[0]} differs from the image batch {image.shape[0]}",
-                          "give one depth map per image, or a single depth map for all")
-    return d.expand(image.shape[0], -1, -1).clone()
-
-
-def require_equirect(node: str, image: torch.Tensor) -> None:
-    height, width = image.shape[1:3]
-    if width != 2 * height:
-        raise input_error(node, "image", image, f"size {width}x{height} is not a 2:1 equirectangular panorama",
-                          f"resize or pad it to {2 * height}x{height} (or {width}x{width // 2}) first")
-    if height < 4:
-        raise input_error(node, "image", image, "is too small", "use at least 8x4 pixels")
-
-
-DEPTH_PARAMS = ("depth_mode", "near_m", "far_m", "metric_scale_m", "sphere_radius_m", "displacement_m")
-
-
-def check_distance_params(node: str, depth_mode, near_m, far_m, metric_scale_m, sphere_radius_m, displacement_m,
-                          allow_inf: bool = True) -> None:
-    """The depth -> distance parameters, each error naming the input at fault (NaN/inf first)."""
-    for name, value in (("near_m", near_m), ("far_m", far_m), ("metric_scale_m", metric_scale_m),
-                        ("sphere_radius_m", sphere_radius_m), ("displacement_m", displacement_m)):
-        validation.require_finite_number(node, name, value, "enter a finite number in metres")
-    if depth_mode not in distance.DEPTH_MODES:
-        raise input_error(node, "depth_mode", depth_mode, "unknown mode", f"use one of {distance.DEPTH_MODES}")
-    far = math.inf if far_m <= 0 else float(far_m)
-    if math.isinf(far) and depth_mode == "linear":
-        raise input_error(node, "far_m", far_m, "linear mode needs a finite far distance", "set far_m > near_m")
-    if math.isinf(far) and depth_mode == "inverse" and not allow_inf:
-        raise input_error(node, "far_m", far_m, "a mesh needs a finite far distance", "set far_m > near_m (e.g. 20)")
-    if depth_mode in ("inverse", "linear") and near_m <= 0:
-        raise input_error(node, "near_m", near_m, "must be > 0", "use a near distance such as 1.0")
-    if depth_mode in ("inverse", "linear") and far <= near_m:
-        raise input_error(node, "far_m", far_m, f"must be larger than near_m = {near_m}",
-                          "set far_m > near_m, or 0 for infinity (inverse mode)")
-    if depth_mode == "metric" and metric_scale_m <= 0:
-        raise input_error(node, "metric_scale_m", metric_scale_m, "must be > 0", "use e.g. 10 (metres for D = 1)")
-    if depth_mode == "sphere_displace" and not (0 <= displacement_m < sphere_radius_m):
-        raise input_error(node, "displacement_m", displacement_m,
-                          f"must be >= 0 and smaller than sphere_radius_m = {sphere_radius_m}",
-                          "lower displacement_m or raise sphere_radius_m")
-
-
-def to_distance(node: str, d: torch.Tensor, depth_mode, near_m, far_m, invert_depth, metric_scale_m,
-                sphere_radius_m, displacement_m, allow_inf: bool = True) -> torch.Tensor:
-    """Core ``depth_to_distance`` with node-level errors (far_m = 0 means infinity)."""
-    check_distance_params(node, depth_mode, near_m, far_m, metric_scale_m, sphere_radius_m, displacement_m, allow_inf)
-    far = math.inf if far_m <= 0 else float(far_m)
-    try:
-        return distance.depth_to_distance(d, depth_mode, near=near_m, far=far, invert=invert_depth,
-                                          scale=metric_scale_m, radius=sphere_radius_m, displacement=displacement_m)
-    except ValueError as exc:
-        raise input_error(node, "depth_mode", depth_mode, str(exc), "check near_m, far_m and the scale inputs") from exc
-
-
-def validate_depth_widgets(cls, node: str, values: dict, allow_inf: bool = True, **extra) -> bool | str:
-    """validate_inputs body shared by the stereo and mesh nodes: widgets, then the distance cross-checks."""
-    checked = validation.check_widgets(cls, node, **values, **extra)
-    if checked is not True:
-        return checked
-    params = [values.get(k) for k in DEPTH_PARAMS]
-    if any(v is None for v in params):
-        return True
-    return validation.check_widgets(cls, node, [validation.problem_of(check_distance_params, node, *params,
-                                                                      allow_inf=allow_inf)])
-
+from .common import (CATEGORY_STEREO, DEPTH_TOOLTIP, depth_batch, depth_inputs, depth_mapping, input_error, node_name,
+                     require_equirect, require_image)
 
 def _compute_device():
     """(compute device, output device) from ComfyUI's model management."""
@@ -203,13 +94,14 @@ class Stereo360(io.ComfyNode):
                         sphere_radius_m=None, displacement_m=None, convergence_m=None, pole_fade_from_deg=None,
                         pole_fade_to_deg=None, warp=None, fill=None, crack_px=None, edge_ratio_tau=None,
                         supersample=None, layout=None):
-        node = "SDL3D_Stereo360"
-        values = dict(depth_mode=depth_mode, near_m=near_m, far_m=far_m, metric_scale_m=metric_scale_m,
-                      sphere_radius_m=sphere_radius_m, displacement_m=displacement_m)
-        checked = validate_depth_widgets(cls, node, values, ipd_m=ipd_m, convergence_m=convergence_m,
-                                         pole_fade_from_deg=pole_fade_from_deg, pole_fade_to_deg=pole_fade_to_deg,
-                                         warp=warp, fill=fill, crack_px=crack_px, edge_ratio_tau=edge_ratio_tau,
-                                         supersample=supersample, layout=layout)
+        node = node_name(cls)
+        depth = dict(depth_mode=depth_mode, near_m=near_m, far_m=far_m, metric_scale_m=metric_scale_m,
+                     sphere_radius_m=sphere_radius_m, displacement_m=displacement_m)
+        checked = validation.check_depth_widgets(cls, node, depth, ipd_m=ipd_m, convergence_m=convergence_m,
+                                                 pole_fade_from_deg=pole_fade_from_deg,
+                                                 pole_fade_to_deg=pole_fade_to_deg, warp=warp, fill=fill,
+                                                 crack_px=crack_px, edge_ratio_tau=edge_ratio_tau,
+                                                 supersample=supersample, layout=layout)
         if checked is True and None not in (pole_fade_from_deg, pole_fade_to_deg) \
                 and pole_fade_to_deg < pole_fade_from_deg:
             return str(input_error(node, "pole_fade_to_deg", pole_fade_to_deg, f"is below pole_fade_from_deg = "
@@ -220,13 +112,15 @@ class Stereo360(io.ComfyNode):
     def execute(cls, image, depth, ipd_m, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
                 displacement_m, convergence_m, pole_fade_from_deg, pole_fade_to_deg, horizontal_only, warp, fill,
                 crack_px, edge_ratio_tau, supersample, layout, swap_eyes) -> io.NodeOutput:
-        node = "SDL3D_Stereo360"
+        node = node_name(cls)
         validation.require_widgets(cls, node, ipd_m=ipd_m, convergence_m=convergence_m, edge_ratio_tau=edge_ratio_tau,
                                    pole_fade_from_deg=pole_fade_from_deg, pole_fade_to_deg=pole_fade_to_deg,
                                    warp=warp, fill=fill, layout=layout, crack_px=crack_px, supersample=supersample)
         require_image(node, "image", image)
         require_equirect(node, image)
         d = depth_batch(node, depth, image)
+        mapping = depth_mapping(node, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
+                                displacement_m)
         if not (math.isfinite(ipd_m) and ipd_m >= 0):
             raise input_error(node, "ipd_m", ipd_m, "must be a distance >= 0 in metres",
                               "use 0.064 (average adult); to swap eyes use swap_eyes")
@@ -245,8 +139,7 @@ class Stereo360(io.ComfyNode):
         pbar = comfy.utils.ProgressBar(2 * batch)
         lefts, rights, lholes, rholes, disps = [], [], [], [], []
         for i in range(batch):
-            r = to_distance(node, d[i].to(dev), depth_mode, near_m, far_m, invert_depth, metric_scale_m,
-                            sphere_radius_m, displacement_m)
+            r = distance.depth_to_distance(d[i].to(dev), mapping)
             img = image[i, ..., :3].to(dev, torch.float32)
             eyes = []
             for eye in ("left", "right"):
@@ -257,9 +150,7 @@ class Stereo360(io.ComfyNode):
             rights.append(eyes[1].image.clamp(0, 1).to(out_dev))
             lholes.append(eyes[0].hole.float().to(out_dev))
             rholes.append(eyes[1].hole.float().to(out_dev))
-            disp = 2.0 * ods.ods_shift_px(r, "left", geom, torch.float32)[0]  # left - right (mirror symmetric)
-            scale = disp.abs().max().clamp_min(1e-12)
-            disps.append((0.5 + 0.5 * disp / scale).float()[..., None].expand(-1, -1, 3).to(out_dev))
+            disps.append(ods.disparity_preview(r, geom)[..., None].expand(-1, -1, 3).to(out_dev))
         left, right = torch.stack(lefts), torch.stack(rights)
         stereo = layouts.pack_stereo(left, right, layout, swap_eyes)
         ana = layouts.pack_stereo(left, right, "anaglyph", swap_eyes)
@@ -288,11 +179,11 @@ class StereoPack(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, layout=None):
-        return validation.check_widgets(cls, "SDL3D_StereoPack", layout=layout)
+        return validation.check_widgets(cls, node_name(cls), layout=layout)
 
     @classmethod
     def execute(cls, left, right, layout, swap_eyes) -> io.NodeOutput:
-        node = "SDL3D_StereoPack"
+        node = node_name(cls)
         require_image(node, "left", left)
         require_image(node, "right", right)
         if tuple(left.shape) != tuple(right.shape):
@@ -327,7 +218,7 @@ class SaveStereo360(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, layout=None, filename_prefix=None):
-        node = "SDL3D_SaveStereo360"
+        node = node_name(cls)
         extra = [validation.prefix_problem(node, "filename_prefix", filename_prefix)] if filename_prefix is not None \
             else []
         return validation.check_widgets(cls, node, extra, layout=layout, filename_prefix=filename_prefix)
@@ -336,7 +227,7 @@ class SaveStereo360(io.ComfyNode):
     def execute(cls, images, layout, filename_prefix) -> io.NodeOutput:
         from PIL import Image
 
-        node = "SDL3D_SaveStereo360"
+        node = node_name(cls)
         require_image(node, "images", images, channels=(3, 4))
         height, width = images.shape[1:3]
         chosen = layouts.detect_layout(height, width) if layout == "auto" else layout

@@ -22,7 +22,7 @@ from ..sync_core import fusion as core_fusion
 from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
 from . import validation
-from .common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error
+from .common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error, node_name
 from .model_folders import LPIPS_FOLDER
 from .sync_sampler import SyncDiffusionSampler, SyncSettings, is_supported_model_sampling
 
@@ -144,34 +144,17 @@ def _build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSe
     """The SAMPLER object; LPIPS is loaded here (so a missing file is reported by this node) only if it is used."""
     if lpips is None and settings.schedule.weight > 0 and settings.schedule.steps > 0:
         lpips = load_lpips(node)
-    return sampler_class(sampler_name, settings, vae, lpips.model if lpips else None,
-                         lpips.resolution if lpips else 0)
-
-
-def view_geometry(node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
-                  ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values."""
-    for name, value in (("window", window), ("stride", stride), ("window_height", window_height),
-                        ("stride_height", stride_height)):
-        if value % 8 != 0 or value < 0 or (value == 0 and name in ("window", "stride")):
-            raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
-                              f"use {max(8, value // 8 * 8)}")
-    if not 0 < stride <= window:
-        raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
-                          "use a stride <= window (128 for a 512 window, as in the paper)")
-    win_h, stride_h = window_height or window, stride_height or stride
-    if stride_h > win_h:
-        raise input_error(node, "stride_height" if stride_height else "stride", stride_h,
-                          f"the vertical stride must be <= the view height ({win_h})",
-                          "lower stride_height (0 = same as stride) or raise window_height")
-    return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
+    sampler = sampler_class(sampler_name, settings, vae, lpips.model if lpips else None,
+                            lpips.resolution if lpips else 0)
+    sampler.node_name = node  # the node its log lines and errors name
+    return sampler
 
 
 def _settings(node: str, window: int, stride: int, sync_weight: float, sync_decay: float, sync_freq: int,
               sync_steps: int, anchor: str, circular: bool, view_batch_size: int, memory_budget_gb: float = 0.0,
               sync_fast: bool = False, window_height: int = 0, stride_height: int = 0,
               fusion: str = "uniform") -> SyncSettings:
-    window_hw, stride_hw = view_geometry(node, window, stride, window_height, stride_height)
+    window_hw, stride_hw = validation.view_geometry(node, window, stride, window_height, stride_height)
     if fusion not in core_fusion.FUSIONS:
         raise input_error(node, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
     if anchor not in ANCHORS:
@@ -271,7 +254,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, cfg=None, denoise=None, sampler_name=None, scheduler=None, window=None, stride=None,
                         sync_weight=None, sync_decay=None, anchor=None, memory_budget_gb=None):
-        return validation.check_sync_widgets(cls, "SyncDiffusion KSampler", cfg=cfg, denoise=denoise,
+        return validation.check_sync_widgets(cls, node_name(cls), cfg=cfg, denoise=denoise,
                                              sampler_name=sampler_name, scheduler=scheduler, window=window,
                                              stride=stride, sync_weight=sync_weight, sync_decay=sync_decay,
                                              anchor=anchor, memory_budget_gb=memory_budget_gb)
@@ -281,7 +264,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
                 denoise, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
                 view_batch_size, lpips=None, memory_budget_gb=0.0, sync_fast=False, window_height=0,
                 stride_height=0, fusion="uniform") -> io.NodeOutput:
-        node = "SyncDiffusion KSampler"
+        node = node_name(cls)
         validation.require_widgets(cls, node, cfg=cfg, denoise=denoise, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
@@ -326,7 +309,7 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, sampler_name=None, window=None, stride=None, sync_weight=None, sync_decay=None,
                         anchor=None, memory_budget_gb=None):
-        return validation.check_sync_widgets(cls, "SyncDiffusion Sampler", sampler_name=sampler_name, window=window,
+        return validation.check_sync_widgets(cls, node_name(cls), sampler_name=sampler_name, window=window,
                                              stride=stride, sync_weight=sync_weight, sync_decay=sync_decay,
                                              anchor=anchor, memory_budget_gb=memory_budget_gb)
 
@@ -334,7 +317,7 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
     def execute(cls, vae, window, stride, sync_weight, sync_decay, sync_freq, sync_steps, anchor, circular,
                 view_batch_size, sampler_name, lpips=None, memory_budget_gb=0.0, sync_fast=False, window_height=0,
                 stride_height=0, fusion="uniform") -> io.NodeOutput:
-        node = "SyncDiffusion Sampler"
+        node = node_name(cls)
         validation.require_widgets(cls, node, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
@@ -347,11 +330,9 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
 class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
     """The SAMPLER node's sampler: checks model, VAE and geometry when the guider hands them over."""
 
-    node_name = "SyncDiffusion Sampler"
-
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        node = "SyncDiffusion Sampler"
+        node = self.node_name
         check_model_and_vae(node, model_wrap.model_patcher, self.vae)
         check_geometry(node, noise, self.settings, model_wrap.model_patcher)
         return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
@@ -382,7 +363,7 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, net=None, resolution=None):
-        node = "SyncDiffusion LPIPS Loader"
+        node = node_name(cls)
         checked = validation.check_widgets(cls, node, net=net, resolution=resolution)
         if checked is True and resolution is not None and 0 < resolution < validation.MIN_LPIPS_RESOLUTION:
             return validation.problem_of(validation.require_lpips_resolution, node, net, resolution)
@@ -390,10 +371,11 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, net, resolution) -> io.NodeOutput:
+        node = node_name(cls)
         if net not in LPIPS_NETS:
-            raise input_error("SyncDiffusion LPIPS Loader", "net", net, "unknown network", f"use one of {LPIPS_NETS}")
-        validation.require_lpips_resolution("SyncDiffusion LPIPS Loader", net, resolution)
-        return io.NodeOutput(load_lpips("SyncDiffusion LPIPS Loader", net, resolution, input_name="net"))
+            raise input_error(node, "net", net, "unknown network", f"use one of {LPIPS_NETS}")
+        validation.require_lpips_resolution(node, net, resolution)
+        return io.NodeOutput(load_lpips(node, net, resolution, input_name="net"))
 
 
 SYNC_NODES = [SyncDiffusionKSampler, SyncDiffusionSamplerNode, SyncDiffusionLPIPSLoader]

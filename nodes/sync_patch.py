@@ -22,13 +22,12 @@ import comfy.patcher_extension
 from ..sync_core import batching
 from ..sync_core import fusion as core_fusion
 from ..sync_core import views as core_views
-from . import sync_memory
-from .common import CATEGORY_SAMPLING, input_error
-from .sync_nodes import view_geometry, view_shape_inputs
+from . import sync_memory, validation
+from .common import CATEGORY_SAMPLING, input_error, node_name
+from .sync_nodes import view_shape_inputs
 from .sync_sampler import SyncDiffusionSampler
 from .sync_tiling import ViewTiler
 
-NODE = "SyncDiffusion Model Patch"
 WRAPPER_KEY = "sdl3d_view_tiler"
 
 
@@ -36,21 +35,22 @@ class ViewTilerWrapper:
     """SAMPLER_SAMPLE wrapper: one ViewTiler per sampling run (views in latent units, (height, width))."""
 
     def __init__(self, window: tuple[int, int], stride: tuple[int, int], circular: bool, fusion: str,
-                 view_batch_size: int):
+                 view_batch_size: int, node: str):
         self.window, self.stride, self.circular = window, stride, circular
         self.fusion, self.view_batch_size = fusion, int(view_batch_size)
+        self.node = node  # the node its log lines and errors name (the patch node's schema name)
 
     def __call__(self, executor, guider, sigmas, extra_args, callback, noise, *args, **kwargs):
         if isinstance(executor.class_obj, SyncDiffusionSampler):  # tiles (and syncs) with its own settings
-            logging.info("%s: ignored by %s, which tiles the views itself", NODE, executor.class_obj.node_name)
+            logging.info("%s: ignored by %s, which tiles the views itself", self.node, executor.class_obj.node_name)
             return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
         if noise.ndim != 4:
-            raise input_error(NODE, "model", f"latent of shape {tuple(noise.shape)}", "the view tiler needs image "
+            raise input_error(self.node, "model", f"latent of shape {tuple(noise.shape)}", "the view tiler needs image "
                               "latents [B,C,H,W]", "remove the SyncDiffusion Model Patch for video/audio models")
         batch, channels, latent_h, latent_w = noise.shape
         window, stride, notes = core_views.fit_window(latent_h, latent_w, self.window, self.stride)
         for note in notes:
-            logging.info("%s: %s (latent units)", NODE, note)
+            logging.info("%s: %s (latent units)", self.node, note)
         views = core_views.build_view_grid(latent_h, latent_w, window, stride, circular=self.circular)
         model = guider.inner_model
         if self.view_batch_size > 0:
@@ -106,18 +106,20 @@ class SyncDiffusionModelPatch(io.ComfyNode):
     @classmethod
     def execute(cls, model, window, stride, circular, view_batch_size, window_height=0, stride_height=0,
                 fusion="uniform") -> io.NodeOutput:
+        node = node_name(cls)
         if not hasattr(model, "clone") or not hasattr(model, "add_wrapper_with_key"):
-            raise input_error(NODE, "model", model, "not a ComfyUI MODEL", "connect a Load Checkpoint MODEL output")
-        window_hw, stride_hw = view_geometry(NODE, window, stride, window_height, stride_height)
+            raise input_error(node, "model", model, "not a ComfyUI MODEL", "connect a Load Checkpoint MODEL output")
+        window_hw, stride_hw = validation.view_geometry(node, window, stride, window_height, stride_height)
         if fusion not in core_fusion.FUSIONS:
-            raise input_error(NODE, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
+            raise input_error(node, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
         if int(view_batch_size) != view_batch_size or view_batch_size < 0:
-            raise input_error(NODE, "view_batch_size", view_batch_size, "must be a whole number >= 0",
+            raise input_error(node, "view_batch_size", view_batch_size, "must be a whole number >= 0",
                               "use 0 (auto) or the number of views per model call")
         patched = model.clone()
         patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY,
-                                     ViewTilerWrapper(window_hw, stride_hw, bool(circular), fusion, view_batch_size))
+                                     ViewTilerWrapper(window_hw, stride_hw, bool(circular), fusion, view_batch_size,
+                                                      node))
         return io.NodeOutput(patched)
 
 

@@ -14,11 +14,9 @@ import torch
 from comfy_api.latest import io
 
 from ..ldm3d_core import tiling
-from .common import PACK_CATEGORY, input_error, require_finite, require_image
+from .common import PACK_CATEGORY, input_error, node_name, require_finite, require_image
 
 CATEGORY_VAE = f"{PACK_CATEGORY}/vae"
-DECODE = "VAE Decode (360 / Tiled)"
-ENCODE = "VAE Encode (Tiled)"
 
 
 def _require_image_vae(node: str, vae):
@@ -118,16 +116,17 @@ class VAEDecode360(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples, vae, circular=True, tile_size=1024, overlap=64) -> io.NodeOutput:
-        vae = _require_image_vae(DECODE, vae)
+        node = node_name(cls)
+        vae = _require_image_vae(node, vae)
         z = samples.get("samples") if isinstance(samples, dict) else None
         if not isinstance(z, torch.Tensor) or z.ndim != 4:
-            raise input_error(DECODE, "samples", samples, "expected a LATENT with samples [B,C,h,w]",
+            raise input_error(node, "samples", samples, "expected a LATENT with samples [B,C,h,w]",
                               "connect a KSampler / SyncDiffusion KSampler output")
         if z.shape[1] != vae.latent_channels:
-            raise input_error(DECODE, "samples", samples, f"has {z.shape[1]} channels, the VAE expects "
+            raise input_error(node, "samples", samples, f"has {z.shape[1]} channels, the VAE expects "
                               f"{vae.latent_channels}", "decode with the VAE that belongs to the model")
-        require_finite(DECODE, "samples", z)
-        tile, lap = _tile_units(DECODE, tile_size, overlap, _scale(vae))
+        require_finite(node, "samples", z)
+        tile, lap = _tile_units(node, tile_size, overlap, _scale(vae))
         return io.NodeOutput(decode_360(vae, z, tile, lap, bool(circular)))
 
 
@@ -152,13 +151,14 @@ class VAEEncodeTiled(io.ComfyNode):
 
     @classmethod
     def execute(cls, pixels, vae, circular=False, tile_size=1024, overlap=64) -> io.NodeOutput:
-        vae = _require_image_vae(ENCODE, vae)
-        pixels = require_image(ENCODE, "pixels", pixels, channels=(3, 4))[..., :3]
+        node = node_name(cls)
+        vae = _require_image_vae(node, vae)
+        pixels = require_image(node, "pixels", pixels, channels=(3, 4))[..., :3]
         scale = int(vae.spacial_compression_encode())
         if pixels.shape[1] < scale or pixels.shape[2] < scale:
-            raise input_error(ENCODE, "pixels", pixels, f"is smaller than one latent pixel ({scale} px)",
+            raise input_error(node, "pixels", pixels, f"is smaller than one latent pixel ({scale} px)",
                               "use a larger image")
-        tile, lap = _tile_units(ENCODE, tile_size, overlap, scale)
+        tile, lap = _tile_units(node, tile_size, overlap, scale)
         return io.NodeOutput({"samples": encode_tiled(vae, pixels, tile, lap, bool(circular))})
 
 

@@ -24,7 +24,7 @@ import math
 import os
 from typing import Iterable
 
-from .common import NodeInputError, input_error
+from .common import NodeInputError, depth_mapping, input_error
 
 ENV_MEMORY_LIMIT = "SDL3D_MEMORY_LIMIT_MB"
 MAX_SYNC_VIEWS = 4096  # a 8192x2048 panorama at window 512 / stride 128 has 793; 4096 is already hours of work
@@ -35,6 +35,7 @@ MESH_BYTES_PER_VERTEX = 320  # float64 grids, float32 buffers, uint32 faces, fil
 HASH_CHUNK = 1 << 20
 IMAGE_HEADERS = ((b"\x89PNG\r\n\x1a\n", "PNG"),)
 _WIDGET_KINDS = ("FLOAT", "INT", "COMBO", "STRING", "BOOLEAN")
+DEPTH_WIDGETS = ("depth_mode", "near_m", "far_m", "metric_scale_m", "sphere_radius_m", "displacement_m")
 
 
 # ---------------------------------------------------------------- widgets (queue time and run time)
@@ -98,6 +99,18 @@ def require_widgets(cls, node: str, **values) -> None:
     problems = widget_problems(cls, node, values, ranges=False)
     if problems:
         raise NodeInputError(problems[0])
+
+
+def check_depth_widgets(cls, node: str, depth: dict, finite_far: bool = False, extra: Iterable[str | None] = (),
+                        **values) -> bool | str:
+    """validate_inputs body of the stereo and mesh nodes: the widgets, then (when every depth widget is known)
+    the one check of the depth mapping, ``common.depth_mapping``. ``depth``: the depth widgets by input name."""
+    checked = check_widgets(cls, node, extra, **depth, **values)
+    if checked is not True or any(depth.get(name) is None for name in DEPTH_WIDGETS):
+        return checked
+    args = {name: depth[name] for name in DEPTH_WIDGETS}
+    return check_widgets(cls, node, [problem_of(depth_mapping, node, **args, invert_depth=False,
+                                                finite_far=finite_far)])
 
 
 def problem_of(check, *args, **kwargs) -> str | None:
@@ -359,11 +372,32 @@ def schedule_input(message: str, **values) -> tuple[str, object]:
     return "sync_weight", values.get("sync_weight")
 
 
+def view_geometry(node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values.
+
+    The one check of the view inputs of every SyncDiffusion node, at queue time (``check_sync_widgets``) and at
+    run time; the core's own guards (``sync_core.views.axis_offsets``) then never see a bad value from a node."""
+    for name, value in (("window", window), ("stride", stride), ("window_height", window_height),
+                        ("stride_height", stride_height)):
+        if value % 8 != 0 or value < 0 or (value == 0 and name in ("window", "stride")):
+            raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
+                              f"use {max(8, value // 8 * 8)}")
+    if not 0 < stride <= window:
+        raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
+                          "use a stride <= window (128 for a 512 window, as in the paper)")
+    win_h, stride_h = window_height or window, stride_height or stride
+    if stride_h > win_h:
+        raise input_error(node, "stride_height" if stride_height else "stride", stride_h,
+                          f"the vertical stride must be <= the view height ({win_h})",
+                          "lower stride_height (0 = same as stride) or raise window_height")
+    return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
+
+
 def check_sync_widgets(cls, node: str, window=None, stride=None, **values) -> bool | str:
     """validate_inputs body of the SyncDiffusion nodes: widgets (sampler/scheduler names come from ComfyUI's own
-    lists via the schema), then stride <= window."""
+    lists via the schema), then ``view_geometry`` (stride <= window, multiples of 8)."""
     checked = check_widgets(cls, node, window=window, stride=stride, **values)
-    if checked is True and window is not None and stride is not None and stride > window:
-        return str(input_error(node, "stride", stride, f"is larger than the window ({window})",
-                               "use a stride <= window (128 for a 512 window, as in the paper)"))
+    if checked is True and window is not None and stride is not None:
+        return check_widgets(cls, node, [problem_of(view_geometry, node, window, stride)])
     return checked

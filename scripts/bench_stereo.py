@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ldm3d_core.distance import depth_to_distance
+from ldm3d_core.distance import DepthMapping, depth_to_distance
 from ldm3d_core.ods import ODSGeometry
 from ldm3d_core.ods_warp import render_pair
 
@@ -76,7 +76,7 @@ def main() -> None:
     index = (torch.arange(n, device=device) + 7) % n
 
     def pair(**kw):
-        r = depth_to_distance(d, "inverse", 1.0, 20.0)
+        r = depth_to_distance(d, DepthMapping("inverse", 1.0, 20.0))
         left, right = render_pair(img, r, geom, **kw)
         return left.image, right.image
 
@@ -107,7 +107,7 @@ def compare_with_cpu(device) -> list[float]:
     """Fraction of output pixels (colour or hole) that differ between ``device`` and the CPU (float32 trig can
     round a shift differently in the last ulp; expected ~0)."""
     img, d = synthetic(512, torch.device("cpu"))
-    r = depth_to_distance(d, "inverse", 1.0, 20.0)
+    r = depth_to_distance(d, DepthMapping("inverse", 1.0, 20.0))
     cpu = render_pair(img, r, ODSGeometry())
     dev = render_pair(img.to(device), r.to(device), ODSGeometry())
     out = []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm3d_core.distance import depth_to_distance
+from ldm3d_core.distance import DepthMapping, depth_to_distance
 from ldm3d_core.ods import ODSGeometry, equator_shift_px, ods_angles, ods_shift_px, pixel_beta, pole_weight
 from ldm3d_core.ods_warp import EyeResult, backward_warp, fill_holes, forward_splat, render_eye, render_pair
 
@@ -127,7 +127,7 @@ def test_p7_monotonicity():
     assert vis.all()
     assert (delta[:, 1:] < delta[:, :-1]).all()
     d = torch.linspace(0.0, 1.0, 300)[None].expand(8, -1)
-    delta_d, _, _ = ods_angles(depth_to_distance(d, "inverse", 1.0, 20.0), "left", geom)
+    delta_d, _, _ = ods_angles(depth_to_distance(d, DepthMapping("inverse", 1.0, 20.0)), "left", geom)
     assert (delta_d[:, 1:] > delta_d[:, :-1]).all()
 
 
@@ -239,7 +239,7 @@ def test_p13_output_seam_continuity():
     a = (xx + 0.5) / w * 2 * math.pi
     img = torch.stack([0.5 + 0.4 * torch.sin(a + c) * torch.cos(yy / h * 3) for c in (0, 2, 4)], -1)
     d = 0.5 + 0.4 * torch.sin(2 * a) * torch.sin(yy / h * math.pi)
-    r = depth_to_distance(d, "inverse", 0.5, 10.0)
+    r = depth_to_distance(d, DepthMapping("inverse", 0.5, 10.0))
     for eye in ("left", "right"):
         out = render_eye(img, r, eye, ODSGeometry()).image
         seam = (out[:, 0] - out[:, -1]).abs().mean()
@@ -298,3 +298,37 @@ def test_pole_weight_matches_blender_formula():
     w = pole_weight(beta, 60.0, 75.0)
     expect = [1, 1, 1, math.cos(math.pi / 4), 0, 0, math.cos(math.pi / 4)]
     assert np.allclose(w.numpy(), expect, atol=1e-12)
+
+
+@pytest.mark.parametrize("convergence", [math.inf, 3.0])
+def test_disparity_px_matches_closed_form(convergence):
+    from ldm3d_core.ods import disparity_px
+
+    h, w = 12, 24
+    g = torch.Generator().manual_seed(3)
+    r = 0.2 + 9.8 * torch.rand(h, w, generator=g, dtype=torch.float64)
+    r[0, 0], r[5, 7] = math.inf, 0.01  # at infinity; inside the viewing circle
+    geom = ODSGeometry(ipd=2 * B, convergence=convergence, **NO_FADE)
+    out = disparity_px(r, geom)
+    assert out.shape == (h, w) and out.dtype == torch.float64
+    for y in range(h):
+        beta = (0.5 - (y + 0.5) / h) * math.pi
+        conv = 0.0 if math.isinf(convergence) else math.asin(min(B / (convergence * math.cos(beta)), 1.0))
+        for x in range(w):
+            rho = float(r[y, x]) * math.cos(beta)
+            delta = math.asin(min(B / rho, 1.0)) - conv  # left shift minus right shift = 2 * delta * W / (2 pi)
+            assert float(out[y, x]) == pytest.approx(2 * delta * w / (2 * math.pi), rel=1e-9, abs=1e-9), (y, x)
+
+
+def test_disparity_preview_scales_to_grey_range():
+    from ldm3d_core.ods import disparity_preview, disparity_px
+
+    r = torch.linspace(0.5, 20.0, 32)[None].expand(16, -1).contiguous()
+    geom = ODSGeometry()
+    prev = disparity_preview(r, geom)
+    disp = disparity_px(r, geom, torch.float32)
+    assert prev.dtype == torch.float32 and prev.shape == r.shape
+    assert float(prev.max()) == pytest.approx(1.0) and float(prev.min()) >= 0.5  # parallel eyes: d >= 0
+    assert torch.allclose(prev, 0.5 + 0.5 * disp / disp.abs().max())
+    flat = disparity_preview(r, ODSGeometry(ipd=0.0))
+    assert torch.equal(flat, torch.full_like(flat, 0.5))

@@ -81,9 +81,9 @@ def test_load_8bit_flagged_and_rgb_rejected(comfy, dn, caplog):
     assert bits == 8 and "8-bit" in caplog.text
     assert torch.allclose(depth[0], torch.from_numpy(grey).float() / 255)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(os.path.join(folder, "sdl3d_rgb.png"))
-    with pytest.raises(ValueError, match=r"SDL3D_LoadDepthPNG: input 'image' = 'sdl3d_rgb.png'.*RGB.*Fix:"):
+    with pytest.raises(ValueError, match=r"Load Depth PNG \(16-bit\): input 'image' = 'sdl3d_rgb.png'.*RGB.*Fix:"):
         run_node(dn.LoadDepthPNG, image="sdl3d_rgb.png")
-    with pytest.raises(ValueError, match=r"SDL3D_LoadDepthPNG: input 'image'.*no such file.*Fix:"):
+    with pytest.raises(ValueError, match=r"Load Depth PNG \(16-bit\): input 'image'.*no such file.*Fix:"):
         run_node(dn.LoadDepthPNG, image="does_not_exist.png")
     assert "no such file" in dn.LoadDepthPNG.validate_inputs(image="does_not_exist.png")
 
@@ -91,11 +91,11 @@ def test_load_8bit_flagged_and_rgb_rejected(comfy, dn, caplog):
 def test_bad_depth_inputs(dn):
     nan = torch.zeros(1, 4, 4)
     nan[0, 1, 1] = float("nan")
-    with pytest.raises(ValueError, match=r"SDL3D_SaveDepthPNG16: input 'depth'.*NaN"):
+    with pytest.raises(ValueError, match=r"Save Depth PNG \(16-bit\): input 'depth'.*NaN"):
         run_node(dn.SaveDepthPNG16, depth=nan, filename_prefix="x")
-    with pytest.raises(ValueError, match=r"SDL3D_SaveDepthPNG16: input 'depth'.*outside \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Save Depth PNG \(16-bit\): input 'depth'.*outside \[0, 1\]"):
         run_node(dn.SaveDepthPNG16, depth=torch.full((1, 4, 4), 1.5), filename_prefix="x")
-    with pytest.raises(ValueError, match=r"SDL3D_UnpackDepthRGB: input 'packed'.*channels"):
+    with pytest.raises(ValueError, match=r"Unpack RGB to Depth \(16-bit\): input 'packed'.*channels"):
         run_node(dn.UnpackDepthRGB, packed=torch.zeros(1, 4, 4, 4), mode="exact")
     inf = torch.zeros(1, 4, 4, 3)
     inf[..., 0] = float("inf")

@@ -106,10 +106,10 @@ def test_loader_errors(comfy, ln, tmp_path):
     paths = comfy.folder_paths.folder_names_and_paths["ldm3d"][0]
     paths.append(str(tmp_path))
     try:
-        with pytest.raises(ValueError, match=r"SDL3D_LDM3DLoader: input 'model_name' = 'ldm3d-broken'.*lacks the "
+        with pytest.raises(ValueError, match=r"LDM3D Loader: input 'model_name' = 'ldm3d-broken'.*lacks the "
                                              r"'vae/' component.*Fix:"):
             run_node(ln.LDM3DLoader, model_name="ldm3d-broken")
-        with pytest.raises(ValueError, match=r"SDL3D_LDM3DLoader: input 'model_name' = 'nope'.*no LDM3D model"):
+        with pytest.raises(ValueError, match=r"LDM3D Loader: input 'model_name' = 'nope'.*no LDM3D model"):
             run_node(ln.LDM3DLoader, model_name="nope")
     finally:
         paths.remove(str(tmp_path))
@@ -299,26 +299,26 @@ def test_bad_inputs_raise_clear_errors(ln, loaded):
     vae = loaded("ldm3d-4c")[2]
     ckpt = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name="sdl3d_tiny_sd15.safetensors")
     z = {"samples": torch.zeros(1, 4, 4, 4)}
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DDecode: input 'vae'.*not a 4- or 6-channel LDM3D VAE.*Fix:"):
+    with pytest.raises(ValueError, match=r"LDM3D Decode: input 'vae'.*not a 4- or 6-channel LDM3D VAE.*Fix:"):
         run_node(ln.LDM3DDecode, samples=z, vae=ckpt[2])
     bad = torch.zeros(1, 4, 4, 4)
     bad[0, 0, 0, 0] = float("nan")
     nan_latent = {"samples": bad}
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DDecode: input 'samples'.*NaN/inf.*Fix:"):
+    with pytest.raises(ValueError, match=r"LDM3D Decode: input 'samples'.*NaN/inf.*Fix:"):
         run_node(ln.LDM3DDecode, samples=nan_latent, vae=vae)
     assert torch.isnan(nan_latent["samples"][0, 0, 0, 0])
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DDecode: input 'overlap'"):
+    with pytest.raises(ValueError, match=r"LDM3D Decode: input 'overlap'"):
         run_node(ln.LDM3DDecode, samples=z, vae=vae, tiled=True, tile_size=64, overlap=64)
     image, depth = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 40)
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DEncode: input 'depth'.*differs.*Fix:"):
+    with pytest.raises(ValueError, match=r"LDM3D Encode: input 'depth'.*differs.*Fix:"):
         run_node(ln.LDM3DEncode, image=image, depth=depth, vae=vae)
     inf_depth = torch.rand(1, 32, 32)
     inf_depth[0, 3, 3] = float("inf")
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DEncode: input 'depth'.*NaN/inf"):
+    with pytest.raises(ValueError, match=r"LDM3D Encode: input 'depth'.*NaN/inf"):
         run_node(ln.LDM3DEncode, image=image, depth=inf_depth, vae=vae)
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DEncode: input 'vae'"):
+    with pytest.raises(ValueError, match=r"LDM3D Encode: input 'vae'"):
         run_node(ln.LDM3DEncode, image=image, depth=inf_depth, vae=ckpt[2])
-    with pytest.raises(ValueError, match=r"SDL3D_LDM3DUpscaleConditioning: input 'vae'.*4-channel"):
+    with pytest.raises(ValueError, match=r"LDM3D Upscale Conditioning \(ldm3d-sr\): input 'vae'.*4-channel"):
         run_node(ln.LDM3DUpscaleConditioning, positive=[], negative=[], vae=loaded("ldm3d")[2], image=image,
                  depth=torch.rand(1, 32, 32), width=64, height=64, noise_level=20)
 

@@ -111,7 +111,7 @@ def test_bad_inputs_raise_clear_errors(sn, change, match):
     args = {"image": image, "depth": depth, **STEREO_DEFAULTS, **change}
     with pytest.raises(ValueError, match=match) as info:
         run_node(sn.Stereo360, **args)
-    assert "SDL3D_Stereo360" in str(info.value) and "Fix:" in str(info.value)
+    assert str(info.value).startswith("Stereo 360 from RGB + Depth (ODS): input '") and "Fix:" in str(info.value)
 
 
 def test_pack_eyes_node(sn):
