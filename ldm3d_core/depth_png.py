@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from .rgbd import DEPTH_MAX
 
@@ -28,7 +28,8 @@ class DepthPNG:
     mode: str          # Pillow mode the file opened with
 
 
-def save_depth_png(path: str | os.PathLike, code: np.ndarray, pnginfo=None, compress_level: int = 4) -> None:
+def save_depth_png(path: str | os.PathLike, code: np.ndarray, pnginfo: PngImagePlugin.PngInfo | None = None,
+                   compress_level: int = 4) -> None:
     """Write a uint16 [H,W] code array as a true 16-bit greyscale PNG."""
     code = np.asarray(code)
     if code.ndim != 2:

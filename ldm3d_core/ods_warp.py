@@ -40,7 +40,7 @@ def _check(image: torch.Tensor, r: torch.Tensor) -> None:
 
 
 def forward_splat(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry,
-                  dtype=torch.float32) -> EyeResult:
+                  dtype: torch.dtype = torch.float32) -> EyeResult:
     """Forward-warp with a deterministic z-buffer; no filling (holes are zero, ``r`` = inf there).
 
     Each source pixel goes to ``(y + round(dy), (x + round(dx)) mod W)`` (rounding the shift, not the position,
@@ -179,7 +179,7 @@ def _area_down2(x: torch.Tensor) -> torch.Tensor:
 
 def render_eye(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry, *,
                warp: str = "forward", fill: str = "background", crack_px: int = 2, tau: float = 0.05,
-               supersample: int = 1, iterations: int = 3, dtype=torch.float32) -> EyeResult:
+               supersample: int = 1, iterations: int = 3, dtype: torch.dtype = torch.float32) -> EyeResult:
     """One ODS eye from an equirect image and its radial distance (see the module Convention).
 
     ``warp='forward'``: z-buffered splat + ``fill_holes`` (reference quality, hole mask).
@@ -209,7 +209,7 @@ def render_eye(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGe
 class _RowSampler:
     """Linear interpolation along x with wrap, by flat row-major indexing of a one-column-padded copy."""
 
-    def __init__(self, height: int, width: int, device):
+    def __init__(self, height: int, width: int, device: torch.device | str):
         self.width = width
         self.rowbase = (torch.arange(height, device=device, dtype=torch.int64) * (width + 1))[:, None]
 
@@ -218,7 +218,7 @@ class _RowSampler:
         x0 = torch.remainder(x0f.to(torch.int32), self.width).to(torch.int64)
         return self.rowbase + x0, xf - x0f
 
-    def sample(self, values: torch.Tensor, where) -> torch.Tensor:
+    def sample(self, values: torch.Tensor, where: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """values [H, W, C] -> [H, W, C] at the located positions."""
         idx, frac = where
         padded = torch.cat([values, values[:, :1]], dim=1).reshape(-1, values.shape[-1])
@@ -227,7 +227,7 @@ class _RowSampler:
 
 
 def backward_warp(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry, *,
-                  iterations: int = 3, dtype=torch.float32) -> EyeResult:
+                  iterations: int = 3, dtype: torch.dtype = torch.float32) -> EyeResult:
     """Fast preview: for every output pixel solve ``x_src + dx(x_src) = x_out`` by fixed-point iteration.
 
     ``x_{k+1} = x_out - dx(round(x_k))``, ``x_0 = x_out``, with ``dx`` from ``ods_shift_px`` (wrapping);
