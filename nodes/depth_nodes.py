@@ -18,7 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 import folder_paths
 
 from ..ldm3d_core import depth_png, rgbd
-from . import validation
+from . import file_guards, validation
 from .common import CATEGORY_DEPTH, input_error, node_name, require_image, require_mask
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class SaveDepthPNG16(io.ComfyNode):
         node = node_name(cls)
         if filename_prefix is None:
             return True
-        return validation.check_widgets(cls, node, [validation.prefix_problem(node, "filename_prefix",
+        return validation.check_widgets(cls, node, [file_guards.prefix_problem(node, "filename_prefix",
                                                                               filename_prefix)],
                                         filename_prefix=filename_prefix)
 
@@ -120,14 +120,14 @@ class SaveDepthPNG16(io.ComfyNode):
             raise input_error(node, "depth", depth, f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}]"
                               ", outside [0, 1]", "normalise the depth first (16-bit PNG codes cover [0, 1])")
         height, width = depth.shape[1:]
-        folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix,
+        folder, filename, counter, subfolder = file_guards.output_folder(node, "filename_prefix", filename_prefix,
                                                                         width, height)
         codes = rgbd.depth_to_code(depth).cpu().numpy().astype(np.uint16)
         metadata = _png_metadata(cls)
         results = []
         for index, code in enumerate(codes):
             name = f"{filename.replace('%batch_num%', str(index))}_{counter:05}_.png"
-            path = validation.output_file(node, "filename_prefix", filename_prefix, folder, name)
+            path = file_guards.output_file(node, "filename_prefix", filename_prefix, folder, name)
             depth_png.save_depth_png(path, code, pnginfo=metadata)
             results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
             counter += 1
@@ -161,7 +161,7 @@ class LoadDepthPNG(io.ComfyNode):
     @classmethod
     def execute(cls, image) -> io.NodeOutput:
         node = node_name(cls)
-        path = validation.require_image_file(node, "image", image)
+        path = file_guards.require_image_file(node, "image", image)
         try:
             loaded = depth_png.load_depth_png(path)
         except depth_png.DepthPNGError as e:
@@ -180,16 +180,16 @@ class LoadDepthPNG(io.ComfyNode):
     def fingerprint_inputs(cls, image):
         node = node_name(cls)
         try:  # a refused name is reported by validate_inputs / execute; its fingerprint is just the name
-            path = validation.require_image_file(node, "image", image)
+            path = file_guards.require_image_file(node, "image", image)
         except (validation.NodeInputError, OSError):
             return image
-        return validation.file_fingerprint(path)
+        return file_guards.file_fingerprint(path)
 
     @classmethod
     def validate_inputs(cls, image):
         node = node_name(cls)
         try:
-            validation.require_image_file(node, "image", image)
+            file_guards.require_image_file(node, "image", image)
         except validation.NodeInputError as err:
             return str(err)
         except OSError as err:

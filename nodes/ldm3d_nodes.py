@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..ldm3d_core import rgbd
 import logging
 
-from . import ldm3d_loading, validation
+from . import ldm3d_loading, memory_guards, validation
 from .common import (CATEGORY_LDM3D, CATEGORY_LOADERS, input_error, node_name, require_finite, require_image,
                      require_mask, require_same_size)
 
@@ -166,10 +166,10 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
     scale = vae.upscale_ratio
     height, width = z.shape[-2] * scale, z.shape[-1] * scale
     output = z.shape[0] * height * width * DECODED_BYTES_PER_PIXEL
-    validation.require_memory(node, "samples", {"samples": z}, output,
+    memory_guards.require_memory(node, "samples", {"samples": z}, output,
                               f"the decoded {width}x{height} image alone is too large: decode a smaller latent "
                               "(e.g. split the panorama) or raise the limit", device="cpu")
-    limit, _ = validation.memory_limit(vae.device)
+    limit, _ = memory_guards.memory_limit(vae.device)
 
     def tile_cost(tile_px: int) -> float:
         lat = max(1, tile_px // scale)
@@ -184,7 +184,7 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
     while tile_cost(tile_size) > limit and tile_size > 64:
         tile_size = max(64, tile_size // 2)
         overlap = min(overlap, tile_size // 4)
-    validation.require_memory(node, "tile_size", tile_size, tile_cost(tile_size),
+    memory_guards.require_memory(node, "tile_size", tile_size, tile_cost(tile_size),
                               "lower tile_size (64 is the smallest) or raise the limit", device=vae.device)
     return tiled, tile_size, overlap
 
@@ -228,9 +228,9 @@ def _require_encodable(node: str, name: str, value, vae, width: int, height: int
         raise input_error(node, name, value, f"is {width}x{height} px; the VAE needs at least {ratio}x{ratio} "
                           "(sizes are cropped to multiples of 8)", f"upscale the image to at least {ratio}x{ratio}")
     work = vae.memory_used_encode((1, vae.ldm3d_channels, height, width), vae.vae_dtype)  # per sample
-    validation.require_memory(node, name, value, work, "use a smaller size (ldm3d-sr upscales 4x: 128 -> 512), or "
+    memory_guards.require_memory(node, name, value, work, "use a smaller size (ldm3d-sr upscales 4x: 128 -> 512), or "
                               "raise the limit", device=vae.device)
-    validation.require_memory(node, name, value, batch * width * height * ENCODE_BYTES_PER_PIXEL,
+    memory_guards.require_memory(node, name, value, batch * width * height * ENCODE_BYTES_PER_PIXEL,
                               "use a smaller size or raise the limit", device="cpu")
 
 

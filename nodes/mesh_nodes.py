@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from ..ldm3d_core import distance
 from ..ldm3d_core import mesh as core_mesh
-from . import validation
+from . import file_guards, memory_guards, validation
 from .common import (CATEGORY_MESH, DEPTH_TOOLTIP, depth_batch, depth_inputs, depth_mapping, input_error, node_name,
                      require_equirect, require_image)
 
@@ -67,7 +67,7 @@ class SaveDepthMesh(io.ComfyNode):
                                                  mesh_width=mesh_width, mesh_height=mesh_height,
                                                  edge_ratio_tau=edge_ratio_tau, filename_prefix=filename_prefix)
         if checked is True and filename_prefix is not None:
-            return validation.check_widgets(cls, node, [validation.prefix_problem(node, "filename_prefix",
+            return validation.check_widgets(cls, node, [file_guards.prefix_problem(node, "filename_prefix",
                                                                                   filename_prefix)])
         return checked
 
@@ -87,13 +87,13 @@ class SaveDepthMesh(io.ComfyNode):
             raise input_error(node, "format", format, "unknown format", f"use one of {FORMATS}")
         if mesh_width < 3 or mesh_height < 3:
             raise input_error(node, "mesh_width/mesh_height", (mesh_width, mesh_height), "too small", "use >= 8 x 4")
-        prefix_problem = validation.prefix_problem(node, "filename_prefix", filename_prefix)
+        prefix_problem = file_guards.prefix_problem(node, "filename_prefix", filename_prefix)
         if prefix_problem:
             raise validation.NodeInputError(prefix_problem)
-        validation.require_memory(node, "mesh_width", mesh_width,
-                                  validation.mesh_memory(int(mesh_width), int(mesh_height)),
+        memory_guards.require_memory(node, "mesh_width", mesh_width,
+                                  memory_guards.mesh_memory(int(mesh_width), int(mesh_height)),
                                   f"use a smaller mesh (mesh_width x mesh_height; 1024 x 512 needs about "
-                                  f"{validation.format_bytes(validation.mesh_memory(1024, 512))})", device="cpu")
+                                  f"{memory_guards.format_bytes(memory_guards.mesh_memory(1024, 512))})", device="cpu")
         mapping = depth_mapping(node, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m,
                                 displacement_m, finite_far=True)  # before writing anything
 
@@ -105,7 +105,7 @@ class SaveDepthMesh(io.ComfyNode):
                                   "inverse, linear or sphere_displace, or turn on invert_depth if white = far")
             return r
 
-        folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix)
+        folder, filename, counter, subfolder = file_guards.output_folder(node, "filename_prefix", filename_prefix)
         kinds = ("glb", "obj", "ply") if format == "all" else (format,)
         pbar = comfy.utils.ProgressBar(image.shape[0])
         saved, models, images = [], [], []
@@ -125,14 +125,14 @@ class SaveDepthMesh(io.ComfyNode):
             png = core_mesh.png_bytes(rgb)
             stem = f"{filename.replace('%batch_num%', str(b))}_{counter:05}_"
             for kind in kinds:
-                path = validation.output_file(node, "filename_prefix", filename_prefix, folder, f"{stem}.{kind}")
+                path = file_guards.output_file(node, "filename_prefix", filename_prefix, folder, f"{stem}.{kind}")
                 if kind == "glb":
                     core_mesh.write_glb(path, m, png)
                 elif kind == "obj":
                     core_mesh.write_obj(path, m, png)  # + .mtl + .png (the texture)
                 else:
                     if "obj" not in kinds:
-                        with open(validation.output_file(node, "filename_prefix", filename_prefix, folder,
+                        with open(file_guards.output_file(node, "filename_prefix", filename_prefix, folder,
                                                          f"{stem}.png"), "wb") as f:
                             f.write(png)
                     core_mesh.write_ply(path, m, f"{stem}.png")

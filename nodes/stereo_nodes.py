@@ -14,7 +14,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..ldm3d_core import distance, layouts, ods, ods_warp
-from . import validation
+from . import file_guards, validation
 from .common import (CATEGORY_STEREO, DEPTH_TOOLTIP, depth_batch, depth_inputs, depth_mapping, input_error, node_name,
                      require_equirect, require_image)
 
@@ -219,7 +219,7 @@ class SaveStereo360(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, layout=None, filename_prefix=None):
         node = node_name(cls)
-        extra = [validation.prefix_problem(node, "filename_prefix", filename_prefix)] if filename_prefix is not None \
+        extra = [file_guards.prefix_problem(node, "filename_prefix", filename_prefix)] if filename_prefix is not None \
             else []
         return validation.check_widgets(cls, node, extra, layout=layout, filename_prefix=filename_prefix)
 
@@ -241,14 +241,14 @@ class SaveStereo360(io.ComfyNode):
             raise input_error(node, "images", images, f"a {width}x{height} frame does not split into two "
                               f"{chosen.replace('_', '-')} eyes of at least {MIN_EYE[1]}x{MIN_EYE[0]} px",
                               "save the 'stereo' output of Stereo 360 or Stereo 360 Pack Eyes")
-        folder, filename, counter, subfolder = validation.output_folder(node, "filename_prefix", filename_prefix,
+        folder, filename, counter, subfolder = file_guards.output_folder(node, "filename_prefix", filename_prefix,
                                                                         width, height)
         metadata = ui.ImageSaveHelper._create_png_metadata(cls)
         results = []
         for b in range(images.shape[0]):
             arr = np.clip(255.0 * images[b].detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
             name = f"{filename.replace('%batch_num%', str(b))}_{counter:05}{layouts.FILE_SUFFIX[chosen]}.png"
-            path = validation.output_file(node, "filename_prefix", filename_prefix, folder, name)
+            path = file_guards.output_file(node, "filename_prefix", filename_prefix, folder, name)
             Image.fromarray(arr).save(path, pnginfo=metadata, compress_level=4)
             results.append(ui.SavedResult(name, subfolder, io.FolderType.output))
             counter += 1

@@ -21,7 +21,7 @@ import latent_preview
 from ..sync_core import fusion as core_fusion
 from ..sync_core import perceptual as core_perceptual
 from ..sync_core import sync as core_sync
-from . import validation
+from . import memory_guards, validation
 from .common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error, node_name
 from .model_folders import LPIPS_FOLDER
 from .sync_sampler import SyncDiffusionSampler, SyncSettings, is_supported_model_sampling
@@ -206,7 +206,7 @@ def check_geometry(node: str, latent: torch.Tensor, settings: SyncSettings, mode
                           f"channels, the model expects {model_channels}", "use Empty Latent Image or VAE Encode "
                           "with this model's VAE")
     latent_h, latent_w = latent.shape[-2:]
-    validation.require_view_count(node, latent_h, latent_w, settings)
+    memory_guards.require_view_count(node, latent_h, latent_w, settings)
 
 
 class SyncDiffusionKSampler(io.ComfyNode):
@@ -365,8 +365,8 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
     def validate_inputs(cls, net=None, resolution=None):
         node = node_name(cls)
         checked = validation.check_widgets(cls, node, net=net, resolution=resolution)
-        if checked is True and resolution is not None and 0 < resolution < validation.MIN_LPIPS_RESOLUTION:
-            return validation.problem_of(validation.require_lpips_resolution, node, net, resolution)
+        if checked is True and resolution is not None and 0 < resolution < memory_guards.MIN_LPIPS_RESOLUTION:
+            return validation.problem_of(memory_guards.require_lpips_resolution, node, net, resolution)
         return checked
 
     @classmethod
@@ -374,7 +374,7 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
         node = node_name(cls)
         if net not in LPIPS_NETS:
             raise input_error(node, "net", net, "unknown network", f"use one of {LPIPS_NETS}")
-        validation.require_lpips_resolution(node, net, resolution)
+        memory_guards.require_lpips_resolution(node, net, resolution)
         return io.NodeOutput(load_lpips(node, net, resolution, input_name="net"))
 
 

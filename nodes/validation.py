@@ -1,4 +1,4 @@
-"""Reusable input checks for every node: queue-time widget checks, file containment, memory guards.
+"""Input checks for every node: queue-time widget checks, choices, numbers, SyncDiffusion geometry.
 
 ComfyUI 0.3.75 lets NaN/inf through every FLOAT widget and does not check V3 dropdown (COMBO) values, and as
 soon as a node's ``validate_inputs`` names an input, ComfyUI's own min/max check is skipped for that input. So
@@ -7,33 +7,16 @@ min/max, dropdown membership. Nodes call it from ``validate_inputs`` (HTTP 400 a
 arrive as ``None`` and are skipped) and again at the top of ``execute`` (``require_widgets``), which covers
 direct calls.
 
-Files: ``resolve_input_file`` and ``output_folder`` keep every read and write inside ComfyUI's input, output
-or temp folders after resolving links (``os.path.realpath``). Refusals never show a server path and never say
-whether a path outside those folders exists. ``file_fingerprint`` hashes in chunks after checking the header.
-
-Memory: ``memory_limit`` is ComfyUI's free-memory figure for the device (90 %; for accelerators the device's
-total memory, since ComfyUI offloads models on demand), or the override in the environment variable
-``SDL3D_MEMORY_LIMIT_MB`` (megabytes). ``require_memory`` refuses an estimate above it, naming limit and fix.
-See docs/hardening.md.
+Files and memory are guarded in ``file_guards`` and ``memory_guards``. See docs/hardening.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from typing import Iterable
 
 from .common import NodeInputError, depth_mapping, input_error
 
-ENV_MEMORY_LIMIT = "SDL3D_MEMORY_LIMIT_MB"
-MAX_SYNC_VIEWS = 4096  # a 8192x2048 panorama at window 512 / stride 128 has 793; 4096 is already hours of work
-MIN_LPIPS_RESOLUTION = 32  # LPIPS-alex pools 8x8 maps to nothing below 32 px, LPIPS-vgg below 16 px
-# estimates from the layer widths / array counts in the code, not measurements:
-LPIPS_BYTES_PER_PIXEL = {"vgg": 9000, "alex": 400}  # activations + gradients of one view/anchor pair, fp32
-MESH_BYTES_PER_VERTEX = 320  # float64 grids, float32 buffers, uint32 faces, file buffers
-HASH_CHUNK = 1 << 20
-IMAGE_HEADERS = ((b"\x89PNG\r\n\x1a\n", "PNG"),)
 _WIDGET_KINDS = ("FLOAT", "INT", "COMBO", "STRING", "BOOLEAN")
 DEPTH_WIDGETS = ("depth_mode", "near_m", "far_m", "metric_scale_m", "sphere_radius_m", "displacement_m")
 
@@ -146,222 +129,6 @@ def require_finite_number(node: str, name: str, value, fix: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise input_error(node, name, value, "is not a finite number", fix)
     return float(value)
-
-
-# ---------------------------------------------------------------- files
-
-
-_ESCAPE = "must name a file inside ComfyUI's {folder} folder (no '..', no absolute path, no link leaving the folder)"
-
-
-def _inside(root: str, path: str) -> bool:
-    root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    try:
-        return os.path.commonpath([root, real]) == root
-    except ValueError:  # different drives
-        return False
-
-
-def _relative_name_ok(name: str) -> bool:
-    if not name or "\x00" in name or os.path.isabs(name) or os.path.splitdrive(name)[0] or name.startswith(("/", "\\")):
-        return False
-    parts = name.replace("\\", "/").split("/")
-    return ".." not in parts
-
-
-def resolve_input_file(node: str, name_input: str, name) -> str:
-    """Real path of an image-combo value ('x.png', 'sub/x.png', 'x.png [output]'), inside input/output/temp.
-
-    Refuses traversal, absolute paths and links leaving the folder with one message that shows no server path
-    and is the same whether or not the target exists.
-    """
-    import folder_paths
-
-    if not isinstance(name, str):
-        raise input_error(node, name_input, name, "is not a file name", "pick a file from the list")
-    plain, base = folder_paths.annotated_filepath(name.strip())
-    folder = "input" if base is None else {folder_paths.get_output_directory(): "output",
-                                           folder_paths.get_temp_directory(): "temp"}.get(base, "input")
-    base = base or folder_paths.get_input_directory()
-    plain = plain.strip()
-    if not _relative_name_ok(plain) or not _inside(base, os.path.join(base, plain)):
-        raise input_error(node, name_input, name, _ESCAPE.format(folder=folder),
-                          f"upload the file (or copy it into ComfyUI's {folder} folder) and pick it from the list")
-    path = os.path.realpath(os.path.join(base, plain))
-    if not os.path.isfile(path):
-        raise input_error(node, name_input, name, f"no such file in ComfyUI's {folder} folder",
-                          "upload the file first and pick it from the list")
-    return path
-
-
-def sniff_image(path: str) -> str | None:
-    """The image format named by the file's first bytes, or None."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    for magic, kind in IMAGE_HEADERS:
-        if head.startswith(magic):
-            return kind
-    return None
-
-
-def require_image_file(node: str, name_input: str, name, kinds: tuple[str, ...] = ("PNG",)) -> str:
-    """``resolve_input_file`` plus a header check, so a non-image is refused before anything parses it."""
-    path = resolve_input_file(node, name_input, name)
-    if sniff_image(path) not in kinds:
-        raise input_error(node, name_input, name, f"is not a {' or '.join(kinds)} file (checked by its header)",
-                          "pick a 16-bit greyscale PNG (e.g. one written by Save Depth PNG 16-bit)")
-    return path
-
-
-def file_fingerprint(path: str) -> str:
-    """sha256 of a file read in 1 MiB chunks (never the whole file at once)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def prefix_problem(node: str, name_input: str, prefix, root: str | None = None) -> str | None:
-    """Why a filename_prefix cannot be used under ComfyUI's output folder (None when it can)."""
-    import folder_paths
-
-    root = root or folder_paths.get_output_directory()
-    fix = "use a relative prefix such as 'ldm3d/depth16' (no '..', no absolute path, no link leaving the folder)"
-    if not isinstance(prefix, str) or not prefix.strip():
-        return str(input_error(node, name_input, prefix, "is empty (it would write a hidden, nameless file)", fix))
-    if not _relative_name_ok(prefix):
-        return str(input_error(node, name_input, prefix, "would write outside ComfyUI's output folder", fix))
-    normalised = os.path.normpath(prefix)
-    base = os.path.basename(normalised)
-    if not base or base.startswith(".") or prefix.endswith(("/", "\\")):
-        return str(input_error(node, name_input, prefix, "has no file name part (or a hidden one starting with '.')",
-                               "end the prefix with a name, e.g. 'ldm3d/depth16'"))
-    folder = os.path.join(root, os.path.dirname(normalised))
-    if not _inside(root, folder):
-        return str(input_error(node, name_input, prefix, "would write outside ComfyUI's output folder", fix))
-    return None
-
-
-def output_folder(node: str, name_input: str, prefix, width: int = 0, height: int = 0):
-    """``folder_paths.get_save_image_path`` after the containment check (links resolved, also after %date%).
-
-    Returns (folder, filename, counter, subfolder). Raises NodeInputError naming the input; no server path.
-    """
-    import folder_paths
-
-    root = folder_paths.get_output_directory()
-    problem = prefix_problem(node, name_input, prefix, root)
-    if problem is None and "%" in prefix:
-        expanded = prefix
-        for var, val in (("%width%", str(width)), ("%height%", str(height))):
-            expanded = expanded.replace(var, val)
-        problem = prefix_problem(node, name_input, expanded, root) if "%" not in expanded else None
-    if problem:
-        raise NodeInputError(problem)
-    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root, width, height)
-    if not _inside(root, folder):
-        raise input_error(node, name_input, prefix, "would write outside ComfyUI's output folder",
-                          "use a relative prefix without links that leave the output folder")
-    return folder, filename, counter, subfolder
-
-
-def output_file(node: str, name_input: str, prefix, folder: str, name: str) -> str:
-    """Full path of one file to write; refuses a name that is (or links) outside the output folder."""
-    import folder_paths
-
-    path = os.path.join(folder, name)
-    if os.path.islink(path) or not _inside(folder_paths.get_output_directory(), path):
-        raise input_error(node, name_input, prefix, f"the file name {name!r} is taken by a link",
-                          "remove the link from the output folder or change the prefix")
-    return path
-
-
-# ---------------------------------------------------------------- memory
-
-
-def memory_limit(device=None) -> tuple[int, str]:
-    """(bytes, how it was chosen): the SDL3D_MEMORY_LIMIT_MB override, else ComfyUI's memory figures."""
-    override = os.environ.get(ENV_MEMORY_LIMIT, "").strip()
-    if override:
-        try:
-            megabytes = float(override)
-        except ValueError:
-            megabytes = math.nan
-        if math.isfinite(megabytes) and megabytes > 0:
-            return int(megabytes * 2 ** 20), f"{ENV_MEMORY_LIMIT}={override}"
-    import comfy.model_management as mm
-    import torch
-
-    device = device or mm.get_torch_device()
-    if isinstance(device, str):
-        device = torch.device(device)
-    if getattr(device, "type", "cpu") == "cpu":
-        return int(0.9 * mm.get_free_memory(device)), "90% of the free system memory"
-    return int(0.9 * mm.get_total_memory(device)), f"90% of the {device.type} memory"
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
-
-
-def fits_memory(estimate: float, device=None) -> bool:
-    return estimate <= memory_limit(device)[0]
-
-
-def require_memory(node: str, name: str, value, estimate: float, fix: str, device=None) -> None:
-    """Refuse before allocating when ``estimate`` bytes exceed the memory limit."""
-    limit, source = memory_limit(device)
-    if estimate > limit:
-        raise input_error(node, name, value, f"needs about {format_bytes(estimate)}, more than the limit "
-                          f"{format_bytes(limit)} ({source}; override with {ENV_MEMORY_LIMIT})", fix)
-
-
-def lpips_memory(net: str, resolution: int) -> int:
-    """Bytes LPIPS needs for one view/anchor pair at ``resolution`` x ``resolution`` (with gradients)."""
-    return int(LPIPS_BYTES_PER_PIXEL.get(net, LPIPS_BYTES_PER_PIXEL["vgg"]) * resolution * resolution)
-
-
-def mesh_memory(mesh_width: int, mesh_height: int) -> int:
-    return int(MESH_BYTES_PER_VERTEX * (mesh_width + 1) * mesh_height)
-
-
-def require_lpips_resolution(node: str, net: str, resolution: int) -> None:
-    if 0 < resolution < MIN_LPIPS_RESOLUTION:
-        raise input_error(node, "resolution", resolution, f"is too small for LPIPS (its pooling layers need at "
-                          f"least {MIN_LPIPS_RESOLUTION} px)", f"use 0 (native) or {MIN_LPIPS_RESOLUTION} or more")
-    if resolution > 0:
-        require_memory(node, "resolution", resolution, lpips_memory(net, resolution),
-                       "lower the resolution (256 is ~4x cheaper than 512), or use net = alex")
-
-
-def sync_view_count(latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int],
-                    circular: bool) -> int:
-    """Number of views of the grid sync_core.views.build_view_grid would build (counted, not built)."""
-    from ..sync_core import views as core_views
-
-    rows = len(core_views.axis_offsets(latent_h, window[0], stride[0], False, "height"))
-    cols = len(core_views.axis_offsets(latent_w, window[1], stride[1], circular, "width"))
-    return rows * cols
-
-
-def require_view_count(node: str, latent_h: int, latent_w: int, settings) -> int:
-    """Refuse grids with more than MAX_SYNC_VIEWS views before anything is allocated."""
-    from ..sync_core import views as core_views
-
-    window, stride, _notes = core_views.fit_window(latent_h, latent_w, settings.window, settings.stride)
-    count = sync_view_count(latent_h, latent_w, window, stride, settings.circular)
-    if count > MAX_SYNC_VIEWS:
-        raise input_error(node, "stride", settings.stride[1] * 8, f"gives {count} views over a {latent_w * 8}x"
-                          f"{latent_h * 8} px image (window {settings.window[1] * 8}); the limit is {MAX_SYNC_VIEWS}",
-                          "raise the stride (a quarter of the window is typical), raise the window, or sample a "
-                          "smaller image and upscale it")
-    return count
 
 
 def schedule_input(message: str, **values) -> tuple[str, object]:
