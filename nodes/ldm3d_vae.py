@@ -127,10 +127,15 @@ class LDM3DVAE(comfy.sd.VAE):
         return super().encode(rgbd.merge_rgbd(rgb, depth, self.ldm3d_channels))
 
     # -- stock node compatibility
-    def decode(self, samples_in, vae_options={}):
+    def decode(self, samples_in, vae_options=None):
+        """RGB part [B,H,W,3]; `vae_options` (keyword arguments of the decoder, for other model families) unused."""
         return self.decode_rgbd(samples_in)[..., :3]
 
-    def decode_tiled_(self, samples, tile_x=64, tile_y=64, overlap=16):  # OOM fallback of decode()
+    # comfy.sd.VAE.decode falls back to the private `decode_tiled_` on an out-of-memory error, and ComfyUI's
+    # version tiles with comfy.utils.tiled_scale's default of 3 output channels, which breaks on 4 or 6. No public
+    # hook replaces that fallback short of copying decode's batching, so this overrides it with the same signature;
+    # tests/test_ldm3d_comfy_contract.py fails if ComfyUI renames it, changes the signature or stops calling it.
+    def decode_tiled_(self, samples, tile_x=64, tile_y=64, overlap=16):
         tile = max(8, min(tile_x, tile_y))
         out = tiling.decode_tiled(samples, self._decode_raw, tile, min(overlap, tile - 1), self.upscale_ratio)
         return self.process_output(out.to(self.output_device))
