@@ -81,10 +81,10 @@ def load_diffusers_folder(folder: str) -> LoadedLDM3D:
         raise LDM3DLoadError(f"vae shift_factor {vae_cfg.get('shift_factor')} is not supported",
                              "use an LDM3D VAE (shift 0)")
     unet_cfg = _read_json(os.path.join(folder, "unet", "config.json"))
-    unet_config = unet_config_from_diffusers(unet_cfg)
+    unet_raw = _weights_in(folder, "unet")
+    unet_config = unet_config_from_diffusers(unet_cfg, unet_raw)
     mapping = comfy.utils.unet_to_diffusers(unet_config)
     mapping["class_embedding.weight"] = "label_emb.weight"
-    unet_raw = _weights_in(folder, "unet")
     unknown = [k for k in unet_raw if k not in mapping]
     if unknown:
         raise LDM3DLoadError(f"unet weights hold {len(unknown)} keys the config does not explain, e.g. {unknown[0]!r}",
@@ -106,7 +106,10 @@ def load_diffusers_folder(folder: str) -> LoadedLDM3D:
 
 
 def load_single_file(path: str) -> LoadedLDM3D:
-    """Load an LDM-format single-file LDM3D checkpoint (model.diffusion_model.*, cond_stage_model.*, first_stage_model.*)."""
+    """Load an LDM-format single-file LDM3D checkpoint.
+
+    Keys: model.diffusion_model.* (UNet), cond_stage_model.* (CLIP), first_stage_model.* (VAE).
+    """
     sd = comfy.utils.load_torch_file(path, safe_load=True)
     prefixes = {"model.diffusion_model.": "UNet", "first_stage_model.": "VAE", "cond_stage_model.": "text encoder"}
     for prefix, what in prefixes.items():

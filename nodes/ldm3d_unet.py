@@ -5,6 +5,8 @@ concatenated to the input, noise level as class label), and the SD1 CLIP-L text 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 import comfy.conds
@@ -16,6 +18,7 @@ import comfy.sd
 import comfy.supported_models
 import comfy.utils
 import folder_paths
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from .ldm3d_model_files import LDM3DLoadError
 
@@ -73,8 +76,36 @@ _CROSS_DOWN, _PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 _CROSS_UP, _PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
 
 
-def unet_config_from_diffusers(cfg: dict) -> dict:
-    """ComfyUI UNetModel arguments from a diffusers UNet2DConditionModel config.json (SD1.x family only)."""
+def unet_config_from_diffusers(cfg: dict, unet_sd: dict | None = None) -> dict:
+    """ComfyUI UNetModel arguments for a diffusers UNet2DConditionModel (SD1.x family only).
+
+    `cfg` is its config.json (always checked: unsupported UNets are refused with a fix), `unet_sd` its
+    diffusers-keyed weights. ComfyUI's own detection (comfy.model_detection.unet_config_from_diffusers_unet) gives
+    the config wherever it agrees with config.json: full-size ldm3d, ldm3d-4c and ldm3d-pano match its SD15 entry.
+    It only matches weight shapes against a table of full-size models, so config.json is read here for the rest:
+    ldm3d-sr (8 input channels: no table entry), other sizes (the random-weight test models), and a head count or
+    class-label embedding that the shapes it reads do not show (it would answer SD15: 8 heads, no labels).
+    """
+    config = _unet_config_from_json(cfg)
+    try:
+        detected = comfy.model_detection.unet_config_from_diffusers_unet(unet_sd) if unet_sd else None
+    except (KeyError, IndexError):  # a layout the detection's key walk does not expect: not in its table either
+        detected = None
+    if detected is None:
+        return config
+    detected = {k: v for k, v in detected.items() if k != "dtype"}  # set later from the weights (build_model)
+    return detected if same_unet_config(detected, config) else config
+
+
+def same_unet_config(a: dict, b: dict) -> bool:
+    """Whether two UNetModel argument dicts build the same network (a missing key means UNetModel's default)."""
+    defaults = {name: p.default for name, p in inspect.signature(UNetModel.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in (set(a) | set(b)) - {"dtype"})
+
+
+def _unet_config_from_json(cfg: dict) -> dict:
+    """UNetModel arguments from a diffusers config.json; refuses anything not SD1.x shaped."""
     def refuse(what):
         raise LDM3DLoadError(f"unet/config.json: {what} is not an SD1.x-shaped LDM3D UNet",
                              "use an Intel LDM3D model folder (ldm3d, ldm3d-4c, ldm3d-pano, ldm3d-sr)")
