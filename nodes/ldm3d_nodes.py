@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..ldm3d_core import rgbd
 import logging
 
-from . import ldm3d_loading, memory_guards, validation
+from . import ldm3d_loading, ldm3d_model_files, ldm3d_vae, memory_guards, validation
 from .common import (CATEGORY_LDM3D, CATEGORY_LOADERS, input_error, node_name, require_finite, require_image,
                      require_mask, require_same_size)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _require_ldm3d_vae(node: str, vae):
-    if not ldm3d_loading.is_ldm3d_vae(vae):
+    if not ldm3d_vae.is_ldm3d_vae(vae):
         channels = getattr(vae, "output_channels", "?")
         raise input_error(node, "vae", f"{type(vae).__name__} with {channels} output channels",
                           "this VAE is not a 4- or 6-channel LDM3D VAE (an ordinary SD VAE has no depth channel)",
@@ -57,7 +57,7 @@ class LDM3DLoader(io.ComfyNode):
                         "models/ldm3d or models/diffusers, or a single-file checkpoint. The VAE channel count (4 or "
                         "6) is read from the weights; prediction type and noise schedule from scheduler/.",
             inputs=[
-                io.Combo.Input("model_name", options=ldm3d_loading.list_models(),
+                io.Combo.Input("model_name", options=ldm3d_model_files.list_models(),
                                tooltip="LDM3D model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, "
                                        "scheduler/) or a .safetensors checkpoint; folders under models/diffusers are "
                                        "listed as diffusers/<name>, checkpoints as checkpoints/<name>."),
@@ -82,7 +82,7 @@ class LDM3DLoader(io.ComfyNode):
         node = node_name(cls)
         try:
             loaded = ldm3d_loading.load_ldm3d(model_name)
-        except ldm3d_loading.LDM3DLoadError as e:
+        except ldm3d_model_files.LDM3DLoadError as e:
             raise input_error(node, "model_name", model_name, e.problem, e.fix) from e
         return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.summary())
 

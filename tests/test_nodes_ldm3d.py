@@ -27,8 +27,8 @@ def ln(pack):
 
 
 @pytest.fixture(scope="module")
-def loading(pack):
-    return pack.node_module("ldm3d_loading")
+def unet(pack):
+    return pack.node_module("ldm3d_unet")
 
 
 @pytest.fixture(scope="module")
@@ -117,30 +117,30 @@ def test_loader_errors(comfy, ln, tmp_path):
         run_node(ln.LDM3DLoader, model_name="checkpoints/sdl3d_tiny_sd15.safetensors")  # SD1.5, no LDM3D VAE
 
 
-def test_full_size_unet_config_matches_comfy_sd15_table(loading):
+def test_full_size_unet_config_matches_comfy_sd15_table(unet):
     """Intel/ldm3d's UNet config.json is SD1.x; the derived config must equal ComfyUI's own SD15 table."""
     intel = {"attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
              "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], "in_channels": 4,
              "layers_per_block": 2, "out_channels": 4, "sample_size": 64,
              "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "flip_sin_to_cos": True, "freq_shift": 0}
-    got = loading.unet_config_from_diffusers(intel)
+    got = unet.unet_config_from_diffusers(intel)
     sd15 = {"model_channels": 320, "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
             "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
             "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
             "in_channels": 4, "out_channels": 4, "adm_in_channels": None}  # comfy/model_detection.py SD15 entry
     assert {k: got[k] for k in sd15} == sd15
-    with pytest.raises(loading.LDM3DLoadError, match="cross_attention_dim 1024"):
-        loading.unet_config_from_diffusers(dict(intel, cross_attention_dim=1024))
+    with pytest.raises(unet.LDM3DLoadError, match="cross_attention_dim 1024"):
+        unet.unet_config_from_diffusers(dict(intel, cross_attention_dim=1024))
 
 
-def test_scheduler_config_is_read_and_unknown_refused(loading):
-    settings, _, pred = loading.sampling_from_scheduler(
+def test_scheduler_config_is_read_and_unknown_refused(unet):
+    settings, _, pred = unet.sampling_from_scheduler(
         {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
     assert pred == "v_prediction" and settings["beta_schedule"] == "sqrt_linear" and settings["linear_end"] == 0.02
-    with pytest.raises(loading.LDM3DLoadError, match="prediction_type 'sample'"):
-        loading.sampling_from_scheduler({"prediction_type": "sample"})
-    with pytest.raises(loading.LDM3DLoadError, match="beta_schedule 'exotic'"):
-        loading.sampling_from_scheduler({"beta_schedule": "exotic"})
+    with pytest.raises(unet.LDM3DLoadError, match="prediction_type 'sample'"):
+        unet.sampling_from_scheduler({"prediction_type": "sample"})
+    with pytest.raises(unet.LDM3DLoadError, match="beta_schedule 'exotic'"):
+        unet.sampling_from_scheduler({"beta_schedule": "exotic"})
 
 
 @pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])

@@ -41,7 +41,7 @@ def test_lpips_loader_error_names_the_widget_and_gives_the_fix_once(pack, comfy,
 
 
 def test_ldm3d_loader_lists_only_ldm3d_models(pack, comfy, tmp_path):
-    loading = pack.node_module("ldm3d_loading")
+    model_files = pack.node_module("ldm3d_model_files")
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
     (ckpts / "ldm3d_single.safetensors").symlink_to(comfy.models / "ldm3d" / "ldm3d-single-6c.safetensors")
@@ -51,7 +51,7 @@ def test_ldm3d_loader_lists_only_ldm3d_models(pack, comfy, tmp_path):
     paths.append(str(ckpts))
     comfy.folder_paths.filename_list_cache.clear()
     try:
-        names = loading.list_models()
+        names = model_files.list_models()
     finally:
         paths.remove(str(ckpts))
         comfy.folder_paths.filename_list_cache.clear()
