@@ -6,17 +6,17 @@ moves them to ComfyUI's device, reports progress and stays interruptible, and fo
 
 from __future__ import annotations
 
-import torch
-from comfy_api.latest import io, ui
-
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import torch
+from comfy_api.latest import io, ui
 
 from ..sync_core import coherence as core
 from .common import CATEGORY_SAMPLING, NodeInputError, input_error, node_name, require_image
 from .model_folders import LPIPS_FOLDER
 from .sync_nodes import LPIPS_TYPE, load_lpips
+
 
 def _check_crops(node: str, name: str, image: torch.Tensor, crop: int) -> None:
     """Both metrics need >= 2 crops: LPIPS on the image as is, the style loss after the shorter side -> crop."""

@@ -10,12 +10,11 @@ import json
 import logging
 import os
 
+import folder_paths
 import numpy as np
 import torch
 from comfy_api.latest import io, ui
 from PIL.PngImagePlugin import PngInfo
-
-import folder_paths
 
 from ..ldm3d_core import depth_png, rgbd
 from . import file_guards, validation

@@ -13,13 +13,13 @@ from . import model_folders
 
 def all_node_classes() -> list[type[io.ComfyNode]]:
     """Every node class the pack registers, in menu order."""
-    from .ldm3d_nodes import LDM3D_NODES
+    from .coherence_nodes import COHERENCE_NODES
     from .depth_nodes import DEPTH_NODES
-    from .stereo_nodes import STEREO_NODES
+    from .ldm3d_nodes import LDM3D_NODES
     from .mesh_nodes import MESH_NODES
+    from .stereo_nodes import STEREO_NODES
     from .sync_nodes import SYNC_NODES
     from .sync_patch import PATCH_NODES
-    from .coherence_nodes import COHERENCE_NODES
     from .vae_nodes import VAE_NODES
 
     return [*SYNC_NODES, *PATCH_NODES, *COHERENCE_NODES, *VAE_NODES, *LDM3D_NODES, *DEPTH_NODES, *STEREO_NODES,

@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 import comfy.utils
 
 from .ldm3d_model_files import LDM3DLoadError, resolve_model
-from .ldm3d_unet import build_clip, build_model, sampling_from_scheduler, unet_config_from_checkpoint, \
-    unet_config_from_diffusers
+from .ldm3d_unet import (
+    build_clip,
+    build_model,
+    sampling_from_scheduler,
+    unet_config_from_checkpoint,
+    unet_config_from_diffusers,
+)
 from .ldm3d_vae import DEFAULT_SCALING, LDM3DVAE
 
 log = logging.getLogger(__name__)

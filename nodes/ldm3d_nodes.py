@@ -6,16 +6,24 @@ LATENT {"samples": [B,4,H/8,W/8]} unscaled (as stock VAE Encode/Decode). Math li
 
 from __future__ import annotations
 
+import logging
+
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from ..ldm3d_core import rgbd
-import logging
-
 from . import ldm3d_loading, ldm3d_model_files, ldm3d_vae, memory_guards, validation
-from .common import (CATEGORY_LDM3D, CATEGORY_LOADERS, input_error, node_name, require_finite, require_image,
-                     require_mask, require_same_size)
+from .common import (
+    CATEGORY_LDM3D,
+    CATEGORY_LOADERS,
+    input_error,
+    node_name,
+    require_finite,
+    require_image,
+    require_mask,
+    require_same_size,
+)
 
 DECODED_BYTES_PER_PIXEL = 4 * (6 + 3 + 1 + 3)  # decoded RGBD + rgb + depth + preview, fp32
 ENCODE_BYTES_PER_PIXEL = 4 * (3 + 1 + 6 + 6)  # resized rgb + depth + merged RGBD + the VAE's float copy

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import inspect
 
-import torch
-
 import comfy.conds
 import comfy.model_base
 import comfy.model_detection
@@ -18,6 +16,7 @@ import comfy.sd
 import comfy.supported_models
 import comfy.utils
 import folder_paths
+import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from .ldm3d_model_files import LDM3DLoadError

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 import comfy.diffusers_convert
 import comfy.model_management
 import comfy.sd
 import comfy.utils
+import torch
 
 from ..ldm3d_core import rgbd, tiling
 from .ldm3d_model_files import LDM3DLoadError

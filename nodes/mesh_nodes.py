@@ -14,8 +14,17 @@ from comfy_api.latest import io
 from ..ldm3d_core import distance
 from ..ldm3d_core import mesh as core_mesh
 from . import file_guards, memory_guards, validation
-from .common import (CATEGORY_MESH, DEPTH_TOOLTIP, depth_batch, depth_inputs, depth_mapping, input_error, node_name,
-                     require_equirect, require_image)
+from .common import (
+    CATEGORY_MESH,
+    DEPTH_TOOLTIP,
+    depth_batch,
+    depth_inputs,
+    depth_mapping,
+    input_error,
+    node_name,
+    require_equirect,
+    require_image,
+)
 
 FORMATS = ("glb", "obj", "ply", "all")
 

@@ -15,8 +15,18 @@ from comfy_api.latest import io, ui
 
 from ..ldm3d_core import distance, layouts, ods, ods_warp
 from . import file_guards, validation
-from .common import (CATEGORY_STEREO, DEPTH_TOOLTIP, depth_batch, depth_inputs, depth_mapping, input_error, node_name,
-                     require_equirect, require_image)
+from .common import (
+    CATEGORY_STEREO,
+    DEPTH_TOOLTIP,
+    depth_batch,
+    depth_inputs,
+    depth_mapping,
+    input_error,
+    node_name,
+    require_equirect,
+    require_image,
+)
+
 
 def _compute_device():
     """(compute device, output device) from ComfyUI's model management."""

@@ -14,7 +14,6 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-
 # In-place arithmetic on a tensor that requires grad is evaluated out of place (the result is what `x += y` binds):
 # ComfyUI's UNet does `h += ctrl` on a skip tensor the middle block saved for backward, and its ControlNet merge
 # does `x *= strength`. Views are left in place: area conditioning accumulates through `narrow` views.

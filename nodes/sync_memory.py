@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 import comfy.model_management
 import comfy.sd
 import comfy.utils
 import folder_paths
+import torch
 
 from ..sync_core import batching
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-from comfy_api.latest import io
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import folder_paths
 import latent_preview
+import torch
+from comfy_api.latest import io
 
 from ..sync_core import fusion as core_fusion
 from ..sync_core import perceptual as core_perceptual

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import io
-
 import comfy.patcher_extension
+from comfy_api.latest import io
 
 from ..sync_core import batching
 from ..sync_core import fusion as core_fusion

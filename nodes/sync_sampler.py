@@ -24,12 +24,11 @@ import inspect
 import logging
 from dataclasses import dataclass
 
-import torch
-
 import comfy.k_diffusion.sampling as k_sampling
 import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
+import torch
 
 from ..sync_core import coordinates as core_coordinates
 from ..sync_core import perceptual as core_perceptual

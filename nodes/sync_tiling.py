@@ -29,13 +29,12 @@ import contextlib
 import logging
 import math
 
-import torch
-
 import comfy.conds
-import comfy.model_management
 import comfy.model_base
+import comfy.model_management
 import comfy.samplers
 import comfy.utils
+import torch
 
 from ..sync_core import batching
 from ..sync_core import fusion as core_fusion

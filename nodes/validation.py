@@ -13,7 +13,7 @@ Files and memory are guarded in ``file_guards`` and ``memory_guards``. See docs/
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from .common import NodeInputError, depth_mapping, input_error
 

@@ -60,10 +60,9 @@ VARIANTS = {
 
 def write_aux_models(models: Path, taesd_names) -> None:
     """Random TAESD-family decoders and a random VGG16/AlexNet LPIPS backbone in a ComfyUI models tree."""
+    import comfy.taesd.taesd
     import safetensors.torch
     import torch
-
-    import comfy.taesd.taesd
     from build import randomize
     from sync_fixtures import build_sync_fixtures
 
@@ -78,10 +77,9 @@ def write_aux_models(models: Path, taesd_names) -> None:
 
 def build_models(arch: dict, device):
     """(MODEL patcher, VAE, positive, negative) with random weights and the real architecture."""
+    import comfy.sd
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    import comfy.sd
 
     torch.manual_seed(0)
     with torch.device(device):

@@ -43,8 +43,8 @@ def flux_parameters(comfyui: Path) -> int:
     from comfy.cli_args import args
 
     args.cpu = True
-    import torch
     import comfy.ops
+    import torch
     from comfy.ldm.flux.model import Flux
 
     with torch.device("meta"):

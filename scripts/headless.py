@@ -76,7 +76,7 @@ class ComfyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "ComfyServer":
+    def start(self, timeout: float = 180.0) -> ComfyServer:
         self.log_path = self.base / f"comfyui-{self.port}.log"
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch", "--disable-api-nodes",
@@ -118,7 +118,7 @@ class ComfyServer:
             self.process.kill()
             self.process.wait(timeout=15)
 
-    def __enter__(self) -> "ComfyServer":
+    def __enter__(self) -> ComfyServer:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc) -> None:

@@ -45,7 +45,7 @@ def scene(width: int = 512):
         rgb[mask] = np.array(col) * stripes[mask][:, None]
     box = (np.abs(aa - math.radians(-20)) < math.radians(12)) & (bb < -0.05) & (bb > -0.6)
     r[box] = 1.0 / np.cos(aa[box] - math.radians(-20))
-    rgb[box] = np.array([0.95, 0.55, 0.1]) * (0.8 + 0.2 * ((np.floor(aa[box] * 30) % 2)))[:, None]
+    rgb[box] = np.array([0.95, 0.55, 0.1]) * (0.8 + 0.2 * (np.floor(aa[box] * 30) % 2))[:, None]
     depth = np.clip(1.0 / r, 0.0, 1.0)  # inverse depth, near = 1 m, far = infinity
     return np.clip(rgb, 0, 1), depth
 

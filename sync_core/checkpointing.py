@@ -12,7 +12,8 @@ previous state is restored on exit, also when the block raises (e.g. an interrup
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ def outermost_modules(root: nn.Module, class_names: Iterable[str]) -> list[nn.Mo
     return found
 
 
-def _checkpointing_forward(original: Callable, context: Callable[[], ContextManager] | None) -> Callable:
+def _checkpointing_forward(original: Callable, context: Callable[[], AbstractContextManager] | None) -> Callable:
     if context is not None:
         def run(*args, **kwargs):
             with context():
@@ -57,7 +58,7 @@ def _checkpointing_forward(original: Callable, context: Callable[[], ContextMana
 
 @contextlib.contextmanager
 def checkpointed(modules: Iterable[nn.Module], enabled: bool = True,
-                 context: Callable[[], ContextManager] | None = None) -> Iterator[int]:
+                 context: Callable[[], AbstractContextManager] | None = None) -> Iterator[int]:
     """Run each module in ``modules`` under gradient checkpointing while the block runs; yields how many modules are
     checkpointed. Calls made with grad disabled go straight to the module. Duplicates are ignored.
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -96,7 +96,7 @@ def crop_pairs(num_crops: int) -> list[tuple[int, int]]:
 
 def extract_crops(image: Tensor, boxes: Sequence[Box]) -> Tensor:
     """``[3, H, W]`` -> ``[K, 3, crop, crop]`` (copies, same device/dtype)."""
-    return torch.stack([image[:, t:b, l:r] for t, b, l, r in boxes])
+    return torch.stack([image[:, top:bottom, left:right] for top, bottom, left, right in boxes])
 
 
 def style_resize_size(height: int, width: int, size: int) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Run the sync_core SyncDiffusion loop with diffusers parts (UNet2DConditionModel + AutoencoderKL/Tiny + DDIM).
 
-This reproduces the official ``sample_syncdiffusion`` loop (docs/syncdiffusion.md, "The official algorithm") with the pack's own core
-(``views.build_view_grid`` / ``crop_views`` / ``average_views`` and ``sync.sync_views``):
+This reproduces the official ``sample_syncdiffusion`` loop (docs/syncdiffusion.md, "The official algorithm") with the
+pack's own core (``views.build_view_grid`` / ``crop_views`` / ``average_views`` and ``sync.sync_views``):
 for every step ``i`` (timestep ``t``): if the schedule syncs at ``i``, every non-anchor view latent gets one LPIPS
 gradient step towards the anchor's x0 image (``sync_views``; x0 = DDIM ``pred_original_sample`` of the CFG'd model
 output, gradient through UNet, VAE decoder and LPIPS); then every view is denoised from its own (updated) latent by
@@ -25,7 +25,7 @@ latents ``[B, C, height/f, width/f]`` in the scheduler's (scaled) space.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, ContextManager, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor
@@ -141,7 +142,7 @@ class PerceptualLoss:
     """
 
     def __init__(self, model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
-                 context: Callable[[], ContextManager] | None = None):
+                 context: Callable[[], AbstractContextManager] | None = None):
         self.model = model
         self.resolution = resolution
         self.checkpoint = checkpoint
@@ -206,7 +207,7 @@ class PerceptualLoss:
 
 
 def make_perceptual(model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
-                    context: Callable[[], ContextManager] | None = None) -> PerceptualLoss:
+                    context: Callable[[], AbstractContextManager] | None = None) -> PerceptualLoss:
     """:class:`PerceptualLoss` for :func:`sync_core.sync.sync_views` (LPIPS on [-1,1] images, optionally at a lower
     ``resolution``: the shorter side resized to it)."""
     return PerceptualLoss(model, resolution, checkpoint, context)

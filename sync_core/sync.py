@@ -12,8 +12,8 @@ The anchor keeps its latent. Then every view is denoised from its own updated la
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -40,7 +40,8 @@ EXIT_CODES = f"""exit codes:
   {EXIT_UNREACHABLE}    servers unreachable: none answered, or jobs were left without a live server
   {EXIT_LOCAL_SERVER}    the local ComfyUI (no --url) did not start or the pack failed to import in it
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); finished jobs are recorded, --resume continues
-When jobs fail in several ways the first applicable code in the order {EXIT_UNREACHABLE}, {EXIT_VALIDATION}, {EXIT_EXECUTION} wins.
+When jobs fail in several ways the first applicable code in the order {EXIT_UNREACHABLE}, {EXIT_VALIDATION},
+{EXIT_EXECUTION} wins.
 The last line printed is a one-line summary."""
 
 
