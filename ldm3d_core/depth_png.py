@@ -24,12 +24,13 @@ class DepthPNGError(ValueError):
 @dataclass(frozen=True)
 class DepthPNG:
     depth: np.ndarray  # float32 [H,W] in [0,1]
-    bits: int          # 16 or 8
-    mode: str          # Pillow mode the file opened with
+    bits: int  # 16 or 8
+    mode: str  # Pillow mode the file opened with
 
 
-def save_depth_png(path: str | os.PathLike, code: np.ndarray, pnginfo: PngImagePlugin.PngInfo | None = None,
-                   compress_level: int = 4) -> None:
+def save_depth_png(
+    path: str | os.PathLike, code: np.ndarray, pnginfo: PngImagePlugin.PngInfo | None = None, compress_level: int = 4
+) -> None:
     """Write a uint16 [H,W] code array as a true 16-bit greyscale PNG."""
     code = np.asarray(code)
     if code.ndim != 2:

@@ -86,8 +86,9 @@ class DepthMapping:
             if self.radius <= 0:
                 raise DepthMappingError("radius", self.radius, "must be > 0 metres")
             if not 0 <= self.displacement < self.radius:
-                raise DepthMappingError("displacement", self.displacement,
-                                        f"must be >= 0 and smaller than radius = {self.radius!r}")
+                raise DepthMappingError(
+                    "displacement", self.displacement, f"must be >= 0 and smaller than radius = {self.radius!r}"
+                )
 
 
 def depth_to_distance(depth: torch.Tensor, mapping: DepthMapping = DepthMapping()) -> torch.Tensor:

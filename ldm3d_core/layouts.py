@@ -16,8 +16,9 @@ LAYOUTS = ("top_bottom", "side_by_side", "anaglyph")
 FILE_SUFFIX = {"top_bottom": "_360_TB", "side_by_side": "_360_LR"}
 
 
-def pack_stereo(left: torch.Tensor, right: torch.Tensor, layout: str = "top_bottom",
-                swap_eyes: bool = False) -> torch.Tensor:
+def pack_stereo(
+    left: torch.Tensor, right: torch.Tensor, layout: str = "top_bottom", swap_eyes: bool = False
+) -> torch.Tensor:
     """Pack two eyes into one frame (see the module Convention). Inputs are not modified."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r} is not one of {LAYOUTS}")
@@ -38,8 +39,10 @@ def pack_stereo(left: torch.Tensor, right: torch.Tensor, layout: str = "top_bott
 def anaglyph(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """Red-cyan anaglyph of two IMAGE tensors [..., C >= 3]: red from ``left``, green and blue from ``right``."""
     if left.shape != right.shape or left.shape[-1] < 3:
-        raise ValueError(f"anaglyph needs two images of equal shape with >= 3 channels, got "
-                         f"{tuple(left.shape)} and {tuple(right.shape)}")
+        raise ValueError(
+            f"anaglyph needs two images of equal shape with >= 3 channels, got "
+            f"{tuple(left.shape)} and {tuple(right.shape)}"
+        )
     return torch.cat([left[..., :1], right[..., 1:3]], dim=-1)
 
 
@@ -49,12 +52,12 @@ def unpack_stereo(frame: torch.Tensor, layout: str = "top_bottom") -> tuple[torc
         h = frame.shape[-3]
         if h % 2:
             raise ValueError(f"top_bottom frame height {h} is odd")
-        return frame[..., : h // 2, :, :], frame[..., h // 2:, :, :]
+        return frame[..., : h // 2, :, :], frame[..., h // 2 :, :, :]
     if layout == "side_by_side":
         w = frame.shape[-2]
         if w % 2:
             raise ValueError(f"side_by_side frame width {w} is odd")
-        return frame[..., : w // 2, :], frame[..., w // 2:, :]
+        return frame[..., : w // 2, :], frame[..., w // 2 :, :]
     raise ValueError(f"cannot unpack layout {layout!r}; use 'top_bottom' or 'side_by_side'")
 
 

@@ -74,8 +74,14 @@ def sphere_faces(mesh_w: int, mesh_h: int) -> np.ndarray:
     return np.concatenate([tri1.reshape(-1, 3), tri2.reshape(-1, 3)]).astype(np.uint32)
 
 
-def build_sphere_mesh(depth: np.ndarray, image: np.ndarray, to_distance: Callable[[np.ndarray], np.ndarray],
-                      mesh_w: int = 1024, mesh_h: int = 512, cull_tau: float | None = None) -> SphereMesh:
+def build_sphere_mesh(
+    depth: np.ndarray,
+    image: np.ndarray,
+    to_distance: Callable[[np.ndarray], np.ndarray],
+    mesh_w: int = 1024,
+    mesh_h: int = 512,
+    cull_tau: float | None = None,
+) -> SphereMesh:
     """Displaced sphere of an equirect (see the module Convention).
 
     Args:
@@ -112,8 +118,7 @@ def build_sphere_mesh(depth: np.ndarray, image: np.ndarray, to_distance: Callabl
         rf = rflat[faces.astype(np.int64)]
         faces = faces[rf.max(1) <= rf.min(1) * (1.0 + cull_tau)]
     uv = np.stack([uu, tt], -1).reshape(-1, 2).astype(np.float32)
-    return SphereMesh(pos.reshape(-1, 3).astype(np.float32), uv, colors.reshape(-1, 3), rflat, faces,
-                      (mesh_h, cols))
+    return SphereMesh(pos.reshape(-1, 3).astype(np.float32), uv, colors.reshape(-1, 3), rflat, faces, (mesh_h, cols))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -131,8 +136,12 @@ def _pad4(data: bytes, fill: bytes = b"\0") -> bytes:
 def glb_bytes(mesh: SphereMesh, texture_png: bytes, name: str = "ldm3d_sphere") -> bytes:
     """A binary glTF 2.0 with positions, TEXCOORD_0 (top-left origin), uint32 indices and the embedded PNG
     texture on an unlit, double-sided material (viewer at the centre)."""
-    parts = [mesh.positions.astype("<f4").tobytes(), mesh.uv.astype("<f4").tobytes(),
-             mesh.faces.astype("<u4").tobytes(), texture_png]
+    parts = [
+        mesh.positions.astype("<f4").tobytes(),
+        mesh.uv.astype("<f4").tobytes(),
+        mesh.faces.astype("<u4").tobytes(),
+        texture_png,
+    ]
     views, blob, offset = [], b"", 0
     for k, data in enumerate(parts):
         view = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
@@ -150,21 +159,47 @@ def glb_bytes(mesh: SphereMesh, texture_png: bytes, name: str = "ldm3d_sphere") 
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": name}],
-        "meshes": [{"name": name, "primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2,
-                                                   "material": 0, "mode": 4}]}],
-        "materials": [{"name": "equirect", "doubleSided": True,
-                       "pbrMetallicRoughness": {"baseColorTexture": {"index": 0}, "metallicFactor": 0.0,
-                                                "roughnessFactor": 1.0},
-                       "extensions": {"KHR_materials_unlit": {}}}],
+        "meshes": [
+            {
+                "name": name,
+                "primitives": [
+                    {"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0, "mode": 4}
+                ],
+            }
+        ],
+        "materials": [
+            {
+                "name": "equirect",
+                "doubleSided": True,
+                "pbrMetallicRoughness": {
+                    "baseColorTexture": {"index": 0},
+                    "metallicFactor": 0.0,
+                    "roughnessFactor": 1.0,
+                },
+                "extensions": {"KHR_materials_unlit": {}},
+            }
+        ],
         "extensionsUsed": ["KHR_materials_unlit"],
         "textures": [{"source": 0, "sampler": 0}],
         "samplers": [{"magFilter": 9729, "minFilter": 9729, "wrapS": 33071, "wrapT": 33071}],
         "images": [{"bufferView": 3, "mimeType": "image/png"}],
         "accessors": [
-            {"bufferView": 0, "componentType": 5126, "count": n, "type": "VEC3",
-             "min": mesh.positions.min(0).astype(float).tolist(), "max": mesh.positions.max(0).astype(float).tolist()},
-            {"bufferView": 1, "componentType": 5126, "count": n, "type": "VEC2",
-             "min": mesh.uv.min(0).astype(float).tolist(), "max": mesh.uv.max(0).astype(float).tolist()},
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": n,
+                "type": "VEC3",
+                "min": mesh.positions.min(0).astype(float).tolist(),
+                "max": mesh.positions.max(0).astype(float).tolist(),
+            },
+            {
+                "bufferView": 1,
+                "componentType": 5126,
+                "count": n,
+                "type": "VEC2",
+                "min": mesh.uv.min(0).astype(float).tolist(),
+                "max": mesh.uv.max(0).astype(float).tolist(),
+            },
             {"bufferView": 2, "componentType": 5125, "count": int(mesh.faces.size), "type": "SCALAR"},
         ],
         "bufferViews": views,
@@ -172,8 +207,15 @@ def glb_bytes(mesh: SphereMesh, texture_png: bytes, name: str = "ldm3d_sphere") 
     }
     js = _pad4(json.dumps(doc, separators=(",", ":")).encode("utf-8"), b" ")
     total = 12 + 8 + len(js) + 8 + len(blob)
-    return b"".join([struct.pack("<III", 0x46546C67, 2, total), struct.pack("<II", len(js), 0x4E4F534A), js,
-                     struct.pack("<II", len(blob), 0x004E4942), blob])
+    return b"".join(
+        [
+            struct.pack("<III", 0x46546C67, 2, total),
+            struct.pack("<II", len(js), 0x4E4F534A),
+            js,
+            struct.pack("<II", len(blob), 0x004E4942),
+            blob,
+        ]
+    )
 
 
 def write_glb(path: str, mesh: SphereMesh, texture_png: bytes) -> str:
@@ -194,8 +236,7 @@ def write_obj(path: str, mesh: SphereMesh, texture_png: bytes) -> list[str]:
     vt = mesh.uv.astype(np.float64).copy()
     vt[:, 1] = 1.0 - vt[:, 1]
     with open(path, "w", encoding="utf-8") as f:
-        f.write(f"# syncdiffusion-ldm3d displaced sphere: -Z forward, +X right, +Y up\nmtllib {base}.mtl\n"
-                f"o {base}\n")
+        f.write(f"# syncdiffusion-ldm3d displaced sphere: -Z forward, +X right, +Y up\nmtllib {base}.mtl\no {base}\n")
         np.savetxt(f, mesh.positions, fmt="v %.6f %.6f %.6f")
         np.savetxt(f, vt, fmt="vt %.7f %.7f")
         f.write("usemtl equirect\n")
@@ -211,10 +252,20 @@ def write_ply(path: str, mesh: SphereMesh, texture_name: str | None = None) -> s
     header = ["ply", "format binary_little_endian 1.0", "comment syncdiffusion-ldm3d: -Z forward, +X right, +Y up"]
     if texture_name:
         header.append(f"comment TextureFile {texture_name}")
-    header += [f"element vertex {n}", "property float x", "property float y", "property float z",
-               "property uchar red", "property uchar green", "property uchar blue",
-               "property float s", "property float t",
-               f"element face {nf}", "property list uchar int vertex_indices", "end_header"]
+    header += [
+        f"element vertex {n}",
+        "property float x",
+        "property float y",
+        "property float z",
+        "property uchar red",
+        "property uchar green",
+        "property uchar blue",
+        "property float s",
+        "property float t",
+        f"element face {nf}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
     vdt = np.dtype([("p", "<f4", 3), ("c", "u1", 3), ("st", "<f4", 2)])
     verts = np.empty(n, dtype=vdt)
     verts["p"] = mesh.positions
@@ -230,4 +281,3 @@ def write_ply(path: str, mesh: SphereMesh, texture_name: str | None = None) -> s
         f.write(verts.tobytes())
         f.write(faces.tobytes())
     return path
-

@@ -62,13 +62,17 @@ def eye_sign(eye: str | int) -> int:
     return EYES[eye]
 
 
-def pixel_alpha(width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def pixel_alpha(
+    width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Azimuth of pixel-column centres, [W], radians in (-pi, pi)."""
     x = torch.arange(width, device=device, dtype=dtype)
     return ((x + 0.5) / width - 0.5) * (2.0 * math.pi)
 
 
-def pixel_beta(height: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def pixel_beta(
+    height: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Elevation of pixel-row centres, [H], radians in (-pi/2, pi/2), row 0 = top."""
     y = torch.arange(height, device=device, dtype=dtype)
     return (0.5 - (y + 0.5) / height) * math.pi
@@ -87,8 +91,9 @@ def pole_weight(beta: torch.Tensor, from_deg: float = 60.0, to_deg: float = 75.0
     return torch.where(a <= b0, torch.ones_like(a), torch.where(a >= b1, torch.zeros_like(a), ramp))
 
 
-def ods_angles(r: torch.Tensor, eye: str | int, geom: ODSGeometry,
-               dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ods_angles(
+    r: torch.Tensor, eye: str | int, geom: ODSGeometry, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pixel ODS angles for the source grid of an equirect distance map.
 
     Args:
@@ -123,8 +128,9 @@ def ods_angles(r: torch.Tensor, eye: str | int, geom: ODSGeometry,
     return delta, phi, visible
 
 
-def ods_shift_px(r: torch.Tensor, eye: str | int, geom: ODSGeometry,
-                 dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ods_shift_px(
+    r: torch.Tensor, eye: str | int, geom: ODSGeometry, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-source-pixel displacement in pixels: ``(dx, dy, visible)``, each [H, W].
 
     Convention: ``dx = -s * delta * W / (2 pi)`` (positive = to the right, not wrapped),

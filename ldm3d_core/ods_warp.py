@@ -33,14 +33,16 @@ class EyeResult:
 
 def _check(image: torch.Tensor, r: torch.Tensor) -> None:
     if image.ndim != 3 or r.ndim != 2 or image.shape[:2] != r.shape:
-        raise ValueError(f"expected image [H,W,C] and r [H,W] of the same size, got {tuple(image.shape)} "
-                         f"and {tuple(r.shape)}")
+        raise ValueError(
+            f"expected image [H,W,C] and r [H,W] of the same size, got {tuple(image.shape)} and {tuple(r.shape)}"
+        )
     if torch.isnan(r).any() or (r < 0).any():
         raise ValueError("r must be >= 0 and not NaN (inf is allowed)")
 
 
-def forward_splat(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry,
-                  dtype: torch.dtype = torch.float32) -> EyeResult:
+def forward_splat(
+    image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry, dtype: torch.dtype = torch.float32
+) -> EyeResult:
     """Forward-warp with a deterministic z-buffer; no filling (holes are zero, ``r`` = inf there).
 
     Each source pixel goes to ``(y + round(dy), (x + round(dx)) mod W)`` (rounding the shift, not the position,
@@ -53,7 +55,7 @@ def forward_splat(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: OD
     height, width = r.shape
     n = height * width
     kbits = max(3, (width - 1).bit_length())  # bits of the in-row part of the tie-break
-    if width < 8 or (height << kbits) > 2 ** 32 or n >= 2 ** 31:
+    if width < 8 or (height << kbits) > 2**32 or n >= 2**31:
         raise ValueError(f"image {width}x{height} is outside the z-buffer's range (8 <= W, H * 2W <= 2^32)")
     dx, dy, visible = ods_shift_px(r, s, geom, dtype)
     dev = r.device
@@ -85,7 +87,7 @@ def forward_splat(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: OD
 def _prefix_known(hole: torch.Tensor) -> torch.Tensor:
     """Per row, the last known (non-hole) column <= x, or -1: cummax over column indices."""
     width = hole.shape[1]
-    idt = torch.int16 if width < 2 ** 15 else torch.int32
+    idt = torch.int16 if width < 2**15 else torch.int32
     idx = torch.arange(width, device=hole.device, dtype=idt).expand_as(hole)
     return torch.cummax(torch.where(hole, -1, idx), dim=1).values
 
@@ -106,8 +108,9 @@ def _hole_neighbours(hole: torch.Tensor, hy: torch.Tensor, hx: torch.Tensor):
     return left, (width - 1) - q
 
 
-def fill_holes(res: EyeResult, eye: str | int, fill: str = "background", crack_px: int = 2,
-               tau: float = 0.05) -> EyeResult:
+def fill_holes(
+    res: EyeResult, eye: str | int, fill: str = "background", crack_px: int = 2, tau: float = 0.05
+) -> EyeResult:
     """Fill horizontal hole runs (wrap-aware) from their two neighbours in the same row.
 
     First (if ``crack_px >= 1``) one-row vertical gaps between similar depths above and below are averaged:
@@ -177,9 +180,20 @@ def _area_down2(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(h2 // 2, 2, w2 // 2, 2, c).mean(dim=(1, 3))
 
 
-def render_eye(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry, *,
-               warp: str = "forward", fill: str = "background", crack_px: int = 2, tau: float = 0.05,
-               supersample: int = 1, iterations: int = 3, dtype: torch.dtype = torch.float32) -> EyeResult:
+def render_eye(
+    image: torch.Tensor,
+    r: torch.Tensor,
+    eye: str | int,
+    geom: ODSGeometry,
+    *,
+    warp: str = "forward",
+    fill: str = "background",
+    crack_px: int = 2,
+    tau: float = 0.05,
+    supersample: int = 1,
+    iterations: int = 3,
+    dtype: torch.dtype = torch.float32,
+) -> EyeResult:
     """One ODS eye from an equirect image and its radial distance (see the module Convention).
 
     ``warp='forward'``: z-buffered splat + ``fill_holes`` (reference quality, hole mask).
@@ -226,8 +240,15 @@ class _RowSampler:
         return v0 + (v1 - v0) * frac.to(values.dtype)[..., None]
 
 
-def backward_warp(image: torch.Tensor, r: torch.Tensor, eye: str | int, geom: ODSGeometry, *,
-                  iterations: int = 3, dtype: torch.dtype = torch.float32) -> EyeResult:
+def backward_warp(
+    image: torch.Tensor,
+    r: torch.Tensor,
+    eye: str | int,
+    geom: ODSGeometry,
+    *,
+    iterations: int = 3,
+    dtype: torch.dtype = torch.float32,
+) -> EyeResult:
     """Fast preview: for every output pixel solve ``x_src + dx(x_src) = x_out`` by fixed-point iteration.
 
     ``x_{k+1} = x_out - dx(round(x_k))``, ``x_0 = x_out``, with ``dx`` from ``ods_shift_px`` (wrapping);

@@ -58,7 +58,7 @@ def ramp_weights(size: int, ramp: int, ramp_start: bool, ramp_end: bool) -> torc
         if ramp_start:
             w[:ramp] = torch.minimum(w[:ramp], up)
         if ramp_end:
-            w[size - ramp:] = torch.minimum(w[size - ramp:], up.flip(0))
+            w[size - ramp :] = torch.minimum(w[size - ramp :], up.flip(0))
     return w
 
 
@@ -77,7 +77,7 @@ def apply_circular(x: torch.Tensor, fn: DecodeFn, pad: int, in_scale: int, out_s
     pad = min(pad, x.shape[-1] // in_scale)
     out = fn(wrap_pad_x(x, pad * in_scale)).float()
     if pad:
-        out = out[..., pad * out_scale: out.shape[-1] - pad * out_scale]
+        out = out[..., pad * out_scale : out.shape[-1] - pad * out_scale]
     return out
 
 
@@ -86,16 +86,30 @@ def decode_circular(latent: torch.Tensor, decode_fn: DecodeFn, pad: int, scale: 
     return apply_circular(latent, decode_fn, pad, 1, scale)
 
 
-def decode_tiled(latent: torch.Tensor, decode_fn: DecodeFn, tile: int, overlap: int, scale: int,
-                 circular_x: bool = False, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def decode_tiled(
+    latent: torch.Tensor,
+    decode_fn: DecodeFn,
+    tile: int,
+    overlap: int,
+    scale: int,
+    circular_x: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Decode `latent` tile by tile and blend (see module Convention). Returns [B,Co,h*scale,w*scale] float32."""
     if latent.ndim != 4:
         raise ValueError(f"latent must be [B,C,h,w], got shape {tuple(latent.shape)}")
     return tiled_apply(latent, decode_fn, tile, overlap, 1, scale, circular_x=circular_x, progress=progress)
 
 
-def encode_tiled(pixels: torch.Tensor, encode_fn: DecodeFn, tile: int, overlap: int, scale: int,
-                 circular_x: bool = False, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def encode_tiled(
+    pixels: torch.Tensor,
+    encode_fn: DecodeFn,
+    tile: int,
+    overlap: int,
+    scale: int,
+    circular_x: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Encode pixels [B,Ci,H,W] (H, W multiples of `scale`) tile by tile -> latent [B,C,H/scale,W/scale] float32.
     `tile`/`overlap` in latent pixels; blending as in the module Convention (weights ramp in latent pixels)."""
     if pixels.ndim != 4:
@@ -105,8 +119,16 @@ def encode_tiled(pixels: torch.Tensor, encode_fn: DecodeFn, tile: int, overlap: 
     return tiled_apply(pixels, encode_fn, tile, overlap, scale, 1, circular_x=circular_x, progress=progress)
 
 
-def tiled_apply(x: torch.Tensor, fn: DecodeFn, tile: int, overlap: int, in_scale: int, out_scale: int,
-                circular_x: bool = False, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def tiled_apply(
+    x: torch.Tensor,
+    fn: DecodeFn,
+    tile: int,
+    overlap: int,
+    in_scale: int,
+    out_scale: int,
+    circular_x: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Apply `fn` tile by tile on a grid of [h, w] = x.shape[-2:] // in_scale units and blend the outputs.
 
     Convention: x [B,Ci,h*in_scale,w*in_scale]; fn maps [B,Ci,th*in_scale,tw*in_scale] to
@@ -128,7 +150,7 @@ def tiled_apply(x: torch.Tensor, fn: DecodeFn, tile: int, overlap: int, in_scale
     total, done = len(ys) * len(xs), 0
     for y0 in ys:
         wy = ramp_weights(th * s_out, overlap * s_out, y0 > 0, y0 + th < h)
-        rows_in = x[:, :, y0 * s_in:(y0 + th) * s_in]
+        rows_in = x[:, :, y0 * s_in : (y0 + th) * s_in]
         for x0 in xs:
             if circular_x:
                 if len(xs) == 1:
@@ -140,16 +162,19 @@ def tiled_apply(x: torch.Tensor, fn: DecodeFn, tile: int, overlap: int, in_scale
                     wx = ramp_weights(tw * s_out, overlap * s_out, True, True)
                 out_cols = (x0 * s_out + torch.arange(tw * s_out)) % (w * s_out)
             else:
-                result = fn(rows_in[..., x0 * s_in:(x0 + tw) * s_in]).float()
+                result = fn(rows_in[..., x0 * s_in : (x0 + tw) * s_in]).float()
                 wx = ramp_weights(tw * s_out, overlap * s_out, x0 > 0, x0 + tw < w)
                 out_cols = x0 * s_out + torch.arange(tw * s_out)
             expected = (th * s_out, tw * s_out)
             if tuple(result.shape[-2:]) != expected:
-                raise ValueError(f"the VAE returned {tuple(result.shape[-2:])} pixels for a tile, expected {expected}"
-                                 f" (scale {max(s_in, s_out)})")
+                raise ValueError(
+                    f"the VAE returned {tuple(result.shape[-2:])} pixels for a tile, expected {expected}"
+                    f" (scale {max(s_in, s_out)})"
+                )
             if out is None:
-                out = torch.zeros(result.shape[0], result.shape[1], h * s_out, w * s_out,
-                                  dtype=torch.float32, device=result.device)
+                out = torch.zeros(
+                    result.shape[0], result.shape[1], h * s_out, w * s_out, dtype=torch.float32, device=result.device
+                )
             tile_w = (wy[:, None] * wx[None, :]).to(result.device)
             rows = slice(y0 * s_out, (y0 + th) * s_out)
             out_cols = out_cols.to(result.device)

@@ -8,6 +8,7 @@ Two passes need plans:
 Convention: budgets and costs are bytes; a batch size is an int in ``[1, n_views]``. Batches are balanced: 13
 views with room for 6 run as 5 + 5 + 3 (three calls either way, smaller peak), never 6 + 6 + 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 __all__ = ["views_that_fit", "balanced_batch_size", "batch_sizes", "GradientBatchPlanner"]
 
 
-def views_that_fit(budget_bytes: float, per_view_bytes: float, n_views: int, fixed_bytes: float = 0.0,
-                   cap: int | None = None) -> int:
+def views_that_fit(
+    budget_bytes: float, per_view_bytes: float, n_views: int, fixed_bytes: float = 0.0, cap: int | None = None
+) -> int:
     """The largest ``n`` in ``[1, min(n_views, cap)]`` with ``fixed + n * per_view <= budget`` (1 when even one view
     does not fit: the caller then runs one view at a time, the least memory there is)."""
     if n_views < 1:

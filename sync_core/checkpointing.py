@@ -9,6 +9,7 @@ block's activations, at the price of one extra forward of the checkpointed block
 Modules are never changed outside the ``with`` block: an instance-level ``forward`` is installed on entry and the
 previous state is restored on exit, also when the block raises (e.g. an interrupt).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,6 +43,7 @@ def outermost_modules(root: nn.Module, class_names: Iterable[str]) -> list[nn.Mo
 
 def _checkpointing_forward(original: Callable, context: Callable[[], AbstractContextManager] | None) -> Callable:
     if context is not None:
+
         def run(*args, **kwargs):
             with context():
                 return original(*args, **kwargs)
@@ -57,8 +59,9 @@ def _checkpointing_forward(original: Callable, context: Callable[[], AbstractCon
 
 
 @contextlib.contextmanager
-def checkpointed(modules: Iterable[nn.Module], enabled: bool = True,
-                 context: Callable[[], AbstractContextManager] | None = None) -> Iterator[int]:
+def checkpointed(
+    modules: Iterable[nn.Module], enabled: bool = True, context: Callable[[], AbstractContextManager] | None = None
+) -> Iterator[int]:
     """Run each module in ``modules`` under gradient checkpointing while the block runs; yields how many modules are
     checkpointed. Calls made with grad disabled go straight to the module. Duplicates are ignored.
 

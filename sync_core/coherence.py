@@ -29,6 +29,7 @@ Convention:
     ``itertools.combinations(range(num_crops), 2)``. An image smaller than one crop (in either direction, before any
     resize) and fewer than 2 crops are errors (nothing is upscaled; without a pair there is nothing to compare).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,10 +42,27 @@ from torch import Tensor
 
 from .perceptual import PerceptualLoss
 
-__all__ = ["STYLE_BACKBONE_FILE", "STYLE_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "StyleWeightsMissing",
-           "CoherenceScores", "crop_boxes", "crop_pairs", "extract_crops", "style_resize_size", "resize_for_style",
-           "find_style_weights", "build_style_vgg", "gram_matrix", "style_grams", "lpips_features",
-           "lpips_distance", "intra_lpips", "intra_style_loss"]
+__all__ = [
+    "STYLE_BACKBONE_FILE",
+    "STYLE_LAYERS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "StyleWeightsMissing",
+    "CoherenceScores",
+    "crop_boxes",
+    "crop_pairs",
+    "extract_crops",
+    "style_resize_size",
+    "resize_for_style",
+    "find_style_weights",
+    "build_style_vgg",
+    "gram_matrix",
+    "style_grams",
+    "lpips_features",
+    "lpips_distance",
+    "intra_lpips",
+    "intra_style_loss",
+]
 
 STYLE_BACKBONE_FILE = "vgg19-dcbb9e9d.pth"
 #: indices in torchvision's ``vgg19().features`` of conv1_1, conv1_2, conv2_1, conv2_2, conv3_1
@@ -129,8 +147,10 @@ def _check_images(images: Tensor) -> Tensor:
 def _boxes_with_pairs(height: int, width: int, crop: int, stride: int | None, what: str) -> list[Box]:
     boxes = crop_boxes(height, width, crop, stride)
     if len(boxes) < 2:
-        raise ValueError(f"{what}: a {width}x{height} (WxH) image holds {len(boxes)} {crop}x{crop} crop(s); at least "
-                         f"2 are needed to form a pair")
+        raise ValueError(
+            f"{what}: a {width}x{height} (WxH) image holds {len(boxes)} {crop}x{crop} crop(s); at least "
+            f"2 are needed to form a pair"
+        )
     return boxes
 
 
@@ -153,28 +173,37 @@ def find_style_weights(search_dirs: Sequence[str]) -> str | None:
 def _load_vgg19_features(features: torch.nn.Sequential, state_dict: Mapping[str, Tensor]) -> None:
     src = {}
     for key, value in state_dict.items():
-        k = key[len("module."):] if key.startswith("module.") else key
+        k = key[len("module.") :] if key.startswith("module.") else key
         if k.startswith("features."):
-            src[k[len("features."):]] = value
+            src[k[len("features.") :]] = value
     needed = [f"{i}.{p}" for i in STYLE_LAYERS for p in ("weight", "bias")]
     missing = [f"features.{k}" for k in needed if k not in src]
     if missing:
-        raise ValueError(f"the style backbone state dict is not a torchvision VGG19 checkpoint: missing {missing[:4]}"
-                         f" (found {len(src)} features.* keys)")
+        raise ValueError(
+            f"the style backbone state dict is not a torchvision VGG19 checkpoint: missing {missing[:4]}"
+            f" (found {len(src)} features.* keys)"
+        )
     deep = any(int(k.split(".")[0]) > STYLE_LAYERS[-1] for k in src if k.split(".")[0].isdigit())
     if deep and any(f"{i}.weight" not in src for i in _VGG19_CONVS):
-        raise ValueError("the style backbone file holds a VGG with fewer convolutions than VGG19 (VGG16?): use "
-                         f"torchvision's VGG19 ImageNet file '{STYLE_BACKBONE_FILE}'")
+        raise ValueError(
+            "the style backbone file holds a VGG with fewer convolutions than VGG19 (VGG16?): use "
+            f"torchvision's VGG19 ImageNet file '{STYLE_BACKBONE_FILE}'"
+        )
     target = features.state_dict()
     for k in (k for k in src if k in target):
         if tuple(src[k].shape) != tuple(target[k].shape):
-            raise ValueError(f"the style backbone tensor features.{k} has shape {tuple(src[k].shape)}, expected "
-                             f"{tuple(target[k].shape)}: not VGG19")
+            raise ValueError(
+                f"the style backbone tensor features.{k} has shape {tuple(src[k].shape)}, expected "
+                f"{tuple(target[k].shape)}: not VGG19"
+            )
     features.load_state_dict({k: v for k, v in src.items() if k in target}, strict=deep)
 
 
-def build_style_vgg(backbone_path: str | None = None, search_dirs: Sequence[str] = (),
-                    backbone_state_dict: Mapping[str, Tensor] | None = None) -> torch.nn.Sequential:
+def build_style_vgg(
+    backbone_path: str | None = None,
+    search_dirs: Sequence[str] = (),
+    backbone_state_dict: Mapping[str, Tensor] | None = None,
+) -> torch.nn.Sequential:
     """torchvision's ``vgg19().features`` up to conv3_1 (layers 0..10), ImageNet weights from a torchvision-format
     file or state dict (the full checkpoint or its ``features.*`` part); eval mode, frozen, CPU, fp32, ReLUs not
     in place. Priority: ``backbone_state_dict``, ``backbone_path``, then ``search_dirs`` + the torch hub cache.
@@ -182,8 +211,9 @@ def build_style_vgg(backbone_path: str | None = None, search_dirs: Sequence[str]
     if backbone_state_dict is None:
         path = backbone_path
         if path is not None and not os.path.isfile(path):
-            raise StyleWeightsMissing(f"Intra-Style-L backbone file {path!r} does not exist; expected torchvision's "
-                                      f"'{STYLE_BACKBONE_FILE}'")
+            raise StyleWeightsMissing(
+                f"Intra-Style-L backbone file {path!r} does not exist; expected torchvision's '{STYLE_BACKBONE_FILE}'"
+            )
         if path is None:
             path = find_style_weights(search_dirs)
         if path is None:
@@ -192,14 +222,19 @@ def build_style_vgg(backbone_path: str | None = None, search_dirs: Sequence[str]
                 f"Intra-Style-L needs torchvision's VGG19 ImageNet file '{STYLE_BACKBONE_FILE}', which was not found."
                 " Searched: " + ", ".join(repr(d) for d in searched) + f". Put '{STYLE_BACKBONE_FILE}' (from "
                 f"torchvision, e.g. https://download.pytorch.org/models/{STYLE_BACKBONE_FILE}) into {searched[0]!r};"
-                " no download is attempted.")
+                " no download is attempted."
+            )
         backbone_state_dict = torch.load(path, map_location="cpu", weights_only=True)
     from torchvision.models import vgg as tv_vgg  # local import: only needed here
 
     features = tv_vgg.make_layers(tv_vgg.cfgs["E"])  # exactly torchvision's vgg19().features
     _load_vgg19_features(features, backbone_state_dict)
-    trunk = torch.nn.Sequential(*[torch.nn.ReLU(inplace=False) if isinstance(m, torch.nn.ReLU) else m
-                                  for m in list(features)[:STYLE_LAYERS[-1] + 1]])
+    trunk = torch.nn.Sequential(
+        *[
+            torch.nn.ReLU(inplace=False) if isinstance(m, torch.nn.ReLU) else m
+            for m in list(features)[: STYLE_LAYERS[-1] + 1]
+        ]
+    )
     trunk.eval()
     trunk.requires_grad_(False)
     return trunk
@@ -227,10 +262,15 @@ def style_grams(vgg: torch.nn.Sequential, crops: Tensor) -> list[Tensor]:
 
 # ---- LPIPS, split into per-crop features and a pair distance -------------------------------------------------------
 def _check_lpips(model: torch.nn.Module) -> None:
-    if not (getattr(model, "lpips", False) and getattr(model, "version", None) == "0.1"
-            and not getattr(model, "spatial", True)):
-        raise ValueError("intra_lpips needs an lpips.LPIPS v0.1 model with learned heads and spatial=False "
-                         "(sync_core.perceptual.build_lpips builds one)")
+    if not (
+        getattr(model, "lpips", False)
+        and getattr(model, "version", None) == "0.1"
+        and not getattr(model, "spatial", True)
+    ):
+        raise ValueError(
+            "intra_lpips needs an lpips.LPIPS v0.1 model with learned heads and spatial=False "
+            "(sync_core.perceptual.build_lpips builds one)"
+        )
 
 
 def lpips_features(model: torch.nn.Module, images: Tensor) -> list[Tensor]:
@@ -256,11 +296,11 @@ def _pairwise_lpips(model: torch.nn.Module, crops: Tensor, crop_batch: int, prog
     values: dict[tuple[int, int], Tensor] = {}
 
     def feats(group: range) -> list[Tensor]:
-        x = crops[group.start:group.stop].to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
+        x = crops[group.start : group.stop].to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
         return lpips_features(model, x)
 
     def compare(fa: list[Tensor], ga: range, fb: list[Tensor], gb: range, pairs: list[tuple[int, int]]) -> None:
-        for chunk in (pairs[s:s + crop_batch] for s in range(0, len(pairs), crop_batch)):
+        for chunk in (pairs[s : s + crop_batch] for s in range(0, len(pairs), crop_batch)):
             ia = torch.tensor([i - ga.start for i, _ in chunk], device=param.device)
             ib = torch.tensor([j - gb.start for _, j in chunk], device=param.device)
             d = lpips_distance(model, [f.index_select(0, ia) for f in fa], [f.index_select(0, ib) for f in fb])
@@ -273,7 +313,7 @@ def _pairwise_lpips(model: torch.nn.Module, crops: Tensor, crop_batch: int, prog
         done += 1
         if progress is not None:
             progress(done, total)
-        for gb in groups[a + 1:]:
+        for gb in groups[a + 1 :]:
             fb = feats(gb)
             compare(fa, ga, fb, gb, list(itertools.product(ga, gb)))
             del fb
@@ -285,8 +325,14 @@ def _pairwise_lpips(model: torch.nn.Module, crops: Tensor, crop_batch: int, prog
 
 
 @torch.no_grad()
-def intra_lpips(model: torch.nn.Module, images: Tensor, crop: int = 512, stride: int | None = None,
-                crop_batch: int = 4, progress: Progress | None = None) -> CoherenceScores:
+def intra_lpips(
+    model: torch.nn.Module,
+    images: Tensor,
+    crop: int = 512,
+    stride: int | None = None,
+    crop_batch: int = 4,
+    progress: Progress | None = None,
+) -> CoherenceScores:
     """Intra-LPIPS of each panorama: the mean LPIPS over all pairs of its crops (see the module Convention).
 
     ``model`` is an ``lpips.LPIPS`` v0.1 (e.g. :func:`sync_core.perceptual.build_lpips`); it runs on its own
@@ -301,15 +347,24 @@ def intra_lpips(model: torch.nn.Module, images: Tensor, crop: int = 512, stride:
     per_image_steps = per_group * (per_group + 1) // 2
     scores = []
     for n, image in enumerate(images):
-        inner = None if progress is None else (lambda d, t, n=n: progress(n * per_image_steps + d,
-                                                                          images.shape[0] * per_image_steps))
+        inner = (
+            None
+            if progress is None
+            else (lambda d, t, n=n: progress(n * per_image_steps + d, images.shape[0] * per_image_steps))
+        )
         scores.append(_pairwise_lpips(model, extract_crops(image, boxes), crop_batch, inner).mean())
     return CoherenceScores(torch.stack(scores), crops=len(boxes), pairs=len(crop_pairs(len(boxes))))
 
 
 @torch.no_grad()
-def intra_style_loss(vgg: torch.nn.Sequential, images: Tensor, crop: int = 512, stride: int | None = None,
-                     crop_batch: int = 4, progress: Progress | None = None) -> CoherenceScores:
+def intra_style_loss(
+    vgg: torch.nn.Sequential,
+    images: Tensor,
+    crop: int = 512,
+    stride: int | None = None,
+    crop_batch: int = 4,
+    progress: Progress | None = None,
+) -> CoherenceScores:
     """Intra-Style-L of each panorama: the SUM of the style loss over all pairs of its crops, after resizing the
     shorter side to ``crop`` (see the module Convention). ``vgg`` comes from :func:`build_style_vgg`; crops go
     through it ``crop_batch`` at a time on its device and dtype."""
@@ -322,13 +377,14 @@ def intra_style_loss(vgg: torch.nn.Sequential, images: Tensor, crop: int = 512, 
     boxes: list[Box] = []
     for image in images:
         resized = resize_for_style(image.unsqueeze(0), crop)[0]
-        boxes = _boxes_with_pairs(resized.shape[-2], resized.shape[-1], crop, stride,
-                                  f"Intra-Style-L (shorter side resized to {crop})")
+        boxes = _boxes_with_pairs(
+            resized.shape[-2], resized.shape[-1], crop, stride, f"Intra-Style-L (shorter side resized to {crop})"
+        )
         crops = extract_crops(resized, boxes)
         groups = _groups(len(boxes), crop_batch)
         grams: list[list[Tensor]] = []
         for group in groups:
-            x = crops[group.start:group.stop].to(device=param.device, dtype=param.dtype)
+            x = crops[group.start : group.stop].to(device=param.device, dtype=param.dtype)
             grams.append([g.float() for g in style_grams(vgg, x)])
             steps_done += 1
             if progress is not None:
@@ -338,4 +394,3 @@ def intra_style_loss(vgg: torch.nn.Sequential, images: Tensor, crop: int = 512, 
         loss = sum(((g.index_select(0, ia) - g.index_select(0, ib)) ** 2).mean(dim=(1, 2)) for g in layers)
         scores.append(loss.double().sum().cpu())
     return CoherenceScores(torch.stack(scores), crops=len(boxes), pairs=len(crop_pairs(len(boxes))))
-

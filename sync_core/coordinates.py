@@ -16,6 +16,7 @@ Both are ``s = 1 / sqrt(a^2 + b^2)`` for ``x = a x0 + b e``: the VP latent is th
 norm of its (signal, noise) coefficients, so the noise level ``b / a`` and hence the sync weight ``w`` mean the same
 thing on every family.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,8 @@ def vp_scale(kind: str, sigma: float | Tensor, sigma_data: float = 1.0) -> Tenso
     _check(kind, sigma)
     one = torch.ones_like(sigma)
     if kind == "vp":
-        return one / (sigma ** 2 + sigma_data ** 2) ** 0.5
-    return one / ((1.0 - sigma) ** 2 + sigma ** 2) ** 0.5
+        return one / (sigma**2 + sigma_data**2) ** 0.5
+    return one / ((1.0 - sigma) ** 2 + sigma**2) ** 0.5
 
 
 def vp_sigma(kind: str, sigma: float | Tensor) -> Tensor:
@@ -71,11 +72,14 @@ def vp_sigma(kind: str, sigma: float | Tensor) -> Tensor:
     _check(kind, sigma)
     if kind == "vp":
         return sigma.clone()
-    return torch.where(sigma < 1, sigma / (1.0 - sigma).clamp_min(torch.finfo(sigma.dtype).tiny),
-                       torch.full_like(sigma, math.inf))
+    return torch.where(
+        sigma < 1, sigma / (1.0 - sigma).clamp_min(torch.finfo(sigma.dtype).tiny), torch.full_like(sigma, math.inf)
+    )
 
 
-def sampler_step_from_vp_gradient(kind: str, sigma: float | Tensor, weight: float, grad_x: Tensor, sigma_data: float = 1.0) -> Tensor:
+def sampler_step_from_vp_gradient(
+    kind: str, sigma: float | Tensor, weight: float, grad_x: Tensor, sigma_data: float = 1.0
+) -> Tensor:
     """The change of the sampler's latent ``x`` made by the VP update ``z' = z - w dL/dz`` (``z = s x``).
 
     Convention: ``grad_x = dL/dx`` in the sampler's coordinates (any shape); returns ``x' - x = -w / s^2 * dL/dx``

@@ -23,6 +23,7 @@ Decisions:
 Convention: ``height``/``width`` in pixels (multiples of the VAE factor); ``window``/``stride`` in latent units;
 latents ``[B, C, height/f, width/f]`` in the scheduler's (scaled) space.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -66,7 +67,9 @@ def decode_latents(vae: torch.nn.Module, latents: Tensor) -> Tensor:
         return make_decode(vae)(latents).clamp(0, 1)
 
 
-def make_eps_fn(unet: torch.nn.Module, uncond: Tensor | None, cond: Tensor, guidance_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
+def make_eps_fn(
+    unet: torch.nn.Module, uncond: Tensor | None, cond: Tensor, guidance_scale: float
+) -> Callable[[Tensor, Tensor], Tensor]:
     """``eps_fn(z [N,C,h,w], t) -> CFG'd model output [N,C,h,w]``. Embeddings ``[1 or B, L, D]`` are tiled to N
     (N must be a multiple of their batch)."""
     param = next(unet.parameters())
@@ -92,19 +95,37 @@ def _check_scheduler(scheduler: object) -> None:
     from diffusers import DDIMScheduler
 
     if not isinstance(scheduler, DDIMScheduler):
-        raise TypeError(f"sample_panorama needs a diffusers DDIMScheduler (stateless step, as in the official code), "
-                        f"got {type(scheduler).__name__}; use DDIMScheduler.from_config(scheduler.config)")
+        raise TypeError(
+            f"sample_panorama needs a diffusers DDIMScheduler (stateless step, as in the official code), "
+            f"got {type(scheduler).__name__}; use DDIMScheduler.from_config(scheduler.config)"
+        )
     if scheduler.config.prediction_type not in ("epsilon", "v_prediction", "sample"):
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
 
 
-def sample_panorama(unet: torch.nn.Module, vae: torch.nn.Module, scheduler: object, text_embeds: tuple[Tensor | None, Tensor], height: int, width: int,
-                    window: int | tuple[int, int] = 64, stride: int | tuple[int, int] = 16,
-                    schedule: SyncSchedule | None = None, guidance_scale: float = 7.5, lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
-                    generator: torch.Generator | None = None, latents: Tensor | None = None, circular: bool = False,
-                    anchor: str | int = "middle", num_inference_steps: int = 50, view_batch_size: int = 1,
-                    clamp_decoded: bool = True, vae_factor: int | None = None, batch_size: int = 1,
-                    callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+def sample_panorama(
+    unet: torch.nn.Module,
+    vae: torch.nn.Module,
+    scheduler: object,
+    text_embeds: tuple[Tensor | None, Tensor],
+    height: int,
+    width: int,
+    window: int | tuple[int, int] = 64,
+    stride: int | tuple[int, int] = 16,
+    schedule: SyncSchedule | None = None,
+    guidance_scale: float = 7.5,
+    lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    latents: Tensor | None = None,
+    circular: bool = False,
+    anchor: str | int = "middle",
+    num_inference_steps: int = 50,
+    view_batch_size: int = 1,
+    clamp_decoded: bool = True,
+    vae_factor: int | None = None,
+    batch_size: int = 1,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
     """SyncDiffusion panorama latents with diffusers modules (see the module docstring).
 
     ``lpips``: a module/callable ``(a, b) -> [N,1,1,1]`` on [-1,1] images (e.g. ``perceptual.build_lpips()``);
@@ -153,12 +174,13 @@ def sample_panorama(unet: torch.nn.Module, vae: torch.nn.Module, scheduler: obje
             def predict_x0(z: Tensor, ids: Sequence[int], _t: Tensor = t) -> Tensor:
                 return model_step(z, _t).pred_original_sample.reshape(z.shape)
 
-            zv = sync_views(zv, a, predict_x0, decode, lpips, w_i, view_batch_size=view_batch_size,
-                            clamp_decoded=clamp_decoded)
+            zv = sync_views(
+                zv, a, predict_x0, decode, lpips, w_i, view_batch_size=view_batch_size, clamp_decoded=clamp_decoded
+            )
         tiles = []
         with torch.no_grad():
             for start in range(0, len(views), view_batch_size):
-                chunk = zv[start:start + view_batch_size]
+                chunk = zv[start : start + view_batch_size]
                 tiles.extend(model_step(chunk, t).prev_sample.reshape(chunk.shape).unbind(0))
         x = average_views(tiles, views, lat_h, lat_w)
         if callback is not None:

@@ -32,8 +32,16 @@ from .views import View, add_view, axis_offsets, build_view_grid
 FUSIONS = ("uniform", "gaussian", "spot")
 GAUSSIAN_VAR = 0.01
 
-__all__ = ["FUSIONS", "check_fusion", "gaussian_weights", "spot_shifts", "shifted_axis_offsets",
-           "shifted_view_grid", "weighted_average", "weight_sum"]
+__all__ = [
+    "FUSIONS",
+    "check_fusion",
+    "gaussian_weights",
+    "spot_shifts",
+    "shifted_axis_offsets",
+    "shifted_view_grid",
+    "weighted_average",
+    "weight_sum",
+]
 
 
 def check_fusion(fusion: str) -> str:
@@ -44,11 +52,16 @@ def check_fusion(fusion: str) -> str:
 
 def _gauss_1d(n: int, midpoint: float, var: float) -> Tensor:
     t = torch.arange(n, dtype=torch.float64)
-    return torch.exp(-(t - midpoint) ** 2 / (n * n) / (2 * var)) / math.sqrt(2 * math.pi * var)
+    return torch.exp(-((t - midpoint) ** 2) / (n * n) / (2 * var)) / math.sqrt(2 * math.pi * var)
 
 
-def gaussian_weights(height: int, width: int, var: float = GAUSSIAN_VAR, device: torch.device | str | None = None,
-                     dtype: torch.dtype = torch.float32) -> Tensor:
+def gaussian_weights(
+    height: int,
+    width: int,
+    var: float = GAUSSIAN_VAR,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Mixture-of-Diffusers weights ``[height, width]`` (see the module Convention); strictly positive."""
     if height <= 0 or width <= 0:
         raise ValueError(f"view size must be positive, got {height}x{width}")
@@ -58,7 +71,7 @@ def gaussian_weights(height: int, width: int, var: float = GAUSSIAN_VAR, device:
 
 def spot_shifts(seed: int, steps: int, stride: tuple[int, int]) -> list[tuple[int, int]]:
     """One ``(dy, dx)`` per step, each in ``[0, stride)`` (module Convention). Deterministic for a seed."""
-    generator = torch.Generator().manual_seed(int(seed) % (2 ** 63))
+    generator = torch.Generator().manual_seed(int(seed) % (2**63))
     dy = torch.randint(0, max(1, int(stride[0])), (steps,), generator=generator)
     dx = torch.randint(0, max(1, int(stride[1])), (steps,), generator=generator)
     return list(zip(dy.tolist(), dx.tolist()))
@@ -75,8 +88,14 @@ def shifted_axis_offsets(size: int, window: int, stride: int, shift: int, circul
     return sorted({min(max(o, 0), last) for o in range(shift - stride, last + stride, stride)})
 
 
-def shifted_view_grid(latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int],
-                      shift: tuple[int, int], circular: bool = False) -> list[View]:
+def shifted_view_grid(
+    latent_h: int,
+    latent_w: int,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    shift: tuple[int, int],
+    circular: bool = False,
+) -> list[View]:
     """The view grid shifted by ``shift = (dy, dx)`` (row-major); equals ``build_view_grid`` for (0, 0)."""
     if shift == (0, 0):
         return build_view_grid(latent_h, latent_w, window, stride, circular=circular)
@@ -93,8 +112,9 @@ def weight_sum(views: Sequence[View], weights: Tensor, latent_h: int, latent_w: 
     return total
 
 
-def weighted_average(tiles: Tensor | Sequence[Tensor], views: Sequence[View], weights: Tensor | None,
-                     latent_h: int, latent_w: int) -> Tensor:
+def weighted_average(
+    tiles: Tensor | Sequence[Tensor], views: Sequence[View], weights: Tensor | None, latent_h: int, latent_w: int
+) -> Tensor:
     """Fuse view tiles ``[..., h, w]`` into ``[..., H, W]``: ``sum(w * tile) / sum(w)``; ``weights=None`` is the
     uniform (MultiDiffusion) mean. Positions no view covers stay 0."""
     if len(tiles) != len(views) or len(views) == 0:

@@ -9,6 +9,7 @@ torchvision checkpoint file (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth
 
 Convention: ``LPIPS(a, b)`` takes images ``[N, 3, H, W]`` in [-1, 1] and returns ``[N, 1, 1, 1]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,15 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor
 
-__all__ = ["BACKBONE_FILES", "LPIPSWeightsMissing", "find_backbone_weights", "build_lpips", "make_perceptual",
-           "normalize_net_name", "PerceptualLoss"]
+__all__ = [
+    "BACKBONE_FILES",
+    "LPIPSWeightsMissing",
+    "find_backbone_weights",
+    "build_lpips",
+    "make_perceptual",
+    "normalize_net_name",
+    "PerceptualLoss",
+]
 
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 _ALIASES = {"vgg": "vgg", "vgg16": "vgg", "alex": "alex", "alexnet": "alex"}
@@ -68,7 +76,8 @@ def _missing_error(net: str, search_dirs: Sequence[str]) -> LPIPSWeightsMissing:
         f"LPIPS-{net} needs the torchvision ImageNet backbone file '{name}', which was not found. Searched: "
         + ", ".join(repr(d) for d in searched)
         + f". Put '{name}' (from torchvision, e.g. https://download.pytorch.org/models/{name}) into {target!r}; "
-        "no download is attempted.")
+        "no download is attempted."
+    )
 
 
 def _map_backbone_keys(model: torch.nn.Module, state_dict: Mapping[str, Tensor], net: str) -> dict[str, Tensor]:
@@ -80,7 +89,7 @@ def _map_backbone_keys(model: torch.nn.Module, state_dict: Mapping[str, Tensor],
             by_index[f"features.{parts[2]}.{parts[3]}"] = key
     src = {}
     for key, value in state_dict.items():
-        k = key[len("module."):] if key.startswith("module.") else key
+        k = key[len("module.") :] if key.startswith("module.") else key
         if k.startswith("features."):
             src[k] = value
     missing = sorted(k for k in by_index if k not in src)
@@ -88,19 +97,26 @@ def _map_backbone_keys(model: torch.nn.Module, state_dict: Mapping[str, Tensor],
         raise ValueError(
             f"the LPIPS-{net} backbone state dict is not a torchvision {'VGG16' if net == 'vgg' else 'AlexNet'} "
             f"checkpoint: missing {missing[:4]}{' ...' if len(missing) > 4 else ''} (found {len(src)} features.* "
-            f"keys)")
+            f"keys)"
+        )
     target_shapes = model.state_dict()
     mapped = {}
     for k, dst in by_index.items():
         if tuple(src[k].shape) != tuple(target_shapes[dst].shape):
-            raise ValueError(f"the LPIPS-{net} backbone tensor {k} has shape {tuple(src[k].shape)}, expected "
-                             f"{tuple(target_shapes[dst].shape)}: wrong network file?")
+            raise ValueError(
+                f"the LPIPS-{net} backbone tensor {k} has shape {tuple(src[k].shape)}, expected "
+                f"{tuple(target_shapes[dst].shape)}: wrong network file?"
+            )
         mapped[dst] = src[k]
     return mapped
 
 
-def build_lpips(net: str = "vgg", backbone_path: str | None = None, search_dirs: Sequence[str] = (),
-                backbone_state_dict: Mapping[str, Tensor] | None = None) -> torch.nn.Module:
+def build_lpips(
+    net: str = "vgg",
+    backbone_path: str | None = None,
+    search_dirs: Sequence[str] = (),
+    backbone_state_dict: Mapping[str, Tensor] | None = None,
+) -> torch.nn.Module:
     """The real ``lpips.LPIPS`` (v0.1, learned heads from the pip package) with its trunk loaded from a
     torchvision-format file or state dict; eval mode, frozen, on CPU, fp32.
 
@@ -111,8 +127,9 @@ def build_lpips(net: str = "vgg", backbone_path: str | None = None, search_dirs:
     if backbone_state_dict is None:
         path = backbone_path
         if path is not None and not os.path.isfile(path):
-            raise LPIPSWeightsMissing(f"LPIPS-{net} backbone file {path!r} does not exist; expected torchvision's "
-                                      f"'{BACKBONE_FILES[net]}'")
+            raise LPIPSWeightsMissing(
+                f"LPIPS-{net} backbone file {path!r} does not exist; expected torchvision's '{BACKBONE_FILES[net]}'"
+            )
         if path is None:
             path = find_backbone_weights(net, search_dirs)
         if path is None:
@@ -122,8 +139,16 @@ def build_lpips(net: str = "vgg", backbone_path: str | None = None, search_dirs:
 
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=True, net=net, version="0.1", lpips=True, spatial=False, pnet_rand=True,
-                            pnet_tune=False, verbose=False)
+        model = lpips.LPIPS(
+            pretrained=True,
+            net=net,
+            version="0.1",
+            lpips=True,
+            spatial=False,
+            pnet_rand=True,
+            pnet_tune=False,
+            verbose=False,
+        )
     mapped = _map_backbone_keys(model, backbone_state_dict, net)
     model.load_state_dict(mapped, strict=False)
     model.eval()
@@ -141,8 +166,13 @@ class PerceptualLoss:
     gradients, less memory). The math is ``lpips.LPIPS.forward`` (v0.1, linear heads, spatial average), split in two.
     """
 
-    def __init__(self, model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
-                 context: Callable[[], AbstractContextManager] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        resolution: int | None = None,
+        checkpoint: bool = False,
+        context: Callable[[], AbstractContextManager] | None = None,
+    ):
         self.model = model
         self.resolution = resolution
         self.checkpoint = checkpoint
@@ -166,8 +196,9 @@ class PerceptualLoss:
         for k in range(1, net.N_slices + 1):
             block = getattr(net, f"slice{k}")
             if self.checkpoint and torch.is_grad_enabled() and h.requires_grad:
-                h = torch.utils.checkpoint.checkpoint(self._in_context(block), h, use_reentrant=False,
-                                                      preserve_rng_state=False)
+                h = torch.utils.checkpoint.checkpoint(
+                    self._in_context(block), h, use_reentrant=False, preserve_rng_state=False
+                )
             else:
                 h = block(h)
             feats.append(lpips.normalize_tensor(h))
@@ -206,8 +237,12 @@ class PerceptualLoss:
         return self.distance(self.features(a), self.features(b))
 
 
-def make_perceptual(model: torch.nn.Module, resolution: int | None = None, checkpoint: bool = False,
-                    context: Callable[[], AbstractContextManager] | None = None) -> PerceptualLoss:
+def make_perceptual(
+    model: torch.nn.Module,
+    resolution: int | None = None,
+    checkpoint: bool = False,
+    context: Callable[[], AbstractContextManager] | None = None,
+) -> PerceptualLoss:
     """:class:`PerceptualLoss` for :func:`sync_core.sync.sync_views` (LPIPS on [-1,1] images, optionally at a lower
     ``resolution``: the shorter side resized to it)."""
     return PerceptualLoss(model, resolution, checkpoint, context)

@@ -9,6 +9,7 @@ where ``x0(z)`` is the CFG'd denoised prediction (gradient through the denoiser)
 [0, 1], and ``I_anchor = clamp(D(x0(z_anchor)))`` computed once, without gradient, from the pre-update anchor latent.
 The anchor keeps its latent. Then every view is denoised from its own updated latent and the views are averaged.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,10 +97,18 @@ def _next_batch_size(view_batch_size: int | Callable[[int], int], remaining: int
     return min(int(n), remaining)
 
 
-def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, Sequence[int]], Tensor],
-               decode: Callable[[Tensor], Tensor], perceptual: Callable[[Tensor, Tensor], Tensor], weight: float,
-               view_batch_size: int | Callable[[int], int] = 1, clamp_decoded: bool = True,
-               return_losses: bool = False, anchor_image: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+def sync_views(
+    view_latents: Tensor,
+    anchor: int,
+    predict_x0: Callable[[Tensor, Sequence[int]], Tensor],
+    decode: Callable[[Tensor], Tensor],
+    perceptual: Callable[[Tensor, Tensor], Tensor],
+    weight: float,
+    view_batch_size: int | Callable[[int], int] = 1,
+    clamp_decoded: bool = True,
+    return_losses: bool = False,
+    anchor_image: Tensor | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
     """One SyncDiffusion gradient step on every non-anchor view.
 
     Convention:
@@ -141,7 +150,7 @@ def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, 
 
         with torch.no_grad():
             if anchor_image is None:
-                ref = decode(predict_x0(out[anchor:anchor + 1].clone(), [anchor]).flatten(0, 1))
+                ref = decode(predict_x0(out[anchor : anchor + 1].clone(), [anchor]).flatten(0, 1))
             else:
                 ref = anchor_image.detach().clone()
                 if ref.dim() != 4 or ref.shape[0] != batch:
@@ -175,7 +184,7 @@ def sync_views(view_latents: Tensor, anchor: int, predict_x0: Callable[[Tensor, 
             while start < len(others):
                 n = min(_next_batch_size(view_batch_size, len(others) - start), cap)
                 try:
-                    one_batch(others[start:start + n])
+                    one_batch(others[start : start + n])
                 except _OUT_OF_MEMORY:
                     if n == 1:
                         raise

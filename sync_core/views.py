@@ -14,6 +14,7 @@ Convention:
       Rows never wrap.
     - All views of one grid have the same size (window), so they can be batched with :func:`crop_views`.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,18 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "View", "build_view_grid", "axis_offsets", "anchor_index", "crop_view", "crop_views", "add_view", "add_views",
-    "coverage_count", "average_views", "view_slices_wrap", "view_batches",
+    "View",
+    "build_view_grid",
+    "axis_offsets",
+    "anchor_index",
+    "crop_view",
+    "crop_views",
+    "add_view",
+    "add_views",
+    "coverage_count",
+    "average_views",
+    "view_slices_wrap",
+    "view_batches",
 ]
 
 
@@ -81,11 +92,13 @@ def axis_offsets(size: int, window: int, stride: int, circular: bool = False, ax
     if stride > window:
         raise ValueError(
             f"stride ({axis}) {stride} is larger than the window {window}: views would leave gaps; "
-            f"use a stride <= window")
+            f"use a stride <= window"
+        )
     if window > size:
         raise ValueError(
             f"window ({axis}) {window} is larger than the latent {axis} {size}; use a window <= {size} "
-            f"(or a larger image)")
+            f"(or a larger image)"
+        )
     if circular:
         n = math.ceil(size / stride)
         return [(k * size) // n for k in range(n)]
@@ -95,8 +108,9 @@ def axis_offsets(size: int, window: int, stride: int, circular: bool = False, ax
     return offsets
 
 
-def build_view_grid(latent_h: int, latent_w: int, window: int | tuple[int, int], stride: int | tuple[int, int],
-                    circular: bool = False) -> list[View]:
+def build_view_grid(
+    latent_h: int, latent_w: int, window: int | tuple[int, int], stride: int | tuple[int, int], circular: bool = False
+) -> list[View]:
     """All views of a panorama latent of ``latent_h x latent_w``, row-major (official order).
 
     ``window`` / ``stride``: int, or ``(height, width)`` pairs, in latent units. ``circular`` wraps columns only.
@@ -170,7 +184,7 @@ def view_batches(n_views: int, batch_size: int, skip: Sequence[int] = ()) -> lis
     if batch_size < 1:
         raise ValueError(f"view batch size must be >= 1, got {batch_size}")
     ids = [i for i in range(n_views) if i not in set(skip)]
-    return [ids[k:k + batch_size] for k in range(0, len(ids), batch_size)]
+    return [ids[k : k + batch_size] for k in range(0, len(ids), batch_size)]
 
 
 def crop_views(x: Tensor, views: Sequence[View]) -> Tensor:
@@ -199,8 +213,8 @@ def add_view(acc: Tensor, tile: Tensor, view: View) -> None:
     # Rows wrap (not produced by build_view_grid, supported for completeness): scatter row by row.
     rows = rows.tolist()
     for k, r in enumerate(rows):
-        target = acc[..., r:r + 1, :]
-        piece = tile[..., k:k + 1, :]
+        target = acc[..., r : r + 1, :]
+        piece = tile[..., k : k + 1, :]
         if isinstance(cols, slice):
             target[..., cols] += piece
         else:
@@ -215,8 +229,13 @@ def add_views(acc: Tensor, tiles: Tensor | Sequence[Tensor], views: Sequence[Vie
         add_view(acc, tile, view)
 
 
-def coverage_count(views: Sequence[View], latent_h: int, latent_w: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> Tensor:
+def coverage_count(
+    views: Sequence[View],
+    latent_h: int,
+    latent_w: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
     """``[H, W]``: how many views cover each latent position."""
     count = torch.zeros(latent_h, latent_w, device=device, dtype=dtype or torch.float32)
     one = torch.ones((), device=device, dtype=count.dtype)
@@ -240,13 +259,16 @@ def average_views(tiles: Tensor | Sequence[Tensor], views: Sequence[View], laten
     return torch.where(count > 0, value / count.clamp_min(1), value)
 
 
-def fit_window(latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int]
-               ) -> tuple[tuple[int, int], tuple[int, int], list[str]]:
+def fit_window(
+    latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int], list[str]]:
     """Clamp a ``(height, width)`` window that is larger than the latent on an axis to that axis's size (and its
     stride to the clamped window). Returns ``(window, stride, notes)``; ``notes`` names each clamped axis."""
     notes, wins, strides = [], [], []
-    for axis, size, win, step in (("height", latent_h, window[0], stride[0]),
-                                  ("width", latent_w, window[1], stride[1])):
+    for axis, size, win, step in (
+        ("height", latent_h, window[0], stride[0]),
+        ("width", latent_w, window[1], stride[1]),
+    ):
         if win > size:
             notes.append(f"window {axis} {win} > latent {axis} {size}: clamped to {size}")
             win = size
