@@ -77,7 +77,14 @@ def ui_server(fixture_models, tmp_path_factory):
     settings = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
     (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
     comfyui = Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache" / "ComfyUI")).resolve()
-    server = ComfyServer(comfyui, base)
+    extra: tuple[str, ...] = ()
+    if frontend := os.environ.get("SDL3D_FRONTEND_ROOT"):  # another frontend build: a folder with index.html
+        root = Path(frontend).resolve()
+        if not (root / "index.html").is_file():
+            raise pytest.UsageError(f"SDL3D_FRONTEND_ROOT={frontend!r} has no index.html (point it at a frontend "
+                                    "package's static folder, e.g. <wheel>/comfyui_frontend_package/static)")
+        extra = ("--front-end-root", str(root))
+    server = ComfyServer(comfyui, base, extra_args=extra)
     server.start()
     try:
         yield server
