@@ -1,4 +1,5 @@
-"""The pack in the real ComfyUI frontend (1.32.9 with ComfyUI 0.3.75): templates, graphs, a run, the 360 viewer."""
+"""The pack in the real ComfyUI frontend (1.32.9 with ComfyUI 0.3.75; 1.35.9 via SDL3D_FRONTEND_ROOT): templates,
+graphs, a run, the 360 viewer."""
 
 from __future__ import annotations
 
