@@ -40,7 +40,7 @@ WIDE = {"CLIPTextEncode": 410, "CheckpointLoaderSimple": 280, "ConditioningZeroO
         "UNETLoader": 410, "VAEDecode": 280, "VAELoader": 320}
 TEXT_BOX_H = 110   # multiline prompt box
 IMAGE_H = 230      # room for an image preview under a loader / save node
-VIEWER_W, VIEWER_H = 360, 260  # the pack's 360 viewer panel (web/js/sdl3d_viewer360.js) takes the preview's room
+VIEWER_W, VIEWER_H = 360, 272  # the pack's 360 viewer (web/js/sdl3d_viewer360.js: 260 px panel) replaces the preview
 PREVIEW_NODES = {"SaveImage", "PreviewImage"}
 PACK_IMAGE_NODES = {"SDL3D_SaveStereo360", "SDL3D_SaveDepthPNG16", "SDL3D_SaveDepthMesh"}
 
@@ -196,9 +196,11 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
                 widgets += [value] + _widget_extras(name, spec)
             elif name in node["inputs"] or spec is not None:
                 inputs_ui.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO", "link": None})
-        parents = [prompt[str(v[0])]["class_type"] for v in node["inputs"].values() if isinstance(v, list)]
+        parent_keys = [str(v[0]) for v in node["inputs"].values() if isinstance(v, list)]
+        grandparents = [str(v[0]) for k in parent_keys for v in prompt[k]["inputs"].values() if isinstance(v, list)]
         n_slots = sum(1 for i in inputs_ui if "widget" not in i)
-        fed_by_pack = any(p.startswith("SDL3D_") for p in parents)
+        # as the viewer extension decides: a pack node up to two links upstream (e.g. Preview <- MaskToImage <- pack)
+        fed_by_pack = any(prompt[k]["class_type"].startswith("SDL3D_") for k in parent_keys + grandparents)
         size = node_size(node["class_type"], info, n_slots, widget_specs, fed_by_pack)
         nodes_out.append({
             "id": ids[key], "type": node["class_type"], "pos": [0, 0],

@@ -1,9 +1,10 @@
 """Browser tests: the real ComfyUI frontend in headless Chromium (Playwright from pip, the system's Chromium).
 
 A ComfyUI server (0.3.75, CPU, this pack linked in, random-weight fixtures under the expected model names) is
-started once for the session and stopped by PID. Without a Chromium (or Playwright) every browser test is skipped
-with a reason saying so. Screenshots go to SDL3D_ARTIFACTS (default .cache/browser-artifacts/<time>), printed at
-the end of the run.
+started once for the session and stopped by PID. It serves the frontend ComfyUI pins, or the build in
+SDL3D_FRONTEND_ROOT (a folder with index.html, passed as --front-end-root); the version seen is printed at the end.
+Without a Chromium (or Playwright) every browser test is skipped with a reason saying so. Screenshots go to
+SDL3D_ARTIFACTS (default .cache/browser-artifacts/<time>), printed at the end of the run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from comfy_runner.local import offline_models_tree  # noqa: E402
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 VIEWPORT = {"width": 1920, "height": 1080}  # the window make_ui_workflow.py lays graphs out for
+FRONTEND_VERSIONS: set[str] = set()  # what the pages reported, printed at the end
 ARTIFACTS = Path(os.environ.get("SDL3D_ARTIFACTS") or REPO_ROOT / ".cache" / "browser-artifacts" /
                  time.strftime("%Y%m%d-%H%M%S"))
 
@@ -59,6 +61,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if FRONTEND_VERSIONS:
+        terminalreporter.write_line(f"browser tests ran against frontend {', '.join(sorted(FRONTEND_VERSIONS))}")
     if ARTIFACTS.is_dir() and any(ARTIFACTS.iterdir()):
         terminalreporter.write_line(f"browser test screenshots: {ARTIFACTS}")
 
@@ -77,7 +81,14 @@ def ui_server(fixture_models, tmp_path_factory):
     settings = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
     (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
     comfyui = Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache" / "ComfyUI")).resolve()
-    server = ComfyServer(comfyui, base)
+    extra: tuple[str, ...] = ()
+    if frontend := os.environ.get("SDL3D_FRONTEND_ROOT"):  # another frontend build: a folder with index.html
+        root = Path(frontend).resolve()
+        if not (root / "index.html").is_file():
+            raise pytest.UsageError(f"SDL3D_FRONTEND_ROOT={frontend!r} has no index.html (point it at a frontend "
+                                    "package's static folder, e.g. <wheel>/comfyui_frontend_package/static)")
+        extra = ("--front-end-root", str(root))
+    server = ComfyServer(comfyui, base, extra_args=extra)
     server.start()
     try:
         yield server
@@ -115,6 +126,8 @@ class Page:
                                     timeout=120_000)
         self.page.evaluate("""() => { window.__done = {}; for (const t of ['execution_success', 'execution_error'])
             app.api.addEventListener(t, e => { window.__done[e.detail.prompt_id] = t; }); }""")
+        self.frontend_version = self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? 'unknown'")
+        FRONTEND_VERSIONS.add(self.frontend_version)
 
     def _console(self, msg):
         if msg.type != "error" or "api.comfy.org" in msg.text:  # registry look-ups the page's CSP blocks

@@ -1,4 +1,5 @@
-"""The pack in the real ComfyUI frontend (1.32.9 with ComfyUI 0.3.75): templates, graphs, a run, the 360 viewer."""
+"""The pack in the real ComfyUI frontend (1.32.9 with ComfyUI 0.3.75; 1.35.9 via SDL3D_FRONTEND_ROOT): templates,
+graphs, a run, the 360 viewer."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ NODE_BOXES = """() => app.graph._nodes.map(n => { const b = n.getBounding ? n.ge
     box: b ? [b[0], b[1], b[2], b[3]] : [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30],
     size: [n.size[0], n.size[1]], compute: [c[0], c[1]],
     outputs: (n.outputs || []).map(o => ({name: o.name, label: o.label || o.localized_name || null, type: o.type}))}; })"""
+
+
+def _overlaps(nodes: list[dict]) -> list[str]:
+    """Pairs of nodes whose boxes (title bar included) overlap."""
+    found = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            ax, ay, aw, ah = a["box"]
+            bx, by, bw, bh = b["box"]
+            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
+                found.append(f"{a['type']} #{a['id']} overlaps {b['type']} #{b['id']}")
+    return found
 
 
 def _get(url: str):
@@ -58,12 +71,7 @@ def test_workflow_opens_readable(ui, ui_server, path, artifacts):
             assert names == object_info[n["type"]]["output_name"], n["type"]
             assert not [o for o in n["outputs"] if o["name"] == o["type"] and o["name"] not in ("MODEL", "CLIP", "VAE")]
         assert n["size"][0] >= n["compute"][0] - 1 and n["size"][1] >= n["compute"][1] - 1, (n["type"], n)
-    for i, a in enumerate(nodes):  # title bar included (getBounding)
-        for b in nodes[i + 1:]:
-            ax, ay, aw, ah = a["box"]
-            bx, by, bw, bh = b["box"]
-            overlap = ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
-            assert not overlap, f"{a['type']} #{a['id']} overlaps {b['type']} #{b['id']}"
+    assert _overlaps(nodes) == []  # title bar included (getBounding)
     # the first view shows every node, clear of the sidebar, tab bar, run bar and minimap
     hidden = page.evaluate("""(boxes) => { const c = app.canvas.canvas, ds = app.canvas.ds, bad = [];
         for (const n of boxes) { const [x, y, w, h] = n.box;
@@ -144,3 +152,8 @@ def test_run_button_executes_a_workflow_with_previews_and_the_360_viewer(ui, art
     viewer.screenshot(path=str(artifacts / "viewer_panel.png"))
     page.screenshot(path=str(artifacts / "run_stereo360_tb.png"))
     assert ui.pack_errors() == []
+    # the previews and viewers the run added fit the room the layout left for them: still no overlap
+    page.wait_for_timeout(300)
+    nodes = page.evaluate(NODE_BOXES)
+    (artifacts / "boxes_after_run_stereo360_tb.json").write_text(json.dumps(nodes, indent=1))
+    assert _overlaps(nodes) == [], "nodes overlap once the run's previews are shown"

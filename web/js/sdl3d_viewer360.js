@@ -4,8 +4,9 @@
 // When such a node has shown an image whose shape is an equirect (2:1), a top-bottom stereo pair (1:1, from
 // Save Stereo 360) or a side-by-side pair (4:1), a "360 view" panel appears in the node: drag to look, wheel
 // to zoom, reset; left / right / anaglyph for stereo; a depth toggle when the graph also shows the depth of
-// the same picture; "Enter VR" where WebXR is available. Without WebGL nothing is added (the plain preview
-// stays). The mesh node gets an "open in 3D preview" button that wires ComfyUI's own Preview3D node.
+// the same picture; "Enter VR" where WebXR is available. The viewer takes the plain preview's place; without
+// WebGL nothing is added and the plain preview stays. The mesh node gets an "open in 3D preview" button that
+// wires ComfyUI's own Preview3D node.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { Viewer360, hasWebGL } from "./viewer360.js";
@@ -13,7 +14,9 @@ import { Viewer360, hasWebGL } from "./viewer360.js";
 const PACK_PREFIX = "SDL3D_";
 const IMAGE_NODES = new Set(["SaveImage", "PreviewImage", "SDL3D_SaveStereo360", "SDL3D_SaveDepthPNG16",
                              "SDL3D_SaveDepthMesh"]);
-const PANEL_HEIGHT = 300;
+const PANEL_HEIGHT = 260; // scripts/make_ui_workflow.py leaves this room (VIEWER_W x VIEWER_H) in the shipped graphs
+const PANEL_MIN_WIDTH = 360;
+const PLAIN_PREVIEW = "$$canvas-image-preview"; // the frontend's image preview widget (same name in 1.32 to 1.58)
 const state = { webgl: null, outputs: new Map() };
 
 function imageUrl(info) {
@@ -167,8 +170,12 @@ async function showViewer(node, output) {
     node.sdl3dViewer = panel;
     const onRemoved = node.onRemoved;
     node.onRemoved = function () { panel.viewer.dispose(); return onRemoved?.apply(this, arguments); };
+    // the frontend adds its preview widget when it draws a node with images: hide it as soon as it is there
+    const onDrawForeground = node.onDrawForeground;
+    node.onDrawForeground = function () { hidePlainPreview(this); return onDrawForeground?.apply(this, arguments); };
+    hidePlainPreview(node);
     const [w, h] = node.size;
-    node.setSize([Math.max(w, 420), Math.max(h, node.computeSize()[1])]);
+    node.setSize([Math.max(w, PANEL_MIN_WIDTH), Math.max(h, node.computeSize()[1])]);
     node.setDirtyCanvas?.(true, true);
   }
   const panel = node.sdl3dViewer;
@@ -177,6 +184,28 @@ async function showViewer(node, output) {
   panel.depthBtn.style.display = depthUrl ? "" : "none";
   await panel.viewer.setSource({ colorUrl, layout, depthUrl });
   panel.eyeSelect.value = ["left", "right", "anaglyph"][panel.viewer.eye];
+}
+
+/** The viewer takes the plain preview's room: hide the frontend's preview widget (the image stays in node.imgs for
+ * "Open Image" / "Save Image"). A batch keeps its plain preview grid, since the viewer shows the first image only. */
+function hidePlainPreview(node) {
+  const preview = node.widgets?.find((w) => w.name === PLAIN_PREVIEW);
+  const hide = !!node.sdl3dViewer && (node.imgs?.length ?? 1) <= 1;
+  if (!preview || !!preview.hidden === hide) return;
+  preview.hidden = hide; // honoured by frontend >= 1.35's layout; 1.32 lays out hidden widgets too, so also no room:
+  if (hide) {
+    preview.sdl3dOwn = { computeLayoutSize: preview.computeLayoutSize, computeSize: preview.computeSize };
+    if (preview.computeLayoutSize) preview.computeLayoutSize = () => ({ minHeight: 0, maxHeight: 0, minWidth: 1 });
+    if (preview.computeSize) preview.computeSize = () => [0, 0];
+  } else if (preview.sdl3dOwn) {
+    Object.assign(preview, preview.sdl3dOwn);
+    delete preview.sdl3dOwn;
+  }
+  const [w, h] = node.size;
+  const [, minH] = node.computeSize();
+  // hidden: back to the size before the run (what the layout planned) unless the viewer needs more
+  node.setSize([w, hide ? Math.max(minH, node.sdl3dSizeBefore?.[1] ?? minH) : Math.max(h, minH)]);
+  node.setDirtyCanvas?.(true, true);
 }
 
 /** A depth preview may finish after the colour one: give viewers without depth a second look. */
@@ -221,6 +250,7 @@ app.registerExtension({
     if (!IMAGE_NODES.has(nodeData.name)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
+      this.sdl3dSizeBefore ??= [...this.size];
       const result = onExecuted?.apply(this, arguments);
       state.outputs.set(String(this.id), output);
       showViewer(this, output).catch((err) => console.warn("[syncdiffusion-ldm3d] 360 view:", err));
