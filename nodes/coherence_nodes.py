@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 from ..sync_core import coherence as core
 from .common import CATEGORY_SAMPLING, NodeInputError, input_error, node_name, require_image
 from .model_folders import LPIPS_FOLDER
-from .sync_nodes import LPIPS_TYPE, load_lpips
+from .sync_inputs import LPIPS_TYPE, load_lpips
 
 
 def _check_crops(node: str, name: str, image: torch.Tensor, crop: int) -> None:

@@ -15,15 +15,17 @@ def all_node_classes() -> list[type[io.ComfyNode]]:
     """Every node class the pack registers, in menu order."""
     from .coherence_nodes import COHERENCE_NODES
     from .depth_nodes import DEPTH_NODES
+    from .ldm3d_codec_nodes import LDM3D_CODEC_NODES
     from .ldm3d_nodes import LDM3D_NODES
     from .mesh_nodes import MESH_NODES
     from .stereo_nodes import STEREO_NODES
+    from .stereo_output_nodes import STEREO_OUTPUT_NODES
     from .sync_nodes import SYNC_NODES
     from .sync_patch import PATCH_NODES
     from .vae_nodes import VAE_NODES
 
-    return [*SYNC_NODES, *PATCH_NODES, *COHERENCE_NODES, *VAE_NODES, *LDM3D_NODES, *DEPTH_NODES, *STEREO_NODES,
-            *MESH_NODES]
+    return [*SYNC_NODES, *PATCH_NODES, *COHERENCE_NODES, *VAE_NODES, *LDM3D_NODES, *LDM3D_CODEC_NODES, *DEPTH_NODES,
+            *STEREO_NODES, *STEREO_OUTPUT_NODES, *MESH_NODES]
 
 
 class SyncDiffusionLDM3DExtension(ComfyExtension):

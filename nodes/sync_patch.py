@@ -23,7 +23,7 @@ from ..sync_core import fusion as core_fusion
 from ..sync_core import views as core_views
 from . import sync_memory, validation
 from .common import CATEGORY_SAMPLING, input_error, node_name
-from .sync_nodes import view_shape_inputs
+from .sync_inputs import view_shape_inputs
 from .sync_sampler import SyncDiffusionSampler
 from .sync_tiling import ViewTiler
 

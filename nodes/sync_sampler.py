@@ -213,7 +213,7 @@ def _offset_callback(callback, offset: int, info: dict) -> None:
 class SyncDiffusionSampler(comfy.samplers.Sampler):
     """A ComfyUI SAMPLER (usable by KSampler-like nodes and SamplerCustom/SamplerCustomAdvanced)."""
 
-    node_name = "SyncDiffusion"  # set to the building node's schema name by nodes.sync_nodes._build_sampler
+    node_name = "SyncDiffusion"  # set to the building node's schema name by nodes.sync_inputs.build_sampler
 
     def __init__(self, base_sampler_name: str, settings: SyncSettings, vae, lpips_model=None,
                  lpips_resolution: int = 0):

@@ -27,6 +27,11 @@ def ln(pack):
 
 
 @pytest.fixture(scope="module")
+def codec(pack):
+    return pack.node_module("ldm3d_codec_nodes")
+
+
+@pytest.fixture(scope="module")
 def unet(pack):
     return pack.node_module("ldm3d_unet")
 
@@ -144,11 +149,11 @@ def test_scheduler_config_is_read_and_unknown_refused(unet):
 
 
 @pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])
-def test_decode_matches_diffusers_vae_and_ldm3d_formula(comfy, ln, loaded, name):
+def test_decode_matches_diffusers_vae_and_ldm3d_formula(codec, comfy, ln, loaded, name):
     vae = loaded(name)[2]
     z = _latent((1, 4, 4, 8), seed=3)
     samples = {"samples": z}
-    image, depth, preview = run_node(ln.LDM3DDecode, samples=samples, vae=vae)
+    image, depth, preview = run_node(codec.LDM3DDecode, samples=samples, vae=vae)
     assert torch.equal(samples["samples"], z) and list(samples) == ["samples"]
     assert image.shape == (1, 32, 64, 3) and depth.shape == (1, 32, 64) and preview.shape == (1, 32, 64, 3)
     with torch.no_grad():
@@ -166,12 +171,12 @@ def test_decode_matches_diffusers_vae_and_ldm3d_formula(comfy, ln, loaded, name)
 
 
 @pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])
-def test_encode_matches_diffusers_and_round_trips_shapes(comfy, ln, loaded, name):
+def test_encode_matches_diffusers_and_round_trips_shapes(codec, comfy, ln, loaded, name):
     vae = loaded(name)[2]
     g = torch.Generator().manual_seed(5)
     image, depth = torch.rand(1, 32, 48, 3, generator=g), torch.rand(1, 32, 48, generator=g)
     before = (image.clone(), depth.clone())
-    (latent,) = run_node(ln.LDM3DEncode, image=image, depth=depth, vae=vae)
+    (latent,) = run_node(codec.LDM3DEncode, image=image, depth=depth, vae=vae)
     assert torch.equal(image, before[0]) and torch.equal(depth, before[1])
     assert latent["samples"].shape == (1, 4, 4, 6)
     code = torch.round(depth * 65535)
@@ -183,11 +188,11 @@ def test_encode_matches_diffusers_and_round_trips_shapes(comfy, ln, loaded, name
     with torch.no_grad():
         oracle = _diffusers_vae(comfy, name).encode(pixels * 2 - 1).latent_dist.mode()
     assert torch.allclose(latent["samples"], oracle, atol=1e-3)
-    image2, depth2, _ = run_node(ln.LDM3DDecode, samples=latent, vae=vae)
+    image2, depth2, _ = run_node(codec.LDM3DDecode, samples=latent, vae=vae)
     assert image2.shape == image.shape and depth2.shape == depth.shape
 
 
-def test_tiled_and_circular_decode(ln, loaded):
+def test_tiled_and_circular_decode(codec, ln, loaded):
     """Tiled vs untiled on the random-weight fixture VAE (GroupNorm statistics are per tile, so tiles differ).
 
     Measured (latent 8x40 -> 64x320 px, ldm3d-4c fixture): tile 256 px / overlap 128 px: mean |diff| 0.014,
@@ -195,26 +200,26 @@ def test_tiled_and_circular_decode(ln, loaded):
     """
     vae = loaded("ldm3d-4c")[2]
     z = _latent((1, 4, 8, 40), seed=7)
-    full = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae)
+    full = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae)
     errors = {}
     for tile, overlap in ((128, 64), (256, 128), (320, 64)):
-        tiled = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=tile, overlap=overlap)
+        tiled = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=tile, overlap=overlap)
         diff = torch.cat([(full[0] - tiled[0]).abs().flatten(), (full[1] - tiled[1]).abs().flatten()])
         errors[tile] = (diff.mean().item(), diff.quantile(0.99).item(), diff.max().item())
         print(f"tile {tile} overlap {overlap}: mean {errors[tile][0]:.4f} p99 {errors[tile][1]:.4f} "
               f"max {errors[tile][2]:.4f}")
     assert errors[256][0] < TILED_MEAN_TOLERANCE and errors[256][1] < TILED_P99_TOLERANCE
     assert errors[128][0] > errors[256][0] > errors[320][0] == 0.0  # larger tiles -> closer; one tile -> exact
-    circ = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, circular=True)
-    circ_tiled = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=256, overlap=128,
+    circ = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, circular=True)
+    circ_tiled = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=256, overlap=128,
                           circular=True)
     assert (circ[0] - circ_tiled[0]).abs().mean().item() < TILED_MEAN_TOLERANCE
 
     # yaw equivariance: rolling the latent by k columns rolls the circular decode by 8k pixels; the plain decode
     # is not equivariant at its borders (the old seam moves into the middle of the image).
     k = 20
-    plain_rolled = run_node(ln.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae)
-    circ_rolled = run_node(ln.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae, circular=True)
+    plain_rolled = run_node(codec.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae)
+    circ_rolled = run_node(codec.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae, circular=True)
     seam = slice(8 * k - 16, 8 * k + 16)  # where the original image edges meet after the roll
     plain_err = (plain_rolled[0] - torch.roll(full[0], 8 * k, dims=2))[:, :, seam].abs().mean().item()
     circ_err = (circ_rolled[0] - torch.roll(circ[0], 8 * k, dims=2))[:, :, seam].abs().mean().item()
@@ -222,7 +227,7 @@ def test_tiled_and_circular_decode(ln, loaded):
     assert circ_err < 0.25 * plain_err
 
 
-def test_stock_nodes_work_with_loaded_model(ln, loaded):
+def test_stock_nodes_work_with_loaded_model(codec, ln, loaded):
     model, clip, vae, _ = loaded("ldm3d-4c")
     (pos,) = run_node(stock_node("CLIPTextEncode"), text="a lighthouse, 360 view", clip=clip)
     (neg,) = run_node(stock_node("CLIPTextEncode"), text="", clip=clip)
@@ -230,7 +235,7 @@ def test_stock_nodes_work_with_loaded_model(ln, loaded):
     (latent,) = run_node(stock_node("KSampler"), model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler",
                          scheduler="normal", positive=pos, negative=neg, latent_image=empty, denoise=1.0)
     assert latent["samples"].shape == (1, 4, 4, 8) and torch.isfinite(latent["samples"]).all()
-    image, depth, _ = run_node(ln.LDM3DDecode, samples=latent, vae=vae)
+    image, depth, _ = run_node(codec.LDM3DDecode, samples=latent, vae=vae)
     assert image.shape == (1, 32, 64, 3) and depth.shape == (1, 32, 64)
     (rgb,) = run_node(stock_node("VAEDecode"), samples=latent, vae=vae)  # stock decode: RGB part
     assert torch.allclose(rgb, image, atol=1e-5)
@@ -295,29 +300,29 @@ def test_sr_conditioning_composes_with_ksampler(ln, loaded):
                  scheduler="normal", positive=p5, negative=n5, latent_image=empty, denoise=1.0)
 
 
-def test_bad_inputs_raise_clear_errors(ln, loaded):
+def test_bad_inputs_raise_clear_errors(codec, ln, loaded):
     vae = loaded("ldm3d-4c")[2]
     ckpt = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name="sdl3d_tiny_sd15.safetensors")
     z = {"samples": torch.zeros(1, 4, 4, 4)}
     with pytest.raises(ValueError, match=r"LDM3D Decode: input 'vae'.*not a 4- or 6-channel LDM3D VAE.*Fix:"):
-        run_node(ln.LDM3DDecode, samples=z, vae=ckpt[2])
+        run_node(codec.LDM3DDecode, samples=z, vae=ckpt[2])
     bad = torch.zeros(1, 4, 4, 4)
     bad[0, 0, 0, 0] = float("nan")
     nan_latent = {"samples": bad}
     with pytest.raises(ValueError, match=r"LDM3D Decode: input 'samples'.*NaN/inf.*Fix:"):
-        run_node(ln.LDM3DDecode, samples=nan_latent, vae=vae)
+        run_node(codec.LDM3DDecode, samples=nan_latent, vae=vae)
     assert torch.isnan(nan_latent["samples"][0, 0, 0, 0])
     with pytest.raises(ValueError, match=r"LDM3D Decode: input 'overlap'"):
-        run_node(ln.LDM3DDecode, samples=z, vae=vae, tiled=True, tile_size=64, overlap=64)
+        run_node(codec.LDM3DDecode, samples=z, vae=vae, tiled=True, tile_size=64, overlap=64)
     image, depth = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 40)
     with pytest.raises(ValueError, match=r"LDM3D Encode: input 'depth'.*differs.*Fix:"):
-        run_node(ln.LDM3DEncode, image=image, depth=depth, vae=vae)
+        run_node(codec.LDM3DEncode, image=image, depth=depth, vae=vae)
     inf_depth = torch.rand(1, 32, 32)
     inf_depth[0, 3, 3] = float("inf")
     with pytest.raises(ValueError, match=r"LDM3D Encode: input 'depth'.*NaN/inf"):
-        run_node(ln.LDM3DEncode, image=image, depth=inf_depth, vae=vae)
+        run_node(codec.LDM3DEncode, image=image, depth=inf_depth, vae=vae)
     with pytest.raises(ValueError, match=r"LDM3D Encode: input 'vae'"):
-        run_node(ln.LDM3DEncode, image=image, depth=inf_depth, vae=ckpt[2])
+        run_node(codec.LDM3DEncode, image=image, depth=inf_depth, vae=ckpt[2])
     with pytest.raises(ValueError, match=r"LDM3D Upscale Conditioning \(ldm3d-sr\): input 'vae'.*4-channel"):
         run_node(ln.LDM3DUpscaleConditioning, positive=[], negative=[], vae=loaded("ldm3d")[2], image=image,
                  depth=torch.rand(1, 32, 32), width=64, height=64, noise_level=20)

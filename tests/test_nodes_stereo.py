@@ -32,6 +32,11 @@ def sn(pack):
 
 
 @pytest.fixture(scope="module")
+def so(pack):
+    return pack.node_module("stereo_output_nodes")
+
+
+@pytest.fixture(scope="module")
 def mn(pack):
     return pack.node_module("mesh_nodes")
 
@@ -114,33 +119,33 @@ def test_bad_inputs_raise_clear_errors(sn, change, match):
     assert str(info.value).startswith("Stereo 360 from RGB + Depth (ODS): input '") and "Fix:" in str(info.value)
 
 
-def test_pack_eyes_node(sn):
+def test_pack_eyes_node(so, sn):
     image, _ = _inputs()
     other = 1 - image
-    (tb,) = run_node(sn.StereoPack, left=image, right=other, layout="top_bottom", swap_eyes=True)
+    (tb,) = run_node(so.StereoPack, left=image, right=other, layout="top_bottom", swap_eyes=True)
     assert torch.equal(tb[:, :H], other) and torch.equal(tb[:, H:], image)
     with pytest.raises(ValueError, match="shape"):
-        run_node(sn.StereoPack, left=image, right=other[:, :-1], layout="top_bottom", swap_eyes=False)
+        run_node(so.StereoPack, left=image, right=other[:, :-1], layout="top_bottom", swap_eyes=False)
 
 
-def test_save_stereo_suffix_folder_and_ui(comfy, sn):
+def test_save_stereo_suffix_folder_and_ui(so, comfy, sn):
     image, depth = _inputs()
     stereo = _stereo(sn, image, depth)[0]
-    _, ui = run_node_ui(sn.SaveStereo360, images=stereo, layout="auto", filename_prefix="sdl3d_test_vr/ods")
+    _, ui = run_node_ui(so.SaveStereo360, images=stereo, layout="auto", filename_prefix="sdl3d_test_vr/ods")
     files = ui.as_dict()["images"]
     out = comfy.folder_paths.get_output_directory()
     assert [f["filename"] for f in files] == ["ods_00001_360_TB.png", "ods_00002_360_TB.png"]
     assert all(f["subfolder"] == "sdl3d_test_vr" and f["type"] == "output" for f in files)
     assert all(os.path.isfile(os.path.join(out, "sdl3d_test_vr", f["filename"])) for f in files)
-    _, ui = run_node_ui(sn.SaveStereo360, images=stereo, layout="auto", filename_prefix="sdl3d_test_vr/ods")
+    _, ui = run_node_ui(so.SaveStereo360, images=stereo, layout="auto", filename_prefix="sdl3d_test_vr/ods")
     assert ui.as_dict()["images"][0]["filename"] == "ods_00003_360_TB.png"  # counter continues
     sbs = torch.cat([image, image], dim=2)
-    _, ui = run_node_ui(sn.SaveStereo360, images=sbs, layout="side_by_side", filename_prefix="sdl3d_test_vr/s")
+    _, ui = run_node_ui(so.SaveStereo360, images=sbs, layout="side_by_side", filename_prefix="sdl3d_test_vr/s")
     assert ui.as_dict()["images"][0]["filename"].endswith("_360_LR.png")
     with pytest.raises(ValueError, match="cannot tell"):
-        run_node(sn.SaveStereo360, images=image, layout="auto", filename_prefix="x")
+        run_node(so.SaveStereo360, images=image, layout="auto", filename_prefix="x")
     with pytest.raises(ValueError, match="outside"):
-        run_node(sn.SaveStereo360, images=stereo, layout="auto", filename_prefix="../escape/ods")
+        run_node(so.SaveStereo360, images=stereo, layout="auto", filename_prefix="../escape/ods")
 
 
 def _glb_doc(path):
@@ -205,7 +210,7 @@ def test_shipped_workflows_execute_in_process(comfy, pack, name):
         assert os.path.isfile(os.path.join(comfy.folder_paths.get_output_directory(), out["3"][0]))
 
 
-def test_mesh_single_formats_and_save_input_unchanged(comfy, mn, sn):
+def test_mesh_single_formats_and_save_input_unchanged(so, comfy, mn, sn):
     image, depth = _inputs(b=1)
     out = comfy.folder_paths.get_output_directory()
     (ply,), _ = run_node_ui(mn.SaveDepthMesh, image=image, depth=depth,
@@ -218,7 +223,7 @@ def test_mesh_single_formats_and_save_input_unchanged(comfy, mn, sn):
     assert obj.endswith(".obj") and os.path.isfile(os.path.join(out, obj[:-4] + ".mtl"))
     stereo = torch.rand(1, 2 * H, W, 3)
     before = stereo.clone()
-    run_node_ui(sn.SaveStereo360, images=stereo, layout="top_bottom", filename_prefix="sdl3d_test_vr/keep")
+    run_node_ui(so.SaveStereo360, images=stereo, layout="top_bottom", filename_prefix="sdl3d_test_vr/keep")
     assert torch.equal(stereo, before)
 
 

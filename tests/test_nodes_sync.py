@@ -158,7 +158,7 @@ def test_circular_views_commute_with_rolls_by_the_stride(pack, sd, comfy):
     import comfy.samplers
 
     node = pack.nodes.sync_nodes
-    settings = node._settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2)
+    settings = node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2)
     sampler = node.SyncDiffusionSampler("euler", settings, sd["vae"], None)
     model, lat = sd["model"], torch.zeros(1, 4, 8, 24)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 3)
@@ -170,7 +170,7 @@ def test_circular_views_commute_with_rolls_by_the_stride(pack, sd, comfy):
 
     base, rolled = run(noise), run(torch.roll(noise, 8, dims=-1))
     assert torch.allclose(torch.roll(base, 8, dims=-1), rolled, atol=1e-5)
-    plain_views = node.SyncDiffusionSampler("euler", node._settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle",
+    plain_views = node.SyncDiffusionSampler("euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle",
                                                                     False, 1), sd["vae"], None)
     with torch.inference_mode():
         flat = comfy.sample.sample_custom(model, noise, 5.0, plain_views, sigmas, sd["positive"], sd["negative"], lat)

@@ -298,7 +298,7 @@ def test_circular_mode_commutes_with_rolls_by_the_stride(pack, sd3, comfy):
     import comfy.sample
 
     node = pack.nodes.sync_nodes
-    sampler = node.SyncDiffusionSampler("euler", node._settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2),
+    sampler = node.SyncDiffusionSampler("euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2),
                                         sd3["vae"], None)
     model, lat = sd3["model"], torch.zeros(1, 16, 8, 24)
     sigmas = flow_sigmas(sd3, 3)
@@ -311,7 +311,7 @@ def test_circular_mode_commutes_with_rolls_by_the_stride(pack, sd3, comfy):
     base = run(noise)
     for shift in (4, 8, 16):  # multiples of the stride (4 latent cells)
         assert torch.allclose(torch.roll(base, shift, dims=-1), run(torch.roll(noise, shift, dims=-1)), atol=1e-5)
-    flat = node.SyncDiffusionSampler("euler", node._settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", False, 1),
+    flat = node.SyncDiffusionSampler("euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", False, 1),
                                      sd3["vae"], None)
     assert not torch.allclose(run(noise, flat), base, atol=1e-4), "circular must differ from the non-wrapping grid"
 

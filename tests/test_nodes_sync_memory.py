@@ -34,7 +34,7 @@ def run_sampler(pack, sd, latent, vae, lpips, **settings):
     import comfy.samplers
 
     nodes = pack.nodes.sync_nodes
-    base = nodes._settings("test", 64, 32, SYNC["sync_weight"], 0.95, 1, SYNC["sync_steps"], "middle", False, 0)
+    base = nodes.sync_settings("test", 64, 32, SYNC["sync_weight"], 0.95, 1, SYNC["sync_steps"], "middle", False, 0)
     settings = type(base)(**{**base.__dict__, **settings})
     sampler = nodes.SyncDiffusionSampler("euler", settings, vae, lpips.model, lpips.resolution)
     model = sd["model"]

@@ -29,6 +29,7 @@ def test_memory_limit_override_and_fallback(memory_guards, monkeypatch):
 
 def test_untiled_decode_over_the_limit_switches_to_tiles(pack, memory_guards, monkeypatch, caplog):
     ln = pack.node_module("ldm3d_nodes")
+    codec = pack.node_module("ldm3d_codec_nodes")
     vae = run_node(ln.LDM3DLoader, model_name="ldm3d-4c")[2]
     z = torch.randn(1, 4, 16, 32, generator=torch.Generator().manual_seed(3))
     untiled_cost = vae.memory_used_decode(tuple(z.shape), vae.vae_dtype)
@@ -38,11 +39,11 @@ def test_untiled_decode_over_the_limit_switches_to_tiles(pack, memory_guards, mo
     limit_mb = (tile_cost + cost_128) / 2 / 2 ** 20  # untiled and 128 px tiles do not fit, 64 px tiles do
     monkeypatch.setenv(memory_guards.ENV_MEMORY_LIMIT, f"{limit_mb:.3f}")
     with caplog.at_level(logging.WARNING):
-        auto = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae)
+        auto = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae)
     assert any("decoding in tiles instead" in r.getMessage() for r in caplog.records)
-    explicit = run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=64, overlap=16)
+    explicit = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=64, overlap=16)
     assert auto[0].shape == (1, 128, 256, 3)
     assert torch.equal(auto[0], explicit[0]) and torch.equal(auto[1], explicit[1])
     monkeypatch.setenv(memory_guards.ENV_MEMORY_LIMIT, f"{tile_cost / 4 / 2 ** 20:.3f}")  # not even one tile fits
     with pytest.raises(ValueError, match=r"input 'tile_size' = 64: needs about .* Fix: lower tile_size"):
-        run_node(ln.LDM3DDecode, samples={"samples": z}, vae=vae)
+        run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae)
