@@ -22,19 +22,33 @@ def _check_crops(node: str, name: str, image: torch.Tensor, crop: int) -> None:
     """Both metrics need >= 2 crops: LPIPS on the image as is, the style loss after the shorter side -> crop."""
     h, w = image.shape[1:3]
     if h < crop or w < crop:
-        raise input_error(node, name, image, f"is {w}x{h} (WxH), smaller than one {crop}x{crop} crop (crop_size)",
-                          f"lower crop_size to <= {min(h, w)} or evaluate a larger panorama")
+        raise input_error(
+            node,
+            name,
+            image,
+            f"is {w}x{h} (WxH), smaller than one {crop}x{crop} crop (crop_size)",
+            f"lower crop_size to <= {min(h, w)} or evaluate a larger panorama",
+        )
     lpips_crops = len(core.crop_boxes(h, w, crop))
     rh, rw = core.style_resize_size(h, w, crop)
     style_crops = len(core.crop_boxes(rh, rw, crop))
     if lpips_crops < 2:
-        raise input_error(node, name, image, f"{w}x{h} holds only 1 non-overlapping {crop}x{crop} crop, the metrics "
-                          "compare pairs of crops", f"evaluate a panorama at least {2 * crop} px wide or tall, or "
-                          f"lower crop_size to <= {max(h, w) // 2}")
+        raise input_error(
+            node,
+            name,
+            image,
+            f"{w}x{h} holds only 1 non-overlapping {crop}x{crop} crop, the metrics compare pairs of crops",
+            f"evaluate a panorama at least {2 * crop} px wide or tall, or lower crop_size to <= {max(h, w) // 2}",
+        )
     if style_crops < 2:
-        raise input_error(node, name, image, f"Intra-Style-L resizes the shorter side to crop_size first (the "
-                          f"paper's protocol), which leaves {rw}x{rh} = 1 crop", "evaluate a panorama with an "
-                          "aspect ratio of at least 2:1 (e.g. 1024x512)")
+        raise input_error(
+            node,
+            name,
+            image,
+            f"Intra-Style-L resizes the shorter side to crop_size first (the "
+            f"paper's protocol), which leaves {rw}x{rh} = 1 crop",
+            "evaluate a panorama with an aspect ratio of at least 2:1 (e.g. 1024x512)",
+        )
 
 
 def _style_vgg(node: str):
@@ -43,9 +57,11 @@ def _style_vgg(node: str):
         return core.build_style_vgg(search_dirs=search)
     except core.StyleWeightsMissing as err:
         target = search[0] if search else "ComfyUI/models/lpips"
-        raise NodeInputError(f"{node}: Intra-Style-L needs torchvision's VGG19 ImageNet file "
-                             f"'{core.STYLE_BACKBONE_FILE}' ({err}). Fix: put '{core.STYLE_BACKBONE_FILE}' into "
-                             f"{target} (no download happens at run time)") from None
+        raise NodeInputError(
+            f"{node}: Intra-Style-L needs torchvision's VGG19 ImageNet file "
+            f"'{core.STYLE_BACKBONE_FILE}' ({err}). Fix: put '{core.STYLE_BACKBONE_FILE}' into "
+            f"{target} (no download happens at run time)"
+        ) from None
 
 
 class _Progress:
@@ -75,14 +91,20 @@ def _measure(image: torch.Tensor, crop: int, lpips_model, vgg, progress: _Progre
 
 def _line(label: str, image: torch.Tensor, net: str, lp: core.CoherenceScores, st: core.CoherenceScores) -> str:
     b, h, w = image.shape[:3]
-    text = (f"{label}: Intra-LPIPS ({net}) {lp.value:.4f}   Intra-Style-L {st.value:.4g}   "
-            f"[{b} x {w}x{h}; LPIPS: {lp.crops} crops, mean of {lp.pairs} pairs; style: {st.crops} crops, sum of "
-            f"{st.pairs} pairs]")
+    text = (
+        f"{label}: Intra-LPIPS ({net}) {lp.value:.4f}   Intra-Style-L {st.value:.4g}   "
+        f"[{b} x {w}x{h}; LPIPS: {lp.crops} crops, mean of {lp.pairs} pairs; style: {st.crops} crops, sum of "
+        f"{st.pairs} pairs]"
+    )
     if b > 1:
         shown = min(b, 16)
-        text += ("\n  per panorama Intra-LPIPS: " + ", ".join(f"{v:.4f}" for v in lp.per_image[:shown].tolist())
-                 + "\n  per panorama Intra-Style-L: " + ", ".join(f"{v:.4g}" for v in st.per_image[:shown].tolist())
-                 + (" ..." if b > shown else ""))
+        text += (
+            "\n  per panorama Intra-LPIPS: "
+            + ", ".join(f"{v:.4f}" for v in lp.per_image[:shown].tolist())
+            + "\n  per panorama Intra-Style-L: "
+            + ", ".join(f"{v:.4g}" for v in st.per_image[:shown].tolist())
+            + (" ..." if b > shown else "")
+        )
     return text
 
 
@@ -92,18 +114,27 @@ def _delta(name: str, a: float, b: float) -> str:
 
 
 def format_report(crop: int, net: str, image, scores, compare=None, compare_scores=None) -> str:
-    lines = [f"SyncDiffusion coherence, {crop}x{crop} non-overlapping crops (lower = more coherent)",
-             _line("image  ", image, net, *scores)]
+    lines = [
+        f"SyncDiffusion coherence, {crop}x{crop} non-overlapping crops (lower = more coherent)",
+        _line("image  ", image, net, *scores),
+    ]
     if compare is not None:
         lines.append(_line("compare", compare, net, *compare_scores))
         (lp, st), (clp, cst) = scores, compare_scores
-        better = [m for m, a, b in (("Intra-LPIPS", lp.value, clp.value), ("Intra-Style-L", st.value, cst.value))
-                  if a < b]
-        verdict = ("image is more coherent on both metrics" if len(better) == 2 else
-                   "compare is more coherent on both metrics" if not better else
-                   f"image is more coherent on {better[0]} only")
-        lines.append(f"image - compare: {_delta('Intra-LPIPS', lp.value, clp.value)}, "
-                     f"{_delta('Intra-Style-L', st.value, cst.value)}: {verdict}")
+        better = [
+            m for m, a, b in (("Intra-LPIPS", lp.value, clp.value), ("Intra-Style-L", st.value, cst.value)) if a < b
+        ]
+        verdict = (
+            "image is more coherent on both metrics"
+            if len(better) == 2
+            else "compare is more coherent on both metrics"
+            if not better
+            else f"image is more coherent on {better[0]} only"
+        )
+        lines.append(
+            f"image - compare: {_delta('Intra-LPIPS', lp.value, clp.value)}, "
+            f"{_delta('Intra-Style-L', st.value, cst.value)}: {verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -115,36 +146,60 @@ class SyncDiffusionCoherence(io.ComfyNode):
             display_name="SyncDiffusion Coherence",
             category=CATEGORY_SAMPLING,
             description="Measures panorama coherence like the SyncDiffusion paper: Intra-LPIPS (mean LPIPS over all "
-                        "pairs of non-overlapping crops) and Intra-Style-L (Gatys style loss, VGG19 conv1-conv5 "
-                        "Gram matrices, summed over the pairs). Lower = more coherent. Connect a w=0 "
-                        "(MultiDiffusion) result to 'compare' to see both side by side. Needs "
-                        "vgg16-397923af.pth and vgg19-dcbb9e9d.pth in models/lpips (never downloaded).",
+            "pairs of non-overlapping crops) and Intra-Style-L (Gatys style loss, VGG19 conv1-conv5 "
+            "Gram matrices, summed over the pairs). Lower = more coherent. Connect a w=0 "
+            "(MultiDiffusion) result to 'compare' to see both side by side. Needs "
+            "vgg16-397923af.pth and vgg19-dcbb9e9d.pth in models/lpips (never downloaded).",
             inputs=[
-                io.Image.Input("image", tooltip="The panorama(s) to evaluate (a batch is averaged, as in the paper). "
-                                                "Must hold at least 2 crops, e.g. 1024x512 or wider for crop 512."),
-                io.Int.Input("crop_size", default=512, min=32, max=8192, step=8,
-                             tooltip="Crop size in pixels (the paper: 512 for 512x3072 panoramas = 6 crops, 15 "
-                                     "pairs). Crops start at the top-left; a right/bottom remainder narrower than a "
-                                     "crop is not evaluated. Intra-Style-L first resizes the shorter side to this."),
-                io.Image.Input("compare", optional=True,
-                               tooltip="Optional second panorama batch (e.g. the same seed at sync_weight 0) "
-                                       "measured the same way; the report shows both and the difference. Its size "
-                                       "may differ."),
-                LPIPS_TYPE.Input("lpips", optional=True,
-                                 tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: LPIPS-VGG, the paper's "
-                                         "metric). The loader's resolution is ignored: the metric runs at the "
-                                         "native crop size."),
+                io.Image.Input(
+                    "image",
+                    tooltip="The panorama(s) to evaluate (a batch is averaged, as in the paper). "
+                    "Must hold at least 2 crops, e.g. 1024x512 or wider for crop 512.",
+                ),
+                io.Int.Input(
+                    "crop_size",
+                    default=512,
+                    min=32,
+                    max=8192,
+                    step=8,
+                    tooltip="Crop size in pixels (the paper: 512 for 512x3072 panoramas = 6 crops, 15 "
+                    "pairs). Crops start at the top-left; a right/bottom remainder narrower than a "
+                    "crop is not evaluated. Intra-Style-L first resizes the shorter side to this.",
+                ),
+                io.Image.Input(
+                    "compare",
+                    optional=True,
+                    tooltip="Optional second panorama batch (e.g. the same seed at sync_weight 0) "
+                    "measured the same way; the report shows both and the difference. Its size "
+                    "may differ.",
+                ),
+                LPIPS_TYPE.Input(
+                    "lpips",
+                    optional=True,
+                    tooltip="LPIPS from the SyncDiffusion LPIPS Loader (default: LPIPS-VGG, the paper's "
+                    "metric). The loader's resolution is ignored: the metric runs at the "
+                    "native crop size.",
+                ),
             ],
             outputs=[
-                io.Float.Output("intra_lpips", display_name="intra_lpips",
-                                tooltip="Intra-LPIPS of 'image': mean LPIPS over all crop pairs, averaged over the "
-                                        "batch (lower = more coherent; the paper: ~0.59-0.69 at 512x3072)."),
-                io.Float.Output("intra_style", display_name="intra_style",
-                                tooltip="Intra-Style-L of 'image': style loss summed over all crop pairs, averaged "
-                                        "over the batch (lower = more coherent)."),
-                io.String.Output("report", display_name="report",
-                                 tooltip="Both metrics for 'image' (and 'compare' if connected), per panorama for "
-                                         "batches, crop and pair counts, and the difference."),
+                io.Float.Output(
+                    "intra_lpips",
+                    display_name="intra_lpips",
+                    tooltip="Intra-LPIPS of 'image': mean LPIPS over all crop pairs, averaged over the "
+                    "batch (lower = more coherent; the paper: ~0.59-0.69 at 512x3072).",
+                ),
+                io.Float.Output(
+                    "intra_style",
+                    display_name="intra_style",
+                    tooltip="Intra-Style-L of 'image': style loss summed over all crop pairs, averaged "
+                    "over the batch (lower = more coherent).",
+                ),
+                io.String.Output(
+                    "report",
+                    display_name="report",
+                    tooltip="Both metrics for 'image' (and 'compare' if connected), per panorama for "
+                    "batches, crop and pair counts, and the difference.",
+                ),
             ],
         )
 

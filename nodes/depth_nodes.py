@@ -27,10 +27,12 @@ class PackDepthRGB(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SDL3D_PackDepthRGB", display_name="Pack Depth to RGB (16-bit)", category=CATEGORY_DEPTH,
+            node_id="SDL3D_PackDepthRGB",
+            display_name="Pack Depth to RGB (16-bit)",
+            category=CATEGORY_DEPTH,
             description="Pack a depth map as a 16-bit code (round(depth*65535)) into an RGB-like IMAGE: R = G = high "
-                        "byte, B = low byte (Intel/ldm3d 6-channel layout). Exact for all 65,536 codes when saved "
-                        "as an 8-bit PNG.",
+            "byte, B = low byte (Intel/ldm3d 6-channel layout). Exact for all 65,536 codes when saved "
+            "as an 8-bit PNG.",
             inputs=[io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1].")],
             outputs=[io.Image.Output(display_name="packed", tooltip="RGB-like IMAGE carrying the 16-bit code.")],
         )
@@ -46,12 +48,18 @@ class UnpackDepthRGB(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SDL3D_UnpackDepthRGB", display_name="Unpack RGB to Depth (16-bit)", category=CATEGORY_DEPTH,
+            node_id="SDL3D_UnpackDepthRGB",
+            display_name="Unpack RGB to Depth (16-bit)",
+            category=CATEGORY_DEPTH,
             description="Inverse of Pack Depth: depth = (256*round(255*G) + round(255*B)) / 65535; R is ignored.",
             inputs=[
                 io.Image.Input("packed", tooltip="RGB-like IMAGE (G = high byte, B = low byte)."),
-                io.Combo.Input("mode", options=list(rgbd.MODES_6CH), default="exact",
-                               tooltip="'exact' uses both bytes; 'hi_only' drops the low byte."),
+                io.Combo.Input(
+                    "mode",
+                    options=list(rgbd.MODES_6CH),
+                    default="exact",
+                    tooltip="'exact' uses both bytes; 'hi_only' drops the low byte.",
+                ),
             ],
             outputs=[io.Mask.Output(display_name="depth", tooltip="Depth [B,H,W] in [0,1].")],
         )
@@ -89,13 +97,18 @@ class SaveDepthPNG16(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SDL3D_SaveDepthPNG16", display_name="Save Depth PNG (16-bit)", category=CATEGORY_DEPTH,
+            node_id="SDL3D_SaveDepthPNG16",
+            display_name="Save Depth PNG (16-bit)",
+            category=CATEGORY_DEPTH,
             description="Save depth as true 16-bit greyscale PNGs (code = round(depth*65535), white = near) in "
-                        "ComfyUI's output folder, with the usual filename_prefix rules (subfolders, %date% ...).",
+            "ComfyUI's output folder, with the usual filename_prefix rules (subfolders, %date% ...).",
             inputs=[
                 io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1] (e.g. LDM3D Decode's depth)."),
-                io.String.Input("filename_prefix", default="ldm3d/depth16",
-                                tooltip="Prefix under the output folder; may contain subfolders and %date:...%."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="ldm3d/depth16",
+                    tooltip="Prefix under the output folder; may contain subfolders and %date:...%.",
+                ),
             ],
             outputs=[],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -107,20 +120,29 @@ class SaveDepthPNG16(io.ComfyNode):
         node = node_name(cls)
         if filename_prefix is None:
             return True
-        return validation.check_widgets(cls, node, [file_guards.prefix_problem(node, "filename_prefix",
-                                                                              filename_prefix)],
-                                        filename_prefix=filename_prefix)
+        return validation.check_widgets(
+            cls,
+            node,
+            [file_guards.prefix_problem(node, "filename_prefix", filename_prefix)],
+            filename_prefix=filename_prefix,
+        )
 
     @classmethod
     def execute(cls, depth, filename_prefix="ldm3d/depth16") -> io.NodeOutput:
         node = node_name(cls)
         depth = require_mask(node, "depth", depth)
         if depth.min().item() < 0 or depth.max().item() > 1:
-            raise input_error(node, "depth", depth, f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}]"
-                              ", outside [0, 1]", "normalise the depth first (16-bit PNG codes cover [0, 1])")
+            raise input_error(
+                node,
+                "depth",
+                depth,
+                f"values span [{depth.min().item():.4g}, {depth.max().item():.4g}], outside [0, 1]",
+                "normalise the depth first (16-bit PNG codes cover [0, 1])",
+            )
         height, width = depth.shape[1:]
-        folder, filename, counter, subfolder = file_guards.output_folder(node, "filename_prefix", filename_prefix,
-                                                                        width, height)
+        folder, filename, counter, subfolder = file_guards.output_folder(
+            node, "filename_prefix", filename_prefix, width, height
+        )
         codes = rgbd.depth_to_code(depth).cpu().numpy().astype(np.uint16)
         metadata = _png_metadata(cls)
         results = []
@@ -145,12 +167,20 @@ class LoadDepthPNG(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SDL3D_LoadDepthPNG", display_name="Load Depth PNG (16-bit)", category=CATEGORY_DEPTH,
+            node_id="SDL3D_LoadDepthPNG",
+            display_name="Load Depth PNG (16-bit)",
+            category=CATEGORY_DEPTH,
             description="Load a single-channel depth PNG from the input folder as a depth MASK [1,H,W] in [0,1]. "
-                        "16-bit files are exact (code / 65535); 8-bit files are accepted with a warning and "
-                        "bits = 8; colour PNGs are refused.",
-            inputs=[io.Combo.Input("image", options=_input_files(), upload=io.UploadType.image,
-                                   tooltip="A 16-bit greyscale PNG in ComfyUI's input folder.")],
+            "16-bit files are exact (code / 65535); 8-bit files are accepted with a warning and "
+            "bits = 8; colour PNGs are refused.",
+            inputs=[
+                io.Combo.Input(
+                    "image",
+                    options=_input_files(),
+                    upload=io.UploadType.image,
+                    tooltip="A 16-bit greyscale PNG in ComfyUI's input folder.",
+                )
+            ],
             outputs=[
                 io.Mask.Output(display_name="depth", tooltip="Depth [1,H,W] in [0,1]."),
                 io.Int.Output(display_name="bits", tooltip="Bit depth of the file: 16, or 8 (reduced precision)."),
@@ -164,15 +194,26 @@ class LoadDepthPNG(io.ComfyNode):
         try:
             loaded = depth_png.load_depth_png(path)
         except depth_png.DepthPNGError as e:
-            raise input_error(node, "image", image, f"not a greyscale depth PNG: {e}",
-                              "save depth as a 16-bit greyscale PNG (e.g. Save Depth PNG 16-bit); for a packed RGB "
-                              "depth use Load Image + Unpack RGB to Depth") from e
+            raise input_error(
+                node,
+                "image",
+                image,
+                f"not a greyscale depth PNG: {e}",
+                "save depth as a 16-bit greyscale PNG (e.g. Save Depth PNG 16-bit); for a packed RGB "
+                "depth use Load Image + Unpack RGB to Depth",
+            ) from e
         except (OSError, ValueError) as e:
-            raise input_error(node, "image", image, f"cannot be read as an image ({type(e).__name__})",
-                              "use a 16-bit greyscale PNG file") from e
+            raise input_error(
+                node,
+                "image",
+                image,
+                f"cannot be read as an image ({type(e).__name__})",
+                "use a 16-bit greyscale PNG file",
+            ) from e
         if loaded.bits == 8:
-            log.warning("%s: input 'image' = %r is an 8-bit PNG: depth has only 256 levels (bits output = 8)",
-                        node, image)
+            log.warning(
+                "%s: input 'image' = %r is an 8-bit PNG: depth has only 256 levels (bits output = 8)", node, image
+            )
         return io.NodeOutput(torch.from_numpy(loaded.depth).unsqueeze(0), loaded.bits)
 
     @classmethod
@@ -192,8 +233,11 @@ class LoadDepthPNG(io.ComfyNode):
         except validation.NodeInputError as err:
             return str(err)
         except OSError as err:
-            return str(input_error(node, "image", image, f"cannot be read ({type(err).__name__})",
-                                   "check the file's permissions"))
+            return str(
+                input_error(
+                    node, "image", image, f"cannot be read ({type(err).__name__})", "check the file's permissions"
+                )
+            )
         return True
 
 

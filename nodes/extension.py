@@ -24,8 +24,18 @@ def all_node_classes() -> list[type[io.ComfyNode]]:
     from .sync_patch import PATCH_NODES
     from .vae_nodes import VAE_NODES
 
-    return [*SYNC_NODES, *PATCH_NODES, *COHERENCE_NODES, *VAE_NODES, *LDM3D_NODES, *LDM3D_CODEC_NODES, *DEPTH_NODES,
-            *STEREO_NODES, *STEREO_OUTPUT_NODES, *MESH_NODES]
+    return [
+        *SYNC_NODES,
+        *PATCH_NODES,
+        *COHERENCE_NODES,
+        *VAE_NODES,
+        *LDM3D_NODES,
+        *LDM3D_CODEC_NODES,
+        *DEPTH_NODES,
+        *STEREO_NODES,
+        *STEREO_OUTPUT_NODES,
+        *MESH_NODES,
+    ]
 
 
 class SyncDiffusionLDM3DExtension(ComfyExtension):

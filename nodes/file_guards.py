@@ -45,17 +45,32 @@ def resolve_input_file(node: str, name_input: str, name) -> str:
     if not isinstance(name, str):
         raise input_error(node, name_input, name, "is not a file name", "pick a file from the list")
     plain, base = folder_paths.annotated_filepath(name.strip())
-    folder = "input" if base is None else {folder_paths.get_output_directory(): "output",
-                                           folder_paths.get_temp_directory(): "temp"}.get(base, "input")
+    folder = (
+        "input"
+        if base is None
+        else {folder_paths.get_output_directory(): "output", folder_paths.get_temp_directory(): "temp"}.get(
+            base, "input"
+        )
+    )
     base = base or folder_paths.get_input_directory()
     plain = plain.strip()
     if not _relative_name_ok(plain) or not _inside(base, os.path.join(base, plain)):
-        raise input_error(node, name_input, name, _ESCAPE.format(folder=folder),
-                          f"upload the file (or copy it into ComfyUI's {folder} folder) and pick it from the list")
+        raise input_error(
+            node,
+            name_input,
+            name,
+            _ESCAPE.format(folder=folder),
+            f"upload the file (or copy it into ComfyUI's {folder} folder) and pick it from the list",
+        )
     path = os.path.realpath(os.path.join(base, plain))
     if not os.path.isfile(path):
-        raise input_error(node, name_input, name, f"no such file in ComfyUI's {folder} folder",
-                          "upload the file first and pick it from the list")
+        raise input_error(
+            node,
+            name_input,
+            name,
+            f"no such file in ComfyUI's {folder} folder",
+            "upload the file first and pick it from the list",
+        )
     return path
 
 
@@ -73,8 +88,13 @@ def require_image_file(node: str, name_input: str, name, kinds: tuple[str, ...] 
     """``resolve_input_file`` plus a header check, so a non-image is refused before anything parses it."""
     path = resolve_input_file(node, name_input, name)
     if sniff_image(path) not in kinds:
-        raise input_error(node, name_input, name, f"is not a {' or '.join(kinds)} file (checked by its header)",
-                          "pick a 16-bit greyscale PNG (e.g. one written by Save Depth PNG 16-bit)")
+        raise input_error(
+            node,
+            name_input,
+            name,
+            f"is not a {' or '.join(kinds)} file (checked by its header)",
+            "pick a 16-bit greyscale PNG (e.g. one written by Save Depth PNG 16-bit)",
+        )
     return path
 
 
@@ -100,8 +120,15 @@ def prefix_problem(node: str, name_input: str, prefix, root: str | None = None) 
     normalised = os.path.normpath(prefix)
     base = os.path.basename(normalised)
     if not base or base.startswith(".") or prefix.endswith(("/", "\\")):
-        return str(input_error(node, name_input, prefix, "has no file name part (or a hidden one starting with '.')",
-                               "end the prefix with a name, e.g. 'ldm3d/depth16'"))
+        return str(
+            input_error(
+                node,
+                name_input,
+                prefix,
+                "has no file name part (or a hidden one starting with '.')",
+                "end the prefix with a name, e.g. 'ldm3d/depth16'",
+            )
+        )
     folder = os.path.join(root, os.path.dirname(normalised))
     if not _inside(root, folder):
         return str(input_error(node, name_input, prefix, "would write outside ComfyUI's output folder", fix))
@@ -126,8 +153,13 @@ def output_folder(node: str, name_input: str, prefix, width: int = 0, height: in
         raise NodeInputError(problem)
     folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root, width, height)
     if not _inside(root, folder):
-        raise input_error(node, name_input, prefix, "would write outside ComfyUI's output folder",
-                          "use a relative prefix without links that leave the output folder")
+        raise input_error(
+            node,
+            name_input,
+            prefix,
+            "would write outside ComfyUI's output folder",
+            "use a relative prefix without links that leave the output folder",
+        )
     return folder, filename, counter, subfolder
 
 
@@ -137,6 +169,11 @@ def output_file(node: str, name_input: str, prefix, folder: str, name: str) -> s
 
     path = os.path.join(folder, name)
     if os.path.islink(path) or not _inside(folder_paths.get_output_directory(), path):
-        raise input_error(node, name_input, prefix, f"the file name {name!r} is taken by a link",
-                          "remove the link from the output folder or change the prefix")
+        raise input_error(
+            node,
+            name_input,
+            prefix,
+            f"the file name {name!r} is taken by a link",
+            "remove the link from the output folder or change the prefix",
+        )
     return path

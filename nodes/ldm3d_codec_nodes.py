@@ -32,21 +32,38 @@ log = logging.getLogger(__name__)
 def require_ldm3d_vae(node: str, vae):
     if not ldm3d_vae.is_ldm3d_vae(vae):
         channels = getattr(vae, "output_channels", "?")
-        raise input_error(node, "vae", f"{type(vae).__name__} with {channels} output channels",
-                          "this VAE is not a 4- or 6-channel LDM3D VAE (an ordinary SD VAE has no depth channel)",
-                          "connect the 'vae' output of the 'LDM3D Loader' node (SDL3D_LDM3DLoader)")
+        raise input_error(
+            node,
+            "vae",
+            f"{type(vae).__name__} with {channels} output channels",
+            "this VAE is not a 4- or 6-channel LDM3D VAE (an ordinary SD VAE has no depth channel)",
+            "connect the 'vae' output of the 'LDM3D Loader' node (SDL3D_LDM3DLoader)",
+        )
     return vae
 
 
 def _require_latent(node: str, samples) -> torch.Tensor:
-    if not isinstance(samples, dict) or not isinstance(samples.get("samples"), torch.Tensor) \
-            or samples["samples"].ndim != 4:
-        raise input_error(node, "samples", samples, "expected a LATENT with samples [B,4,h,w]",
-                          "connect a KSampler or Empty Latent Image output")
+    if (
+        not isinstance(samples, dict)
+        or not isinstance(samples.get("samples"), torch.Tensor)
+        or samples["samples"].ndim != 4
+    ):
+        raise input_error(
+            node,
+            "samples",
+            samples,
+            "expected a LATENT with samples [B,4,h,w]",
+            "connect a KSampler or Empty Latent Image output",
+        )
     z = samples["samples"]
     if z.shape[1] != 4:
-        raise input_error(node, "samples", samples, f"LDM3D latents have 4 channels, got {z.shape[1]}",
-                          "sample with the LDM3D model's MODEL (SD1.x-shaped, 4 latent channels)")
+        raise input_error(
+            node,
+            "samples",
+            samples,
+            f"LDM3D latents have 4 channels, got {z.shape[1]}",
+            "sample with the LDM3D model's MODEL (SD1.x-shaped, 4 latent channels)",
+        )
     if min(z.shape[-2:]) < 1 or z.shape[0] < 1:
         raise input_error(node, "samples", samples, "is empty", "connect a latent of at least 8x8 pixels")
     require_finite(node, "samples", z)
@@ -61,25 +78,42 @@ class LDM3DDecode(io.ComfyNode):
             display_name="LDM3D Decode",
             category=CATEGORY_LDM3D,
             description="Decode an LDM3D latent (fp32) into RGB and a 16-bit-exact depth map. 6-channel VAEs: depth "
-                        "= (256*round(255*G) + round(255*B)) / 65535; 4-channel: channel 3. Optional tiling for large "
-                        "panoramas and horizontal wrap for seamless 360 images.",
+            "= (256*round(255*G) + round(255*B)) / 65535; 4-channel: channel 3. Optional tiling for large "
+            "panoramas and horizontal wrap for seamless 360 images.",
             inputs=[
                 io.Latent.Input("samples", tooltip="LDM3D latent from KSampler."),
                 io.Vae.Input("vae", tooltip="The VAE output of LDM3D Loader (4 or 6 channels)."),
-                io.Combo.Input("depth_6ch", options=list(rgbd.MODES_6CH), default="exact",
-                               tooltip="6-channel VAEs only: 'exact' uses both bytes (16-bit code); 'hi_only' drops "
-                                       "the low byte, which a KL-f8 VAE cannot reproduce (about 8-bit accurate)."),
-                io.Boolean.Input("tiled", default=False,
-                                 tooltip="Decode in overlapping tiles (less memory for large panoramas). Not bit-exact: "
-                                         "GroupNorm sees one tile at a time (random-weight test: mean |diff| "
-                                         "0.014 at 256-px tiles); larger tiles are closer."),
-                io.Int.Input("tile_size", default=512, min=64, max=4096, step=64,
-                             tooltip="Tile size in pixels (tiled only)."),
-                io.Int.Input("overlap", default=128, min=0, max=2048, step=8,
-                             tooltip="Tile overlap in pixels, blended linearly (tiled only); must be < tile_size."),
-                io.Boolean.Input("circular", default=False,
-                                 tooltip="360 panorama: treat the left and right edges as touching so the seam "
-                                         "decodes without a jump (wraps tiles, or pads the latent when untiled)."),
+                io.Combo.Input(
+                    "depth_6ch",
+                    options=list(rgbd.MODES_6CH),
+                    default="exact",
+                    tooltip="6-channel VAEs only: 'exact' uses both bytes (16-bit code); 'hi_only' drops "
+                    "the low byte, which a KL-f8 VAE cannot reproduce (about 8-bit accurate).",
+                ),
+                io.Boolean.Input(
+                    "tiled",
+                    default=False,
+                    tooltip="Decode in overlapping tiles (less memory for large panoramas). Not bit-exact: "
+                    "GroupNorm sees one tile at a time (random-weight test: mean |diff| "
+                    "0.014 at 256-px tiles); larger tiles are closer.",
+                ),
+                io.Int.Input(
+                    "tile_size", default=512, min=64, max=4096, step=64, tooltip="Tile size in pixels (tiled only)."
+                ),
+                io.Int.Input(
+                    "overlap",
+                    default=128,
+                    min=0,
+                    max=2048,
+                    step=8,
+                    tooltip="Tile overlap in pixels, blended linearly (tiled only); must be < tile_size.",
+                ),
+                io.Boolean.Input(
+                    "circular",
+                    default=False,
+                    tooltip="360 panorama: treat the left and right edges as touching so the seam "
+                    "decodes without a jump (wraps tiles, or pads the latent when untiled).",
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="RGB IMAGE [B,H,W,3]."),
@@ -93,13 +127,21 @@ class LDM3DDecode(io.ComfyNode):
         node = node_name(cls)
         checked = validation.check_widgets(cls, node, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
         if checked is True and tiled and None not in (tile_size, overlap) and overlap >= tile_size:
-            return str(input_error(node, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
-                                   "lower the overlap (a quarter of the tile is typical)"))
+            return str(
+                input_error(
+                    node,
+                    "overlap",
+                    overlap,
+                    f"must be smaller than tile_size {tile_size}",
+                    "lower the overlap (a quarter of the tile is typical)",
+                )
+            )
         return checked
 
     @classmethod
-    def execute(cls, samples, vae, depth_6ch="exact", tiled=False, tile_size=512, overlap=128,
-                circular=False) -> io.NodeOutput:
+    def execute(
+        cls, samples, vae, depth_6ch="exact", tiled=False, tile_size=512, overlap=128, circular=False
+    ) -> io.NodeOutput:
         node = node_name(cls)
         validation.require_widgets(cls, node, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
         vae = require_ldm3d_vae(node, vae)
@@ -110,8 +152,13 @@ class LDM3DDecode(io.ComfyNode):
         tiled, tile_size, overlap = _plan_decode(node, vae, z, tiled, tile_size, overlap)
         if tiled:
             if overlap >= tile_size:
-                raise input_error(node, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
-                                  "lower the overlap (a quarter of the tile is typical)")
+                raise input_error(
+                    node,
+                    "overlap",
+                    overlap,
+                    f"must be smaller than tile_size {tile_size}",
+                    "lower the overlap (a quarter of the tile is typical)",
+                )
             tile, lap = max(1, tile_size // scale), overlap // scale
             pbar = comfy.utils.ProgressBar(1)
             decoded = vae.decode_rgbd_tiled(z, tile, min(lap, tile - 1), circular_x=circular, pbar=pbar)
@@ -120,8 +167,13 @@ class LDM3DDecode(io.ComfyNode):
         else:
             decoded = vae.decode_rgbd(z)
         if decoded.shape[-1] != vae.ldm3d_channels:
-            raise input_error(node, "vae", vae, f"decoded {decoded.shape[-1]} channels, expected "
-                                                  f"{vae.ldm3d_channels}", "reload the model with LDM3D Loader")
+            raise input_error(
+                node,
+                "vae",
+                vae,
+                f"decoded {decoded.shape[-1]} channels, expected {vae.ldm3d_channels}",
+                "reload the model with LDM3D Loader",
+            )
         rgb, depth, _ = rgbd.split_rgbd(decoded, depth_6ch)
         return io.NodeOutput(rgb, depth, rgbd.depth_preview(depth))
 
@@ -132,9 +184,15 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
     scale = vae.upscale_ratio
     height, width = z.shape[-2] * scale, z.shape[-1] * scale
     output = z.shape[0] * height * width * DECODED_BYTES_PER_PIXEL
-    memory_guards.require_memory(node, "samples", {"samples": z}, output,
-                              f"the decoded {width}x{height} image alone is too large: decode a smaller latent "
-                              "(e.g. split the panorama) or raise the limit", device="cpu")
+    memory_guards.require_memory(
+        node,
+        "samples",
+        {"samples": z},
+        output,
+        f"the decoded {width}x{height} image alone is too large: decode a smaller latent "
+        "(e.g. split the panorama) or raise the limit",
+        device="cpu",
+    )
     limit, _ = memory_guards.memory_limit(vae.device)
 
     def tile_cost(tile_px: int) -> float:
@@ -145,13 +203,23 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
         if vae.memory_used_decode(tuple(z.shape), vae.vae_dtype) <= limit:  # per sample: ComfyUI sub-batches
             return False, tile_size, overlap
         tiled = True
-        log.warning("%s: an untiled decode of %dx%d needs more than the memory limit: decoding in tiles instead",
-                    node, width, height)
+        log.warning(
+            "%s: an untiled decode of %dx%d needs more than the memory limit: decoding in tiles instead",
+            node,
+            width,
+            height,
+        )
     while tile_cost(tile_size) > limit and tile_size > 64:
         tile_size = max(64, tile_size // 2)
         overlap = min(overlap, tile_size // 4)
-    memory_guards.require_memory(node, "tile_size", tile_size, tile_cost(tile_size),
-                              "lower tile_size (64 is the smallest) or raise the limit", device=vae.device)
+    memory_guards.require_memory(
+        node,
+        "tile_size",
+        tile_size,
+        tile_cost(tile_size),
+        "lower tile_size (64 is the smallest) or raise the limit",
+        device=vae.device,
+    )
     return tiled, tile_size, overlap
 
 
@@ -163,8 +231,8 @@ class LDM3DEncode(io.ComfyNode):
             display_name="LDM3D Encode",
             category=CATEGORY_LDM3D,
             description="Encode an RGB IMAGE and a depth MASK into an LDM3D latent (img2img, ldm3d-sr). 6-channel VAEs "
-                        "get depth packed as 16-bit (G = high byte, B = low byte, R = G). Sizes are cropped to "
-                        "multiples of 8 like stock VAE Encode.",
+            "get depth packed as 16-bit (G = high byte, B = low byte, R = G). Sizes are cropped to "
+            "multiples of 8 like stock VAE Encode.",
             inputs=[
                 io.Image.Input("image", tooltip="RGB IMAGE [B,H,W,3] in [0,1]."),
                 io.Mask.Input("depth", tooltip="Depth [B,H,W] in [0,1], white = near, same size as the image."),
@@ -181,8 +249,13 @@ class LDM3DEncode(io.ComfyNode):
         depth = require_mask(node, "depth", depth)
         require_same_size(node, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])
         if depth.shape[0] not in (1, image.shape[0]) and image.shape[0] != 1:
-            raise input_error(node, "depth", depth, f"batch {depth.shape[0]} differs from the image batch "
-                                                      f"{image.shape[0]}", "give one depth per image (or a single one)")
+            raise input_error(
+                node,
+                "depth",
+                depth,
+                f"batch {depth.shape[0]} differs from the image batch {image.shape[0]}",
+                "give one depth per image (or a single one)",
+            )
         require_encodable(node, "image", image, vae, image.shape[2], image.shape[1])
         return io.NodeOutput({"samples": vae.encode_rgbd(image, depth)})
 
@@ -191,13 +264,30 @@ def require_encodable(node: str, name: str, value, vae, width: int, height: int,
     """Smallest size the VAE can encode, and the encode memory estimate against the limit."""
     ratio = vae.downscale_ratio
     if width < ratio or height < ratio:
-        raise input_error(node, name, value, f"is {width}x{height} px; the VAE needs at least {ratio}x{ratio} "
-                          "(sizes are cropped to multiples of 8)", f"upscale the image to at least {ratio}x{ratio}")
+        raise input_error(
+            node,
+            name,
+            value,
+            f"is {width}x{height} px; the VAE needs at least {ratio}x{ratio} (sizes are cropped to multiples of 8)",
+            f"upscale the image to at least {ratio}x{ratio}",
+        )
     work = vae.memory_used_encode((1, vae.ldm3d_channels, height, width), vae.vae_dtype)  # per sample
-    memory_guards.require_memory(node, name, value, work, "use a smaller size (ldm3d-sr upscales 4x: 128 -> 512), or "
-                              "raise the limit", device=vae.device)
-    memory_guards.require_memory(node, name, value, batch * width * height * ENCODE_BYTES_PER_PIXEL,
-                              "use a smaller size or raise the limit", device="cpu")
+    memory_guards.require_memory(
+        node,
+        name,
+        value,
+        work,
+        "use a smaller size (ldm3d-sr upscales 4x: 128 -> 512), or raise the limit",
+        device=vae.device,
+    )
+    memory_guards.require_memory(
+        node,
+        name,
+        value,
+        batch * width * height * ENCODE_BYTES_PER_PIXEL,
+        "use a smaller size or raise the limit",
+        device="cpu",
+    )
 
 
 LDM3D_CODEC_NODES = [LDM3DDecode, LDM3DEncode]

@@ -29,9 +29,16 @@ from .ldm3d_vae import DEFAULT_SCALING, LDM3DVAE
 
 log = logging.getLogger(__name__)
 
-WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                "model.safetensors", "model.fp16.safetensors", "diffusion_pytorch_model.bin",
-                "diffusion_pytorch_model.fp16.bin", "pytorch_model.bin", "pytorch_model.fp16.bin")
+WEIGHT_NAMES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "model.safetensors",
+    "model.fp16.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.bin",
+    "pytorch_model.bin",
+    "pytorch_model.fp16.bin",
+)
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "scheduler")
 
 
@@ -60,8 +67,10 @@ def _weights_in(folder: str, component: str) -> dict:
         path = os.path.join(sub, name)
         if os.path.isfile(path):
             return comfy.utils.load_torch_file(path, safe_load=True)
-    raise LDM3DLoadError(f"{component}/ in {folder} has no weights ({' or '.join(WEIGHT_NAMES[:2])})",
-                         f"download the model's {component}/ folder completely")
+    raise LDM3DLoadError(
+        f"{component}/ in {folder} has no weights ({' or '.join(WEIGHT_NAMES[:2])})",
+        f"download the model's {component}/ folder completely",
+    )
 
 
 def load_diffusers_folder(folder: str) -> LoadedLDM3D:
@@ -71,9 +80,11 @@ def load_diffusers_folder(folder: str) -> LoadedLDM3D:
     index = _read_json(os.path.join(folder, "model_index.json"))
     for component in REQUIRED_COMPONENTS:
         if not os.path.isdir(os.path.join(folder, component)):
-            raise LDM3DLoadError(f"model folder {folder} lacks the '{component}/' component",
-                                 f"download the complete model including {component}/ (Intel LDM3D layout: "
-                                 "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+            raise LDM3DLoadError(
+                f"model folder {folder} lacks the '{component}/' component",
+                f"download the complete model including {component}/ (Intel LDM3D layout: "
+                "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+            )
     sched_path = os.path.join(folder, "scheduler", "scheduler_config.json")
     sched = _read_json(sched_path) if os.path.isfile(sched_path) else None
     if sched is None:
@@ -83,8 +94,9 @@ def load_diffusers_folder(folder: str) -> LoadedLDM3D:
     vae_cfg = _read_json(vae_cfg_path) if os.path.isfile(vae_cfg_path) else {}
     scale = float(vae_cfg.get("scaling_factor", DEFAULT_SCALING))
     if vae_cfg.get("shift_factor") not in (None, 0, 0.0):
-        raise LDM3DLoadError(f"vae shift_factor {vae_cfg.get('shift_factor')} is not supported",
-                             "use an LDM3D VAE (shift 0)")
+        raise LDM3DLoadError(
+            f"vae shift_factor {vae_cfg.get('shift_factor')} is not supported", "use an LDM3D VAE (shift 0)"
+        )
     unet_cfg = _read_json(os.path.join(folder, "unet", "config.json"))
     unet_raw = _weights_in(folder, "unet")
     unet_config = unet_config_from_diffusers(unet_cfg, unet_raw)
@@ -92,18 +104,26 @@ def load_diffusers_folder(folder: str) -> LoadedLDM3D:
     mapping["class_embedding.weight"] = "label_emb.weight"
     unknown = [k for k in unet_raw if k not in mapping]
     if unknown:
-        raise LDM3DLoadError(f"unet weights hold {len(unknown)} keys the config does not explain, e.g. {unknown[0]!r}",
-                             "check that unet/config.json belongs to these weights")
+        raise LDM3DLoadError(
+            f"unet weights hold {len(unknown)} keys the config does not explain, e.g. {unknown[0]!r}",
+            "check that unet/config.json belongs to these weights",
+        )
     unet_sd = {mapping[k]: v for k, v in unet_raw.items()}
     model = build_model(unet_sd, unet_config, sampling, model_type, scale)
     clip = build_clip(_weights_in(folder, "text_encoder"))
     vae = LDM3DVAE(_weights_in(folder, "vae"), scale, source=folder)
     if not os.path.isdir(os.path.join(folder, "tokenizer")):
         log.warning("LDM3D: %s has no tokenizer/; using ComfyUI's bundled CLIP tokenizer (same vocabulary)", folder)
-    info = {"source": os.path.basename(folder.rstrip("/\\")), "pipeline": index.get("_class_name", "?"),
-            "vae_channels": vae.ldm3d_channels, "scaling_factor": scale, "prediction_type": prediction,
-            "scheduler": sched.get("_class_name", "?"), "unet_in_channels": unet_config["in_channels"],
-            "native_size": int(unet_cfg.get("sample_size", 64)) * vae.upscale_ratio}
+    info = {
+        "source": os.path.basename(folder.rstrip("/\\")),
+        "pipeline": index.get("_class_name", "?"),
+        "vae_channels": vae.ldm3d_channels,
+        "scaling_factor": scale,
+        "prediction_type": prediction,
+        "scheduler": sched.get("_class_name", "?"),
+        "unet_in_channels": unet_config["in_channels"],
+        "native_size": int(unet_cfg.get("sample_size", 64)) * vae.upscale_ratio,
+    }
     if "max_noise_level" in index:
         info["max_noise_level"] = int(index["max_noise_level"])
         vae.max_noise_level = info["max_noise_level"]  # LDM3D Upscale Conditioning checks noise_level against it
@@ -119,8 +139,10 @@ def load_single_file(path: str) -> LoadedLDM3D:
     prefixes = {"model.diffusion_model.": "UNet", "first_stage_model.": "VAE", "cond_stage_model.": "text encoder"}
     for prefix, what in prefixes.items():
         if not any(k.startswith(prefix) for k in sd):
-            raise LDM3DLoadError(f"{os.path.basename(path)} has no {what} weights ({prefix}*)",
-                                 "use a full LDM3D checkpoint, or the diffusers folder")
+            raise LDM3DLoadError(
+                f"{os.path.basename(path)} has no {what} weights ({prefix}*)",
+                "use a full LDM3D checkpoint, or the diffusers folder",
+            )
     unet_config = unet_config_from_checkpoint(sd)
     unet_sd = comfy.utils.state_dict_prefix_replace(sd, {"model.diffusion_model.": ""}, filter_keys=True)
     vae_sd = comfy.utils.state_dict_prefix_replace(sd, {"first_stage_model.": ""}, filter_keys=True)
@@ -130,9 +152,14 @@ def load_single_file(path: str) -> LoadedLDM3D:
     vae = LDM3DVAE(vae_sd, DEFAULT_SCALING, source=path)
     model = build_model(unet_sd, unet_config, sampling, model_type, DEFAULT_SCALING)
     clip = build_clip(clip_sd)
-    info = {"source": os.path.basename(path), "pipeline": "single-file checkpoint", "vae_channels": vae.ldm3d_channels,
-            "scaling_factor": DEFAULT_SCALING, "prediction_type": prediction + " (assumed: no scheduler config)",
-            "unet_in_channels": unet_config["in_channels"]}
+    info = {
+        "source": os.path.basename(path),
+        "pipeline": "single-file checkpoint",
+        "vae_channels": vae.ldm3d_channels,
+        "scaling_factor": DEFAULT_SCALING,
+        "prediction_type": prediction + " (assumed: no scheduler config)",
+        "unet_in_channels": unet_config["in_channels"],
+    }
     return LoadedLDM3D(model, clip, vae, info)
 
 

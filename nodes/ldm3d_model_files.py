@@ -113,8 +113,10 @@ def resolve_model(name: str) -> str:
     _ensure_folders()
     path = _index().get(name)
     if path is None:
-        raise LDM3DLoadError(f"no LDM3D model named {name!r} in models/ldm3d, models/diffusers or models/checkpoints",
-                             _missing_model_fix(name))
+        raise LDM3DLoadError(
+            f"no LDM3D model named {name!r} in models/ldm3d, models/diffusers or models/checkpoints",
+            _missing_model_fix(name),
+        )
     return path
 
 
@@ -122,14 +124,17 @@ def _missing_model_fix(name: str) -> str:
     """Where to put the model the workflow asks for, named after that model (not a fixed example)."""
     prefix, _, rest = name.partition("/")
     if prefix == "checkpoints" and rest:
-        return (f"put the LDM3D single-file checkpoint '{rest}' in ComfyUI/models/checkpoints/ (or pick another "
-                f"model in the list) and refresh the node list")
+        return (
+            f"put the LDM3D single-file checkpoint '{rest}' in ComfyUI/models/checkpoints/ (or pick another "
+            f"model in the list) and refresh the node list"
+        )
     folder = rest if prefix == "diffusers" and rest else name
     where = "models/diffusers" if prefix == "diffusers" and rest else "models/ldm3d"
     if folder.lower().endswith(CHECKPOINT_EXTENSIONS):
         return f"put the LDM3D checkpoint file '{folder}' in ComfyUI/{where}/ and refresh the node list"
     base = os.path.basename(folder.rstrip("/"))
     source = f"the Intel/{base} diffusers folder" if base.startswith("ldm3d") else "the LDM3D diffusers folder"
-    return (f"put {source} (model_index.json, unet/, vae/, text_encoder/, scheduler/) at ComfyUI/{where}/{folder} "
-            f"(or a .safetensors checkpoint there), then refresh the node list")
-
+    return (
+        f"put {source} (model_index.json, unet/, vae/, text_encoder/, scheduler/) at ComfyUI/{where}/{folder} "
+        f"(or a .safetensors checkpoint there), then refresh the node list"
+    )

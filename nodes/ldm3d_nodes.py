@@ -31,21 +31,32 @@ class LDM3DLoader(io.ComfyNode):
             display_name="LDM3D Loader",
             category=CATEGORY_LOADERS,
             description="Load an Intel LDM3D model (ldm3d, ldm3d-4c, ldm3d-pano, ldm3d-sr) from a diffusers folder in "
-                        "models/ldm3d or models/diffusers, or a single-file checkpoint. The VAE channel count (4 or "
-                        "6) is read from the weights; prediction type and noise schedule from scheduler/.",
+            "models/ldm3d or models/diffusers, or a single-file checkpoint. The VAE channel count (4 or "
+            "6) is read from the weights; prediction type and noise schedule from scheduler/.",
             inputs=[
-                io.Combo.Input("model_name", options=ldm3d_model_files.list_models(),
-                               tooltip="LDM3D model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, "
-                                       "scheduler/) or a .safetensors checkpoint; folders under models/diffusers are "
-                                       "listed as diffusers/<name>, checkpoints as checkpoints/<name>."),
+                io.Combo.Input(
+                    "model_name",
+                    options=ldm3d_model_files.list_models(),
+                    tooltip="LDM3D model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, "
+                    "scheduler/) or a .safetensors checkpoint; folders under models/diffusers are "
+                    "listed as diffusers/<name>, checkpoints as checkpoints/<name>.",
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="SD1.x-shaped UNet; works with stock KSampler."),
-                io.Clip.Output(display_name="CLIP", tooltip="CLIP ViT-L text encoder; works with stock CLIP Text Encode."),
-                io.Vae.Output(display_name="VAE", tooltip="LDM3D VAE (4 or 6 channels, fp32). Use LDM3D Decode for RGB + "
-                                                          "depth; stock VAE Decode gives the RGB part only."),
-                io.String.Output(display_name="info", tooltip="What was read from the model: VAE channels, scaling "
-                                                              "factor, prediction type, scheduler, native size."),
+                io.Clip.Output(
+                    display_name="CLIP", tooltip="CLIP ViT-L text encoder; works with stock CLIP Text Encode."
+                ),
+                io.Vae.Output(
+                    display_name="VAE",
+                    tooltip="LDM3D VAE (4 or 6 channels, fp32). Use LDM3D Decode for RGB + "
+                    "depth; stock VAE Decode gives the RGB part only.",
+                ),
+                io.String.Output(
+                    display_name="info",
+                    tooltip="What was read from the model: VAE channels, scaling "
+                    "factor, prediction type, scheduler, native size.",
+                ),
             ],
         )
 
@@ -72,20 +83,28 @@ class LDM3DUpscaleConditioning(io.ComfyNode):
             display_name="LDM3D Upscale Conditioning (ldm3d-sr)",
             category=CATEGORY_LDM3D,
             description="For Intel/ldm3d-sr: resize the low-res RGB + depth to the target size, encode them with the "
-                        "LDM3D VAE and attach that latent (concatenated to the UNet input) and the noise level "
-                        "(UNet class label) to both conditionings. Sample an empty latent of the returned size with "
-                        "a stock KSampler, then LDM3D Decode.",
+            "LDM3D VAE and attach that latent (concatenated to the UNet input) and the noise level "
+            "(UNet class label) to both conditionings. Sample an empty latent of the returned size with "
+            "a stock KSampler, then LDM3D Decode.",
             inputs=[
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning (CLIP Text Encode)."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning."),
                 io.Vae.Input("vae", tooltip="The ldm3d-sr VAE (LDM3D Loader)."),
                 io.Image.Input("image", tooltip="Low-resolution RGB IMAGE [B,H,W,3]."),
-                io.Mask.Input("depth", tooltip="Low-resolution depth [B,H,W] in [0,1] (float or 16-bit; never an "
-                                               "8-bit 'L' conversion, which clips 16-bit codes)."),
+                io.Mask.Input(
+                    "depth",
+                    tooltip="Low-resolution depth [B,H,W] in [0,1] (float or 16-bit; never an "
+                    "8-bit 'L' conversion, which clips 16-bit codes).",
+                ),
                 io.Int.Input("width", default=1024, min=64, max=8192, step=8, tooltip="Output width in pixels."),
                 io.Int.Input("height", default=1024, min=64, max=8192, step=8, tooltip="Output height in pixels."),
-                io.Int.Input("noise_level", default=20, min=0, max=999,
-                             tooltip="UNet class label (the pipeline's noise_level; default 20, max_noise_level 350)."),
+                io.Int.Input(
+                    "noise_level",
+                    default=20,
+                    min=0,
+                    max=999,
+                    tooltip="UNet class label (the pipeline's noise_level; default 20, max_noise_level 350).",
+                ),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive", tooltip="Positive with the low-res latent attached."),
@@ -110,11 +129,21 @@ class LDM3DUpscaleConditioning(io.ComfyNode):
         vae = require_ldm3d_vae(node, vae)
         max_level = getattr(vae, "max_noise_level", None)
         if max_level is not None and noise_level > max_level:
-            raise input_error(node, "noise_level", noise_level, f"is above this model's max_noise_level "
-                              f"{max_level} (model_index.json)", f"use 0..{max_level} (the pipeline default is 20)")
+            raise input_error(
+                node,
+                "noise_level",
+                noise_level,
+                f"is above this model's max_noise_level {max_level} (model_index.json)",
+                f"use 0..{max_level} (the pipeline default is 20)",
+            )
         if vae.ldm3d_channels != 4:
-            raise input_error(node, "vae", vae, f"ldm3d-sr uses a 4-channel VAE, this one has {vae.ldm3d_channels}",
-                              "connect the VAE of the ldm3d-sr model")
+            raise input_error(
+                node,
+                "vae",
+                vae,
+                f"ldm3d-sr uses a 4-channel VAE, this one has {vae.ldm3d_channels}",
+                "connect the VAE of the ldm3d-sr model",
+            )
         image = require_image(node, "image", image)
         depth = require_mask(node, "depth", depth)
         require_same_size(node, "image", image, "depth", depth, image.shape[1:3], depth.shape[1:3])

@@ -31,8 +31,9 @@ def vae_arch_from_weights(sd: dict) -> VAEArch:
     needed = ("encoder.conv_in.weight", "decoder.conv_in.weight", "decoder.conv_out.weight", "encoder.conv_out.weight")
     missing = [k for k in needed if k not in sd]
     if missing:
-        raise LDM3DLoadError(f"the VAE weights lack {missing[0]!r} (not a KL autoencoder)",
-                             "use the vae/ folder of an Intel LDM3D model")
+        raise LDM3DLoadError(
+            f"the VAE weights lack {missing[0]!r} (not a KL autoencoder)", "use the vae/ folder of an Intel LDM3D model"
+        )
     ch, in_ch = sd["encoder.conv_in.weight"].shape[:2]
     out_ch = sd["decoder.conv_out.weight"].shape[0]
     z_channels = sd["decoder.conv_in.weight"].shape[1]
@@ -45,18 +46,34 @@ def vae_arch_from_weights(sd: dict) -> VAEArch:
             raise LDM3DLoadError(f"VAE level {i} width {width} is not a multiple of {ch}", "use an LDM3D VAE")
         ch_mult.append(width // ch)
     if any(".attn." in k for k in sd if k.startswith(("encoder.down.", "decoder.up."))):
-        raise LDM3DLoadError("the VAE has attention inside its resolution levels (not an SD/LDM3D VAE)",
-                             "use the vae/ folder of an Intel LDM3D model")
+        raise LDM3DLoadError(
+            "the VAE has attention inside its resolution levels (not an SD/LDM3D VAE)",
+            "use the vae/ folder of an Intel LDM3D model",
+        )
     if ch % 32 or any((ch * m) % 32 for m in ch_mult):
-        raise LDM3DLoadError(f"VAE channel widths {[ch * m for m in ch_mult]} are not multiples of 32 "
-                             "(ComfyUI's VAE uses 32 group-norm groups)", "use an LDM3D VAE")
+        raise LDM3DLoadError(
+            f"VAE channel widths {[ch * m for m in ch_mult]} are not multiples of 32 "
+            "(ComfyUI's VAE uses 32 group-norm groups)",
+            "use an LDM3D VAE",
+        )
     if out_ch not in rgbd.LDM3D_CHANNELS or in_ch != out_ch:
-        raise LDM3DLoadError(f"the VAE maps {in_ch} -> {out_ch} channels; an LDM3D VAE has 4 (RGB + depth) or 6 "
-                             "(RGB + RGB-like depth)", "load an Intel LDM3D model (ldm3d, ldm3d-4c, ldm3d-pano, "
-                             "ldm3d-sr); for a plain SD VAE use the stock VAE Decode")
-    ddconfig = {"double_z": sd["encoder.conv_out.weight"].shape[0] == 2 * z_channels, "z_channels": z_channels,
-                "resolution": 256, "in_channels": in_ch, "out_ch": out_ch, "ch": ch, "ch_mult": ch_mult,
-                "num_res_blocks": res_blocks, "attn_resolutions": [], "dropout": 0.0}
+        raise LDM3DLoadError(
+            f"the VAE maps {in_ch} -> {out_ch} channels; an LDM3D VAE has 4 (RGB + depth) or 6 (RGB + RGB-like depth)",
+            "load an Intel LDM3D model (ldm3d, ldm3d-4c, ldm3d-pano, "
+            "ldm3d-sr); for a plain SD VAE use the stock VAE Decode",
+        )
+    ddconfig = {
+        "double_z": sd["encoder.conv_out.weight"].shape[0] == 2 * z_channels,
+        "z_channels": z_channels,
+        "resolution": 256,
+        "in_channels": in_ch,
+        "out_ch": out_ch,
+        "ch": ch,
+        "ch_mult": ch_mult,
+        "num_res_blocks": res_blocks,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
     embed_dim = sd["post_quant_conv.weight"].shape[1] if "post_quant_conv.weight" in sd else z_channels
     return VAEArch(ddconfig, embed_dim, out_ch, 2 ** (levels - 1))
 
@@ -73,18 +90,24 @@ class LDM3DVAE(comfy.sd.VAE):
         if "decoder.up_blocks.0.resnets.0.norm1.weight" in sd:
             sd = comfy.diffusers_convert.convert_vae_state_dict(sd)
             if any(k.startswith(("encoder.down_blocks", "decoder.up_blocks")) for k in sd):
-                raise LDM3DLoadError("the diffusers VAE layout is not the 4-level, 2-resblock SD layout",
-                                     "use the vae/ folder of an Intel LDM3D model")
+                raise LDM3DLoadError(
+                    "the diffusers VAE layout is not the 4-level, 2-resblock SD layout",
+                    "use the vae/ folder of an Intel LDM3D model",
+                )
         if "decoder.post_quant_conv.weight" in sd:
-            sd = comfy.utils.state_dict_prefix_replace(sd, {"decoder.post_quant_conv.": "post_quant_conv.",
-                                                            "encoder.quant_conv.": "quant_conv."})
+            sd = comfy.utils.state_dict_prefix_replace(
+                sd, {"decoder.post_quant_conv.": "post_quant_conv.", "encoder.quant_conv.": "quant_conv."}
+            )
         arch = vae_arch_from_weights(sd)
-        super().__init__(sd=sd, config={"params": {"ddconfig": arch.ddconfig, "embed_dim": arch.embed_dim}},
-                         dtype=torch.float32)
+        super().__init__(
+            sd=sd, config={"params": {"ddconfig": arch.ddconfig, "embed_dim": arch.embed_dim}}, dtype=torch.float32
+        )
         missing = sorted(set(self.first_stage_model.state_dict().keys()) - set(sd.keys()))
         if missing:
-            raise LDM3DLoadError(f"the VAE weights miss {len(missing)} tensors, e.g. {missing[0]!r}",
-                                 "re-download the model's vae/ folder")
+            raise LDM3DLoadError(
+                f"the VAE weights miss {len(missing)} tensors, e.g. {missing[0]!r}",
+                "re-download the model's vae/ folder",
+            )
         self.latent_channels = arch.ddconfig["z_channels"]
         self.ldm3d_channels = arch.channels
         self.output_channels = arch.channels
@@ -97,24 +120,28 @@ class LDM3DVAE(comfy.sd.VAE):
         """Latent [B,4,h,w] -> all decoded channels [B,H,W,C] in [0,1] (fp32)."""
         return super().decode(samples)
 
-    def decode_rgbd_tiled(self, samples: torch.Tensor, tile: int, overlap: int, circular_x: bool = False,
-                          pbar=None) -> torch.Tensor:
+    def decode_rgbd_tiled(
+        self, samples: torch.Tensor, tile: int, overlap: int, circular_x: bool = False, pbar=None
+    ) -> torch.Tensor:
         """Tiled / circular decode (ldm3d_core.tiling) -> [B,H,W,C] in [0,1]; tile and overlap in latent px."""
         self.throw_exception_if_invalid()
-        memory = self.memory_used_decode((1, samples.shape[1], min(tile, samples.shape[2]),
-                                          min(tile, samples.shape[3])), self.vae_dtype)
+        memory = self.memory_used_decode(
+            (1, samples.shape[1], min(tile, samples.shape[2]), min(tile, samples.shape[3])), self.vae_dtype
+        )
         comfy.model_management.load_models_gpu([self.patcher], memory_required=memory)
         progress = None if pbar is None else (lambda done, total: pbar.update_absolute(done, total))
-        out = tiling.decode_tiled(samples, self._decode_raw, tile, overlap, self.upscale_ratio,
-                                  circular_x=circular_x, progress=progress)
+        out = tiling.decode_tiled(
+            samples, self._decode_raw, tile, overlap, self.upscale_ratio, circular_x=circular_x, progress=progress
+        )
         return self.process_output(out.to(self.output_device)).movedim(1, -1)
 
     def decode_rgbd_circular(self, samples: torch.Tensor, pad: int) -> torch.Tensor:
         """Untiled decode with `pad` wrapped latent columns each side (seamless 360) -> [B,H,W,C]."""
         self.throw_exception_if_invalid()
         padded_shape = (samples.shape[0], samples.shape[1], samples.shape[2], samples.shape[3] + 2 * pad)
-        comfy.model_management.load_models_gpu([self.patcher], memory_required=self.memory_used_decode(
-            padded_shape, self.vae_dtype))
+        comfy.model_management.load_models_gpu(
+            [self.patcher], memory_required=self.memory_used_decode(padded_shape, self.vae_dtype)
+        )
         out = tiling.decode_circular(samples, self._decode_raw, pad, self.upscale_ratio)
         return self.process_output(out.to(self.output_device)).movedim(1, -1)
 
@@ -145,9 +172,11 @@ class LDM3DVAE(comfy.sd.VAE):
 
     def encode(self, pixel_samples):
         if pixel_samples.shape[-1] != self.ldm3d_channels:
-            raise ValueError(f"LDM3D VAE: input 'pixels' = IMAGE with {pixel_samples.shape[-1]} channels: this "
-                             f"{self.ldm3d_channels}-channel LDM3D VAE also needs depth. Fix: use the 'LDM3D Encode' "
-                             "node (SDL3D_LDM3DEncode) with an IMAGE and a depth MASK")
+            raise ValueError(
+                f"LDM3D VAE: input 'pixels' = IMAGE with {pixel_samples.shape[-1]} channels: this "
+                f"{self.ldm3d_channels}-channel LDM3D VAE also needs depth. Fix: use the 'LDM3D Encode' "
+                "node (SDL3D_LDM3DEncode) with an IMAGE and a depth MASK"
+            )
         return super().encode(pixel_samples)
 
     def encode_tiled(self, pixel_samples, *args, **kwargs):
@@ -156,4 +185,3 @@ class LDM3DVAE(comfy.sd.VAE):
 
 def is_ldm3d_vae(vae) -> bool:
     return isinstance(vae, LDM3DVAE)
-

@@ -19,6 +19,7 @@ MIN_LPIPS_RESOLUTION = 32  # LPIPS-alex pools 8x8 maps to nothing below 32 px, L
 LPIPS_BYTES_PER_PIXEL = {"vgg": 9000, "alex": 400}  # activations + gradients of one view/anchor pair, fp32
 MESH_BYTES_PER_VERTEX = 320  # float64 grids, float32 buffers, uint32 faces, file buffers
 
+
 def memory_limit(device=None) -> tuple[int, str]:
     """(bytes, how it was chosen): the SDL3D_MEMORY_LIMIT_MB override, else ComfyUI's memory figures."""
     override = os.environ.get(ENV_MEMORY_LIMIT, "").strip()
@@ -28,7 +29,7 @@ def memory_limit(device=None) -> tuple[int, str]:
         except ValueError:
             megabytes = math.nan
         if math.isfinite(megabytes) and megabytes > 0:
-            return int(megabytes * 2 ** 20), f"{ENV_MEMORY_LIMIT}={override}"
+            return int(megabytes * 2**20), f"{ENV_MEMORY_LIMIT}={override}"
     import comfy.model_management as mm
     import torch
 
@@ -56,8 +57,14 @@ def require_memory(node: str, name: str, value, estimate: float, fix: str, devic
     """Refuse before allocating when ``estimate`` bytes exceed the memory limit."""
     limit, source = memory_limit(device)
     if estimate > limit:
-        raise input_error(node, name, value, f"needs about {format_bytes(estimate)}, more than the limit "
-                          f"{format_bytes(limit)} ({source}; override with {ENV_MEMORY_LIMIT})", fix)
+        raise input_error(
+            node,
+            name,
+            value,
+            f"needs about {format_bytes(estimate)}, more than the limit "
+            f"{format_bytes(limit)} ({source}; override with {ENV_MEMORY_LIMIT})",
+            fix,
+        )
 
 
 def lpips_memory(net: str, resolution: int) -> int:
@@ -71,15 +78,26 @@ def mesh_memory(mesh_width: int, mesh_height: int) -> int:
 
 def require_lpips_resolution(node: str, net: str, resolution: int) -> None:
     if 0 < resolution < MIN_LPIPS_RESOLUTION:
-        raise input_error(node, "resolution", resolution, f"is too small for LPIPS (its pooling layers need at "
-                          f"least {MIN_LPIPS_RESOLUTION} px)", f"use 0 (native) or {MIN_LPIPS_RESOLUTION} or more")
+        raise input_error(
+            node,
+            "resolution",
+            resolution,
+            f"is too small for LPIPS (its pooling layers need at least {MIN_LPIPS_RESOLUTION} px)",
+            f"use 0 (native) or {MIN_LPIPS_RESOLUTION} or more",
+        )
     if resolution > 0:
-        require_memory(node, "resolution", resolution, lpips_memory(net, resolution),
-                       "lower the resolution (256 is ~4x cheaper than 512), or use net = alex")
+        require_memory(
+            node,
+            "resolution",
+            resolution,
+            lpips_memory(net, resolution),
+            "lower the resolution (256 is ~4x cheaper than 512), or use net = alex",
+        )
 
 
-def sync_view_count(latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int],
-                    circular: bool) -> int:
+def sync_view_count(
+    latent_h: int, latent_w: int, window: tuple[int, int], stride: tuple[int, int], circular: bool
+) -> int:
     """Number of views of the grid sync_core.views.build_view_grid would build (counted, not built)."""
     from ..sync_core import views as core_views
 
@@ -95,8 +113,13 @@ def require_view_count(node: str, latent_h: int, latent_w: int, settings) -> int
     window, stride, _notes = core_views.fit_window(latent_h, latent_w, settings.window, settings.stride)
     count = sync_view_count(latent_h, latent_w, window, stride, settings.circular)
     if count > MAX_SYNC_VIEWS:
-        raise input_error(node, "stride", settings.stride[1] * 8, f"gives {count} views over a {latent_w * 8}x"
-                          f"{latent_h * 8} px image (window {settings.window[1] * 8}); the limit is {MAX_SYNC_VIEWS}",
-                          "raise the stride (a quarter of the window is typical), raise the window, or sample a "
-                          "smaller image and upscale it")
+        raise input_error(
+            node,
+            "stride",
+            settings.stride[1] * 8,
+            f"gives {count} views over a {latent_w * 8}x"
+            f"{latent_h * 8} px image (window {settings.window[1] * 8}); the limit is {MAX_SYNC_VIEWS}",
+            "raise the stride (a quarter of the window is typical), raise the window, or sample a "
+            "smaller image and upscale it",
+        )
     return count

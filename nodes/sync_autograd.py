@@ -18,16 +18,23 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 # ComfyUI's UNet does `h += ctrl` on a skip tensor the middle block saved for backward, and its ControlNet merge
 # does `x *= strength`. Views are left in place: area conditioning accumulates through `narrow` views.
 _INPLACE_TO_OUT_OF_PLACE = {
-    torch.Tensor.add_: torch.add, torch.Tensor.sub_: torch.sub,
-    torch.Tensor.mul_: torch.mul, torch.Tensor.div_: torch.div,
+    torch.Tensor.add_: torch.add,
+    torch.Tensor.sub_: torch.sub,
+    torch.Tensor.mul_: torch.mul,
+    torch.Tensor.div_: torch.div,
 }
 
 
 class _CloneInferenceTensorsOnGradPath(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if torch.is_grad_enabled() and func in _INPLACE_TO_OUT_OF_PLACE and isinstance(args[0], torch.Tensor) \
-                and args[0].requires_grad and not args[0]._is_view():
+        if (
+            torch.is_grad_enabled()
+            and func in _INPLACE_TO_OUT_OF_PLACE
+            and isinstance(args[0], torch.Tensor)
+            and args[0].requires_grad
+            and not args[0]._is_view()
+        ):
             return self.__torch_function__(_INPLACE_TO_OUT_OF_PLACE[func], types, args, kwargs)
         if torch.is_grad_enabled():
             flat, spec = tree_flatten((args, kwargs))

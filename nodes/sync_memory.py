@@ -18,7 +18,7 @@ import torch
 
 from ..sync_core import batching
 
-GIB = 1024 ** 3
+GIB = 1024**3
 # Auto mode batches at most this many views in the gradient pass: past ~4 views a batch already fills a GPU, so
 # more views only cost memory (each batched view keeps its block inputs until its backward pass).
 AUTO_GRADIENT_VIEW_CAP = 4
@@ -28,9 +28,15 @@ CHECKPOINTED_FACTOR = 2.0
 PLAIN_FACTOR = 6.0
 # UNet / DiT / VAE / TAESD block classes that are checkpointed in the gradient pass (outermost match wins).
 CHECKPOINT_BLOCKS = (
-    "ResBlock", "SpatialTransformer", "VideoResBlock", "SpatialVideoTransformer",  # SD1/2/XL UNet
-    "DoubleStreamBlock", "SingleStreamBlock", "JointBlock",  # Flux, SD3 MMDiT
-    "ResnetBlock", "AttnBlock",  # KL VAE decoder
+    "ResBlock",
+    "SpatialTransformer",
+    "VideoResBlock",
+    "SpatialVideoTransformer",  # SD1/2/XL UNet
+    "DoubleStreamBlock",
+    "SingleStreamBlock",
+    "JointBlock",  # Flux, SD3 MMDiT
+    "ResnetBlock",
+    "AttnBlock",  # KL VAE decoder
     "Block",  # TAESD
 )
 
@@ -46,9 +52,11 @@ class MemoryPlan:
 
     def describe(self, n_views: int) -> str:
         grad = self.gradient_planner
-        return (f"{n_views} views; denoise batches of {self.denoise_batch}; gradient batches of "
-                f"{grad(max(1, n_views - 1))} (est. {grad.per_view_bytes / GIB:.2f} GiB/view) under "
-                f"{'auto ' if self.auto else ''}budget {self.budget_bytes / GIB:.1f} GiB")
+        return (
+            f"{n_views} views; denoise batches of {self.denoise_batch}; gradient batches of "
+            f"{grad(max(1, n_views - 1))} (est. {grad.per_view_bytes / GIB:.2f} GiB/view) under "
+            f"{'auto ' if self.auto else ''}budget {self.budget_bytes / GIB:.1f} GiB"
+        )
 
 
 def device_budget(device: torch.device, budget_gib: float) -> tuple[float, bool]:
@@ -66,8 +74,9 @@ def denoise_cost_per_view(model, batch: int, channels: int, height: int, width: 
     return 1.5 * float(model.memory_required([2 * batch, channels, height, width]))
 
 
-def gradient_cost_per_view(model, vae, batch: int, channels: int, height: int, width: int,
-                           checkpointing: bool) -> float:
+def gradient_cost_per_view(
+    model, vae, batch: int, channels: int, height: int, width: int, checkpointing: bool
+) -> float:
     """Estimated bytes one view adds to the gradient pass (denoiser + decoder + LPIPS graphs)."""
     factor = CHECKPOINTED_FACTOR if checkpointing else PLAIN_FACTOR
     unet = float(model.memory_required([2 * batch, channels, height, width]))
@@ -106,15 +115,30 @@ class MeasuredGradientPlanner(batching.GradientBatchPlanner):
         comfy.model_management.soft_empty_cache()
 
 
-def plan_memory(model, vae, device: torch.device, n_views: int, batch: int, channels: int, height: int,
-                width: int, view_batch_size: int, budget_gib: float, checkpointing: bool) -> MemoryPlan:
+def plan_memory(
+    model,
+    vae,
+    device: torch.device,
+    n_views: int,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    view_batch_size: int,
+    budget_gib: float,
+    checkpointing: bool,
+) -> MemoryPlan:
     """Both batch plans for one run. `view_batch_size` > 0 fixes both; 0 plans them from the budget."""
     budget, auto = device_budget(device, budget_gib)
     grad_cost = gradient_cost_per_view(model, vae, batch, channels, height, width, checkpointing)
     override = int(view_batch_size) if view_batch_size and view_batch_size > 0 else None
-    planner = MeasuredGradientPlanner(budget_bytes=budget, per_view_bytes=grad_cost,
-                                      cap=AUTO_GRADIENT_VIEW_CAP if auto else None, override=override,
-                                      device=device)
+    planner = MeasuredGradientPlanner(
+        budget_bytes=budget,
+        per_view_bytes=grad_cost,
+        cap=AUTO_GRADIENT_VIEW_CAP if auto else None,
+        override=override,
+        device=device,
+    )
     if override:
         denoise = min(override, n_views)
     else:
@@ -141,14 +165,23 @@ def load_tiny_decoder(node: str, model):
     latent_format = model.get_model_object("latent_format")
     name = getattr(latent_format, "taesd_decoder_name", None)
     if not name:
-        raise input_error(node, "sync_fast", True, f"no tiny decoder (TAESD) exists for the "
-                          f"{type(latent_format).__name__} latent space", "turn sync_fast off")
+        raise input_error(
+            node,
+            "sync_fast",
+            True,
+            f"no tiny decoder (TAESD) exists for the {type(latent_format).__name__} latent space",
+            "turn sync_fast off",
+        )
     files = [f for f in folder_paths.get_filename_list("vae_approx") if f.startswith(name + ".")]
     if not files:
         folder = (folder_paths.get_folder_paths("vae_approx") or ["ComfyUI/models/vae_approx"])[0]
-        raise input_error(node, "sync_fast", True, f"the fast path decodes with '{name}' (TAESD), which is not "
-                          f"in models/vae_approx", f"put '{name}.safetensors' into {folder}, or connect a TAESD VAE "
-                          "to 'vae' and turn sync_fast off")
+        raise input_error(
+            node,
+            "sync_fast",
+            True,
+            f"the fast path decodes with '{name}' (TAESD), which is not in models/vae_approx",
+            f"put '{name}.safetensors' into {folder}, or connect a TAESD VAE to 'vae' and turn sync_fast off",
+        )
     decoder = comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise("vae_approx", files[0]))
     sd = {f"taesd_decoder.{k}": v for k, v in decoder.items()}
     sd["vae_scale"] = torch.tensor(float(latent_format.scale_factor))
@@ -159,4 +192,3 @@ def load_tiny_decoder(node: str, model):
 def fast_lpips_resolution(window_px: int) -> int:
     """LPIPS resolution of the fast path: the shorter side at 256 px (4x fewer pixels than a 512 window)."""
     return int(min(256, window_px)) if window_px > 0 else 256
-

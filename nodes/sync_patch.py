@@ -33,8 +33,15 @@ WRAPPER_KEY = "sdl3d_view_tiler"
 class ViewTilerWrapper:
     """SAMPLER_SAMPLE wrapper: one ViewTiler per sampling run (views in latent units, (height, width))."""
 
-    def __init__(self, window: tuple[int, int], stride: tuple[int, int], circular: bool, fusion: str,
-                 view_batch_size: int, node: str):
+    def __init__(
+        self,
+        window: tuple[int, int],
+        stride: tuple[int, int],
+        circular: bool,
+        fusion: str,
+        view_batch_size: int,
+        node: str,
+    ):
         self.window, self.stride, self.circular = window, stride, circular
         self.fusion, self.view_batch_size = fusion, int(view_batch_size)
         self.node = node  # the node its log lines and errors name (the patch node's schema name)
@@ -44,8 +51,13 @@ class ViewTilerWrapper:
             logging.info("%s: ignored by %s, which tiles the views itself", self.node, executor.class_obj.node_name)
             return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
         if noise.ndim != 4:
-            raise input_error(self.node, "model", f"latent of shape {tuple(noise.shape)}", "the view tiler needs image "
-                              "latents [B,C,H,W]", "remove the SyncDiffusion Model Patch for video/audio models")
+            raise input_error(
+                self.node,
+                "model",
+                f"latent of shape {tuple(noise.shape)}",
+                "the view tiler needs image latents [B,C,H,W]",
+                "remove the SyncDiffusion Model Patch for video/audio models",
+            )
         batch, channels, latent_h, latent_w = noise.shape
         window, stride, notes = core_views.fit_window(latent_h, latent_w, self.window, self.stride)
         for note in notes:
@@ -59,9 +71,16 @@ class ViewTilerWrapper:
             cost = sync_memory.denoise_cost_per_view(model, batch, channels, window[0], window[1])
             per_call = batching.balanced_batch_size(len(views), batching.views_that_fit(budget, cost, len(views)))
         model_options = dict(extra_args["model_options"])
-        tiler = ViewTiler(model, views, (latent_h, latent_w), per_call,
-                          previous_function=model_options.get("sampler_calc_cond_batch_function"),
-                          fusion=self.fusion, grid_spec=(window, stride, self.circular), seed=extra_args.get("seed"))
+        tiler = ViewTiler(
+            model,
+            views,
+            (latent_h, latent_w),
+            per_call,
+            previous_function=model_options.get("sampler_calc_cond_batch_function"),
+            fusion=self.fusion,
+            grid_spec=(window, stride, self.circular),
+            seed=extra_args.get("seed"),
+        )
         model_options["sampler_calc_cond_batch_function"] = tiler
         extra_args = {**extra_args, "model_options": model_options}
         try:
@@ -78,33 +97,52 @@ class SyncDiffusionModelPatch(io.ComfyNode):
             display_name="SyncDiffusion Model Patch",
             category=CATEGORY_SAMPLING,
             description="Joint diffusion over views as a MODEL patch: put it in front of KSampler, "
-                        "KSamplerAdvanced, SamplerCustom(Advanced) or any third-party sampler/upscaler node and "
-                        "the model is evaluated view by view with MultiDiffusion (uniform), Mixture of Diffusers "
-                        "(gaussian) or SpotDiffusion (spot) fusion, with true 360 wrap and per-view conditioning. "
-                        "The LPIPS sync step is NOT applied through the patch (it needs a gradient pass between "
-                        "sampler steps): use the SyncDiffusion KSampler or SyncDiffusion Sampler nodes for sync. "
-                        "Patches only a clone of the model.",
+            "KSamplerAdvanced, SamplerCustom(Advanced) or any third-party sampler/upscaler node and "
+            "the model is evaluated view by view with MultiDiffusion (uniform), Mixture of Diffusers "
+            "(gaussian) or SpotDiffusion (spot) fusion, with true 360 wrap and per-view conditioning. "
+            "The LPIPS sync step is NOT applied through the patch (it needs a gradient pass between "
+            "sampler steps): use the SyncDiffusion KSampler or SyncDiffusion Sampler nodes for sync. "
+            "Patches only a clone of the model.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to patch (the input model is not changed)."),
-                io.Int.Input("window", default=512, min=64, max=8192, step=8,
-                             tooltip="View width in pixels (and height unless window_height is set); clamped to "
-                                     "the image on an axis where it is larger (noted in the log)."),
-                io.Int.Input("stride", default=128, min=8, max=8192, step=8,
-                             tooltip="Horizontal distance between views in pixels (and vertical unless "
-                                     "stride_height is set); <= window."),
-                io.Boolean.Input("circular", default=False,
-                                 tooltip="360 panorama: views wrap over the right edge back to the left."),
-                io.Int.Input("view_batch_size", default=0, min=0, max=256,
-                             tooltip="Views per model call; 0 = as many as fit in free memory (ComfyUI's "
-                                     "estimate). Area, mask and ControlNet conditioning run one view at a time."),
+                io.Int.Input(
+                    "window",
+                    default=512,
+                    min=64,
+                    max=8192,
+                    step=8,
+                    tooltip="View width in pixels (and height unless window_height is set); clamped to "
+                    "the image on an axis where it is larger (noted in the log).",
+                ),
+                io.Int.Input(
+                    "stride",
+                    default=128,
+                    min=8,
+                    max=8192,
+                    step=8,
+                    tooltip="Horizontal distance between views in pixels (and vertical unless "
+                    "stride_height is set); <= window.",
+                ),
+                io.Boolean.Input(
+                    "circular", default=False, tooltip="360 panorama: views wrap over the right edge back to the left."
+                ),
+                io.Int.Input(
+                    "view_batch_size",
+                    default=0,
+                    min=0,
+                    max=256,
+                    tooltip="Views per model call; 0 = as many as fit in free memory (ComfyUI's "
+                    "estimate). Area, mask and ControlNet conditioning run one view at a time.",
+                ),
                 *view_shape_inputs(),
             ],
             outputs=[io.Model.Output(display_name="MODEL", tooltip="A clone of the model that samples over views.")],
         )
 
     @classmethod
-    def execute(cls, model, window, stride, circular, view_batch_size, window_height=0, stride_height=0,
-                fusion="uniform") -> io.NodeOutput:
+    def execute(
+        cls, model, window, stride, circular, view_batch_size, window_height=0, stride_height=0, fusion="uniform"
+    ) -> io.NodeOutput:
         node = node_name(cls)
         if not hasattr(model, "clone") or not hasattr(model, "add_wrapper_with_key"):
             raise input_error(node, "model", model, "not a ComfyUI MODEL", "connect a Load Checkpoint MODEL output")
@@ -112,13 +150,20 @@ class SyncDiffusionModelPatch(io.ComfyNode):
         if fusion not in core_fusion.FUSIONS:
             raise input_error(node, "fusion", fusion, "unknown fusion", f"use one of {list(core_fusion.FUSIONS)}")
         if int(view_batch_size) != view_batch_size or view_batch_size < 0:
-            raise input_error(node, "view_batch_size", view_batch_size, "must be a whole number >= 0",
-                              "use 0 (auto) or the number of views per model call")
+            raise input_error(
+                node,
+                "view_batch_size",
+                view_batch_size,
+                "must be a whole number >= 0",
+                "use 0 (auto) or the number of views per model call",
+            )
         patched = model.clone()
         patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY,
-                                     ViewTilerWrapper(window_hw, stride_hw, bool(circular), fusion, view_batch_size,
-                                                      node))
+        patched.add_wrapper_with_key(
+            comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE,
+            WRAPPER_KEY,
+            ViewTilerWrapper(window_hw, stride_hw, bool(circular), fusion, view_batch_size, node),
+        )
         return io.NodeOutput(patched)
 
 

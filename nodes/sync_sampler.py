@@ -115,8 +115,18 @@ def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, see
 class SyncRun:
     """The state of one sampling run: views, tiler, memory plan, decoder and LPIPS."""
 
-    def __init__(self, base_sampler_name: str, base, settings: SyncSettings, views, tiler: ViewTiler,
-                 plan: sync_memory.MemoryPlan, vae, perceptual, lpips_model):
+    def __init__(
+        self,
+        base_sampler_name: str,
+        base,
+        settings: SyncSettings,
+        views,
+        tiler: ViewTiler,
+        plan: sync_memory.MemoryPlan,
+        vae,
+        perceptual,
+        lpips_model,
+    ):
         self.base_sampler_name = base_sampler_name
         self.base = base
         self.settings = settings
@@ -138,8 +148,13 @@ class SyncRun:
         anchor = core_views.anchor_index(views, self.settings.anchor)
         crops = core_views.crop_views(x, views)  # [V, B, C, h, w]
         denoise_mask = extra_args.get("denoise_mask")
-        mask_crops = None if denoise_mask is None else core_views.crop_views(
-            denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, views)
+        mask_crops = (
+            None
+            if denoise_mask is None
+            else core_views.crop_views(
+                denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, views
+            )
+        )
         model_options, seed = extra_args["model_options"], extra_args.get("seed")
 
         def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
@@ -149,15 +164,22 @@ class SyncRun:
                 x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
             return x0.reshape(u.shape)
 
-        comfy.model_management.load_models_gpu([guider.model_patcher, *getattr(guider, "loaded_models", []),
-                                                self.vae.patcher])
+        comfy.model_management.load_models_gpu(
+            [guider.model_patcher, *getattr(guider, "loaded_models", []), self.vae.patcher]
+        )
         if self.lpips_model is not None:
             self.lpips_model.to(self.vae.device)
         targets = sync_memory.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
-        with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing,
-                                                 context=weight_bridge):
-            updated = core_sync.sync_views(crops * to_ddim, anchor, predict_x0, self._decode(model),
-                                           self.perceptual, weight, view_batch_size=self.plan.gradient_planner)
+        with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing, context=weight_bridge):
+            updated = core_sync.sync_views(
+                crops * to_ddim,
+                anchor,
+                predict_x0,
+                self._decode(model),
+                self.perceptual,
+                weight,
+                view_batch_size=self.plan.gradient_planner,
+            )
         updated = updated.to(x) / to_ddim
         if mask_crops is not None:  # inpainting: only the region being denoised moves
             updated = crops + (updated - crops) * mask_crops
@@ -177,8 +199,7 @@ class SyncRun:
 
 
 @torch.no_grad()
-def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disable=None, *, run: SyncRun,
-                         **options):
+def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disable=None, *, run: SyncRun, **options):
     """k-diffusion sampler function: the base sampler over segments between sync steps, a sync update before each
     sync step. `model` is ComfyUI's KSamplerX0Inpaint; `options` are the base sampler's extra options."""
     extra_args = {} if extra_args is None else extra_args
@@ -187,8 +208,9 @@ def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disab
     sync_steps = run.settings.schedule.sync_step_indices(total) if total > 0 else []
     if not sync_steps:  # plain MultiDiffusion: the base sampler exactly as stock ComfyUI runs it
         return base_function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
-    noise_sampler = persistent_noise_sampler(run.base_sampler_name, base_function, x, sigmas,
-                                             extra_args.get("seed"), options)
+    noise_sampler = persistent_noise_sampler(
+        run.base_sampler_name, base_function, x, sigmas, extra_args.get("seed"), options
+    )
     if noise_sampler is not None:
         options = {**options, "noise_sampler": noise_sampler}
     deviations, start = None, 0
@@ -196,8 +218,15 @@ def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disab
         if boundary > start:
             segment_callback = None if callback is None else functools.partial(_offset_callback, callback, start)
             with run.tiler.start_from(deviations, float(sigmas[start])):
-                x = base_function(model, x, sigmas[start:boundary + 1], extra_args=extra_args,
-                                  callback=segment_callback, disable=disable, **options)
+                x = base_function(
+                    model,
+                    x,
+                    sigmas[start : boundary + 1],
+                    extra_args=extra_args,
+                    callback=segment_callback,
+                    disable=disable,
+                    **options,
+                )
             deviations = None
         if boundary < total:
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -215,8 +244,9 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
 
     node_name = "SyncDiffusion"  # set to the building node's schema name by nodes.sync_inputs.build_sampler
 
-    def __init__(self, base_sampler_name: str, settings: SyncSettings, vae, lpips_model=None,
-                 lpips_resolution: int = 0):
+    def __init__(
+        self, base_sampler_name: str, settings: SyncSettings, vae, lpips_model=None, lpips_resolution: int = 0
+    ):
         self.base_sampler_name = base_sampler_name
         self.base = comfy.samplers.sampler_object(base_sampler_name)
         self.settings = settings
@@ -227,8 +257,9 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
     def max_denoise(self, model_wrap, sigmas):
         return self.base.max_denoise(model_wrap, sigmas)
 
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
+    def sample(
+        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
         settings = self.settings
         model_patcher = model_wrap.model_patcher
         batch, channels, latent_h, latent_w = noise.shape
@@ -237,24 +268,44 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             logging.info("%s: %s (latent units)", self.node_name, note)
         views = core_views.build_view_grid(latent_h, latent_w, window, stride, circular=settings.circular)
         vae = sync_memory.load_tiny_decoder(self.node_name, model_patcher) if settings.fast else self.vae
-        plan = sync_memory.plan_memory(model_wrap.inner_model, vae, noise.device, len(views), batch, channels,
-                                       window[0], window[1], settings.view_batch_size,
-                                       settings.memory_budget_gb, settings.gradient_checkpointing)
+        plan = sync_memory.plan_memory(
+            model_wrap.inner_model,
+            vae,
+            noise.device,
+            len(views),
+            batch,
+            channels,
+            window[0],
+            window[1],
+            settings.view_batch_size,
+            settings.memory_budget_gb,
+            settings.gradient_checkpointing,
+        )
         model_options = dict(extra_args["model_options"])
-        tiler = ViewTiler(model_wrap.inner_model, views, (latent_h, latent_w), plan.denoise_batch,
-                          previous_function=model_options.get("sampler_calc_cond_batch_function"),
-                          fusion=settings.fusion, grid_spec=(window, stride, settings.circular),
-                          seed=extra_args.get("seed"))
+        tiler = ViewTiler(
+            model_wrap.inner_model,
+            views,
+            (latent_h, latent_w),
+            plan.denoise_batch,
+            previous_function=model_options.get("sampler_calc_cond_batch_function"),
+            fusion=settings.fusion,
+            grid_spec=(window, stride, settings.circular),
+            seed=extra_args.get("seed"),
+        )
         model_options["sampler_calc_cond_batch_function"] = tiler
         extra_args = {**extra_args, "model_options": model_options}
-        run = SyncRun(self.base_sampler_name, self.base, settings, views, tiler, plan, vae, self._perceptual(),
-                      self.lpips_model)
-        ksampler = comfy.samplers.KSAMPLER(functools.partial(sample_syncdiffusion, run=run),
-                                           extra_options=self.base.extra_options,
-                                           inpaint_options=self.base.inpaint_options)
+        run = SyncRun(
+            self.base_sampler_name, self.base, settings, views, tiler, plan, vae, self._perceptual(), self.lpips_model
+        )
+        ksampler = comfy.samplers.KSAMPLER(
+            functools.partial(sample_syncdiffusion, run=run),
+            extra_options=self.base.extra_options,
+            inpaint_options=self.base.inpaint_options,
+        )
         try:
-            return ksampler.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
-                                   disable_pbar)
+            return ksampler.sample(
+                model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar
+            )
         finally:
             tiler.cleanup()
             if self.lpips_model is not None:
@@ -266,5 +317,6 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
         resolution = self.lpips_resolution or None
         if self.settings.fast and resolution is None:
             resolution = sync_memory.fast_lpips_resolution(8 * min(self.settings.window))
-        return core_perceptual.make_perceptual(self.lpips_model, resolution,
-                                               checkpoint=self.settings.gradient_checkpointing, context=weight_bridge)
+        return core_perceptual.make_perceptual(
+            self.lpips_model, resolution, checkpoint=self.settings.gradient_checkpointing, context=weight_bridge
+        )

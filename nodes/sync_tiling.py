@@ -44,9 +44,17 @@ _VIEW_SPECIFIC_KEYS = ("area", "mask", "control", "gligen")
 
 
 class ViewTiler:
-    def __init__(self, model: comfy.model_base.BaseModel, views: list[core_views.View], latent_hw: tuple[int, int],
-                 view_batch_size: int = 1, previous_function=None, fusion: str = "uniform",
-                 grid_spec: tuple | None = None, seed: int | None = 0):
+    def __init__(
+        self,
+        model: comfy.model_base.BaseModel,
+        views: list[core_views.View],
+        latent_hw: tuple[int, int],
+        view_batch_size: int = 1,
+        previous_function=None,
+        fusion: str = "uniform",
+        grid_spec: tuple | None = None,
+        seed: int | None = 0,
+    ):
         self.model = model
         self.grid = views  # the view list (latent units); for fusion "spot", the current step's shifted grid
         self.fusion = core_fusion.check_fusion(fusion)
@@ -84,8 +92,10 @@ class ViewTiler:
         try:
             yield self
             if self._deviations is not None:
-                raise RuntimeError("SyncDiffusion: the base sampler made no model call after a sync step, so the "
-                                   "synchronised view latents would be lost; use another sampler")
+                raise RuntimeError(
+                    "SyncDiffusion: the base sampler made no model call after a sync step, so the "
+                    "synchronised view latents would be lost; use another sampler"
+                )
         finally:
             self._deviations = self._deviation_sigma = None
 
@@ -111,7 +121,7 @@ class ViewTiler:
             results = self._evaluate(conds, torch.cat(tiles), sigma, group, model, model_options)
             for k, result in enumerate(results):
                 for j, v in enumerate(group):
-                    core_views.add_view(outputs[k], self._weighted(result[j * batch:(j + 1) * batch]), self.grid[v])
+                    core_views.add_view(outputs[k], self._weighted(result[j * batch : (j + 1) * batch]), self.grid[v])
         count = self._coverage(x)
         return [out / count for out in outputs]
 
@@ -126,8 +136,7 @@ class ViewTiler:
         if self._shifts is None or len(self._shifts) != steps:
             self._shifts = core_fusion.spot_shifts(self.seed, steps, stride)
         step = int((sample_sigmas[:-1].float().cpu() - float(sigma)).abs().argmin())
-        grid = core_fusion.shifted_view_grid(self.latent_h, self.latent_w, window, stride, self._shifts[step],
-                                             circular)
+        grid = core_fusion.shifted_view_grid(self.latent_h, self.latent_w, window, stride, self._shifts[step], circular)
         if grid != self.grid:
             self.grid, self._count = grid, None
         return self.grid
@@ -142,8 +151,9 @@ class ViewTiler:
         view = self.grid[0]
         w = self._weights
         if w is None or w.shape != (view.height, view.width) or w.device != like.device or w.dtype != like.dtype:
-            w = self._weights = core_fusion.gaussian_weights(view.height, view.width, device=like.device,
-                                                             dtype=like.dtype)
+            w = self._weights = core_fusion.gaussian_weights(
+                view.height, view.width, device=like.device, dtype=like.dtype
+            )
         return w
 
     def _weighted(self, tile: torch.Tensor) -> torch.Tensor:
@@ -167,8 +177,11 @@ class ViewTiler:
         if not math.isclose(current, self._deviation_sigma, rel_tol=1e-5, abs_tol=1e-8):
             # churn / restart samplers first evaluate at a raised sigma: x_hat = x + noise, so view v's own latent
             # is still (its crop + its deviation) + the same noise.
-            logging.debug("SyncDiffusion: first evaluation after sync at sigma %.5g (sync at %.5g)", current,
-                          self._deviation_sigma)
+            logging.debug(
+                "SyncDiffusion: first evaluation after sync at sigma %.5g (sync at %.5g)",
+                current,
+                self._deviation_sigma,
+            )
         return deviations
 
     def _groups(self, conds) -> list[list[int]]:
@@ -179,7 +192,7 @@ class ViewTiler:
         sizes = batching.batch_sizes(len(ids), size)
         groups, start = [], 0
         for n in sizes:
-            groups.append(ids[start:start + n])
+            groups.append(ids[start : start + n])
             start += n
         return groups
 
@@ -190,19 +203,23 @@ class ViewTiler:
         if n > 1 and _has_view_specific(conds):
             per_view = x_stack.shape[0] // n
             sigmas = sigma.chunk(n) if sigma.shape[0] == x_stack.shape[0] else [sigma] * n
-            parts = [self._evaluate(conds, x_stack[j * per_view:(j + 1) * per_view], sigmas[j], [v], model,
-                                    model_options) for j, v in enumerate(view_ids)]
+            parts = [
+                self._evaluate(conds, x_stack[j * per_view : (j + 1) * per_view], sigmas[j], [v], model, model_options)
+                for j, v in enumerate(view_ids)
+            ]
             return [None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
         per_view = x_stack.shape[0] // n
-        view_conds = [None if cond_list is None else self._conds_for_views(cond_list, view_ids, per_view)
-                      for cond_list in conds]
+        view_conds = [
+            None if cond_list is None else self._conds_for_views(cond_list, view_ids, per_view) for cond_list in conds
+        ]
         timestep = sigma.repeat(n) if sigma.shape[0] * n == x_stack.shape[0] else sigma
         options = dict(model_options)
         options.pop("sampler_calc_cond_batch_function", None)
         if self.previous_function is not None:
             options["sampler_calc_cond_batch_function"] = self.previous_function
-            return self.previous_function({"conds": view_conds, "input": x_stack, "sigma": timestep,
-                                           "model": model, "model_options": options})
+            return self.previous_function(
+                {"conds": view_conds, "input": x_stack, "sigma": timestep, "model": model, "model_options": options}
+            )
         return comfy.samplers.calc_cond_batch(model, view_conds, x_stack, timestep, options)
 
     def _conds_for_views(self, cond_list: list[dict], view_ids: list[int], batch: int) -> list[dict]:
@@ -277,9 +294,16 @@ class ViewTiler:
             scale = control.compression_ratio
             if getattr(control, "vae", None) is not None:
                 scale *= control.vae.spacial_compression_encode()
-            canvas_hint = comfy.utils.common_upscale(control.cond_hint_original, self.latent_w * scale,
-                                                     self.latent_h * scale, control.upscale_algorithm, "center")
-            copy.cond_hint_original = core_views.crop_view(canvas_hint, _scaled_view(self.grid[view_index], scale, scale))
+            canvas_hint = comfy.utils.common_upscale(
+                control.cond_hint_original,
+                self.latent_w * scale,
+                self.latent_h * scale,
+                control.upscale_algorithm,
+                "center",
+            )
+            copy.cond_hint_original = core_views.crop_view(
+                canvas_hint, _scaled_view(self.grid[view_index], scale, scale)
+            )
         copy.cond_hint = None
         if previous is not None:
             copy.set_previous_controlnet(self._control_for_view(previous, view_index))
@@ -306,5 +330,9 @@ def _has_view_specific(conds) -> bool:
 def _scaled_view(view: core_views.View, scale_h: float, scale_w: float) -> core_views.View:
     if scale_h == 1 and scale_w == 1:
         return view
-    return core_views.View(int(round(view.top * scale_h)), int(round(view.left * scale_w)),
-                           int(round(view.height * scale_h)), int(round(view.width * scale_w)))
+    return core_views.View(
+        int(round(view.top * scale_h)),
+        int(round(view.left * scale_w)),
+        int(round(view.height * scale_h)),
+        int(round(view.width * scale_w)),
+    )

@@ -23,8 +23,13 @@ def _require_image_vae(node: str, vae):
     if vae is None or not hasattr(vae, "first_stage_model") or not hasattr(vae, "decode"):
         raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect a Load Checkpoint or Load VAE output")
     if getattr(vae, "latent_dim", 2) != 2:
-        raise input_error(node, "vae", f"VAE with {vae.latent_dim}-D latents", "this node tiles image VAEs "
-                          "(2-D latents) only", "use the stock VAE Decode (Tiled) node for video/audio VAEs")
+        raise input_error(
+            node,
+            "vae",
+            f"VAE with {vae.latent_dim}-D latents",
+            "this node tiles image VAEs (2-D latents) only",
+            "use the stock VAE Decode (Tiled) node for video/audio VAEs",
+        )
     return vae
 
 
@@ -35,8 +40,13 @@ def _scale(vae) -> int:
 def _tile_units(node: str, tile_size: int, overlap: int, scale: int) -> tuple[int, int]:
     """Pixel tile/overlap -> latent units; tile_size 0 = one piece."""
     if tile_size and overlap >= tile_size:
-        raise input_error(node, "overlap", overlap, f"must be smaller than tile_size {tile_size}",
-                          "lower the overlap (a quarter of the tile is typical) or set tile_size 0 (untiled)")
+        raise input_error(
+            node,
+            "overlap",
+            overlap,
+            f"must be smaller than tile_size {tile_size}",
+            "lower the overlap (a quarter of the tile is typical) or set tile_size 0 (untiled)",
+        )
     lap = overlap // scale
     tile = max(lap + 1, tile_size // scale) if tile_size else 0
     return tile, lap
@@ -54,6 +64,7 @@ def _progress():
 
 def decode_360(vae, z: torch.Tensor, tile: int, overlap: int, circular: bool) -> torch.Tensor:
     """Latent [B,C,h,w] -> IMAGE [B,H,W,C]; tile/overlap in latent units (tile 0 = one piece)."""
+
     def decode_fn(t: torch.Tensor) -> torch.Tensor:
         return vae.decode(t).movedim(-1, 1)
 
@@ -77,22 +88,38 @@ def encode_tiled(vae, pixels: torch.Tensor, tile: int, overlap: int, circular: b
         if not circular:
             return vae.encode(pixels)
         return tiling.apply_circular(pixels.movedim(-1, 1), encode_fn, max(1, overlap), scale, 1)
-    return tiling.encode_tiled(pixels.movedim(-1, 1), encode_fn, tile, overlap, scale, circular_x=circular,
-                               progress=_progress())
+    return tiling.encode_tiled(
+        pixels.movedim(-1, 1), encode_fn, tile, overlap, scale, circular_x=circular, progress=_progress()
+    )
 
 
 def _tile_inputs(default_circular: bool) -> list:
     return [
-        io.Boolean.Input("circular", default=default_circular,
-                         tooltip="360 panorama: the left and right edges touch. Tiles wrap around the seam (or, "
-                                 "untiled, the input is padded with wrapped columns) so the 0/360 join has no jump."),
-        io.Int.Input("tile_size", default=1024, min=0, max=8192, step=64,
-                     tooltip="Tile size in pixels (square). 0 = one piece (no tiling). Smaller tiles need less "
-                             "memory; tiles are blended over the overlap. Not bit-exact vs untiled: the VAE's "
-                             "GroupNorm sees one tile at a time, larger tiles are closer."),
-        io.Int.Input("overlap", default=64, min=0, max=4096, step=8,
-                     tooltip="Tile overlap in pixels, blended linearly; must be < tile_size. With circular on and "
-                             "tile_size 0 it is the wrap padding added on each side (at least one latent pixel)."),
+        io.Boolean.Input(
+            "circular",
+            default=default_circular,
+            tooltip="360 panorama: the left and right edges touch. Tiles wrap around the seam (or, "
+            "untiled, the input is padded with wrapped columns) so the 0/360 join has no jump.",
+        ),
+        io.Int.Input(
+            "tile_size",
+            default=1024,
+            min=0,
+            max=8192,
+            step=64,
+            tooltip="Tile size in pixels (square). 0 = one piece (no tiling). Smaller tiles need less "
+            "memory; tiles are blended over the overlap. Not bit-exact vs untiled: the VAE's "
+            "GroupNorm sees one tile at a time, larger tiles are closer.",
+        ),
+        io.Int.Input(
+            "overlap",
+            default=64,
+            min=0,
+            max=4096,
+            step=8,
+            tooltip="Tile overlap in pixels, blended linearly; must be < tile_size. With circular on and "
+            "tile_size 0 it is the wrap padding added on each side (at least one latent pixel).",
+        ),
     ]
 
 
@@ -104,8 +131,8 @@ class VAEDecode360(io.ComfyNode):
             display_name="VAE Decode (360 / Tiled)",
             category=CATEGORY_VAE,
             description="Decode a latent with any image VAE (SD1.x/SDXL 4-channel, SD3/Flux 16-channel, TAESD): "
-                        "seam-free 360 decoding (horizontal wrap) and/or tiles with blended overlaps for large "
-                        "panoramas. circular off + tile_size 0 is exactly the stock VAE Decode.",
+            "seam-free 360 decoding (horizontal wrap) and/or tiles with blended overlaps for large "
+            "panoramas. circular off + tile_size 0 is exactly the stock VAE Decode.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (e.g. a circular SyncDiffusion panorama)."),
                 io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
@@ -120,11 +147,21 @@ class VAEDecode360(io.ComfyNode):
         vae = _require_image_vae(node, vae)
         z = samples.get("samples") if isinstance(samples, dict) else None
         if not isinstance(z, torch.Tensor) or z.ndim != 4:
-            raise input_error(node, "samples", samples, "expected a LATENT with samples [B,C,h,w]",
-                              "connect a KSampler / SyncDiffusion KSampler output")
+            raise input_error(
+                node,
+                "samples",
+                samples,
+                "expected a LATENT with samples [B,C,h,w]",
+                "connect a KSampler / SyncDiffusion KSampler output",
+            )
         if z.shape[1] != vae.latent_channels:
-            raise input_error(node, "samples", samples, f"has {z.shape[1]} channels, the VAE expects "
-                              f"{vae.latent_channels}", "decode with the VAE that belongs to the model")
+            raise input_error(
+                node,
+                "samples",
+                samples,
+                f"has {z.shape[1]} channels, the VAE expects {vae.latent_channels}",
+                "decode with the VAE that belongs to the model",
+            )
         require_finite(node, "samples", z)
         tile, lap = _tile_units(node, tile_size, overlap, _scale(vae))
         return io.NodeOutput(decode_360(vae, z, tile, lap, bool(circular)))
@@ -138,9 +175,9 @@ class VAEEncodeTiled(io.ComfyNode):
             display_name="VAE Encode (Tiled)",
             category=CATEGORY_VAE,
             description="Encode an IMAGE with any image VAE in tiles with blended overlaps (large panoramas, "
-                        "img2img / upscaling), optionally wrapping the left and right edges of a 360 panorama. "
-                        "Sizes are cropped to multiples of 8 like the stock VAE Encode; circular off + tile_size 0 "
-                        "is exactly the stock VAE Encode.",
+            "img2img / upscaling), optionally wrapping the left and right edges of a 360 panorama. "
+            "Sizes are cropped to multiples of 8 like the stock VAE Encode; circular off + tile_size 0 "
+            "is exactly the stock VAE Encode.",
             inputs=[
                 io.Image.Input("pixels", tooltip="IMAGE [B,H,W,3] in [0,1]."),
                 io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
@@ -156,8 +193,9 @@ class VAEEncodeTiled(io.ComfyNode):
         pixels = require_image(node, "pixels", pixels, channels=(3, 4))[..., :3]
         scale = int(vae.spacial_compression_encode())
         if pixels.shape[1] < scale or pixels.shape[2] < scale:
-            raise input_error(node, "pixels", pixels, f"is smaller than one latent pixel ({scale} px)",
-                              "use a larger image")
+            raise input_error(
+                node, "pixels", pixels, f"is smaller than one latent pixel ({scale} px)", "use a larger image"
+            )
         tile, lap = _tile_units(node, tile_size, overlap, scale)
         return io.NodeOutput({"samples": encode_tiled(vae, pixels, tile, lap, bool(circular))})
 

@@ -37,9 +37,17 @@ def widget_problem(node: str, name: str, spec, value, ranges: bool = True) -> st
             return str(input_error(node, name, value, f"is not a number ({kind})", "enter a number"))
         if kind == "FLOAT" and not math.isfinite(value):
             low, high = getattr(spec, "min", None), getattr(spec, "max", None)
-            return str(input_error(node, name, value, "is not a finite number (NaN and infinity are refused)",
-                                   f"enter a number between {low} and {high}" if low is not None and
-                                   high is not None else f"use the default {spec.default}"))
+            return str(
+                input_error(
+                    node,
+                    name,
+                    value,
+                    "is not a finite number (NaN and infinity are refused)",
+                    f"enter a number between {low} and {high}"
+                    if low is not None and high is not None
+                    else f"use the default {spec.default}",
+                )
+            )
         low, high = (getattr(spec, "min", None), getattr(spec, "max", None)) if ranges else (None, None)
         if low is not None and value < low:
             return str(input_error(node, name, value, f"is below the minimum {low}", f"use a value >= {low}"))
@@ -84,16 +92,18 @@ def require_widgets(cls, node: str, **values) -> None:
         raise NodeInputError(problems[0])
 
 
-def check_depth_widgets(cls, node: str, depth: dict, finite_far: bool = False, extra: Iterable[str | None] = (),
-                        **values) -> bool | str:
+def check_depth_widgets(
+    cls, node: str, depth: dict, finite_far: bool = False, extra: Iterable[str | None] = (), **values
+) -> bool | str:
     """validate_inputs body of the stereo and mesh nodes: the widgets, then (when every depth widget is known)
     the one check of the depth mapping, ``common.depth_mapping``. ``depth``: the depth widgets by input name."""
     checked = check_widgets(cls, node, extra, **depth, **values)
     if checked is not True or any(depth.get(name) is None for name in DEPTH_WIDGETS):
         return checked
     args = {name: depth[name] for name in DEPTH_WIDGETS}
-    return check_widgets(cls, node, [problem_of(depth_mapping, node, **args, invert_depth=False,
-                                                finite_far=finite_far)])
+    return check_widgets(
+        cls, node, [problem_of(depth_mapping, node, **args, invert_depth=False, finite_far=finite_far)]
+    )
 
 
 def problem_of(check, *args, **kwargs) -> str | None:
@@ -118,11 +128,21 @@ def require_sampler_and_scheduler(node: str, sampler_name=None, scheduler=None) 
     import comfy.samplers
 
     if sampler_name is not None:
-        require_choice(node, "sampler_name", sampler_name, comfy.samplers.SAMPLER_NAMES,
-                       "pick a sampler from the list (e.g. euler, dpmpp_2m)")
+        require_choice(
+            node,
+            "sampler_name",
+            sampler_name,
+            comfy.samplers.SAMPLER_NAMES,
+            "pick a sampler from the list (e.g. euler, dpmpp_2m)",
+        )
     if scheduler is not None:
-        require_choice(node, "scheduler", scheduler, comfy.samplers.KSampler.SCHEDULERS,
-                       "pick a scheduler from the list (e.g. normal, karras, ddim_uniform)")
+        require_choice(
+            node,
+            "scheduler",
+            scheduler,
+            comfy.samplers.KSampler.SCHEDULERS,
+            "pick a scheduler from the list (e.g. normal, karras, ddim_uniform)",
+        )
 
 
 def require_finite_number(node: str, name: str, value, fix: str) -> float:
@@ -139,25 +159,44 @@ def schedule_input(message: str, **values) -> tuple[str, object]:
     return "sync_weight", values.get("sync_weight")
 
 
-def view_geometry(node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
-                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+def view_geometry(
+    node: str, window: int, stride: int, window_height: int = 0, stride_height: int = 0
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values.
 
     The one check of the view inputs of every SyncDiffusion node, at queue time (``check_sync_widgets``) and at
     run time; the core's own guards (``sync_core.views.axis_offsets``) then never see a bad value from a node."""
-    for name, value in (("window", window), ("stride", stride), ("window_height", window_height),
-                        ("stride_height", stride_height)):
+    for name, value in (
+        ("window", window),
+        ("stride", stride),
+        ("window_height", window_height),
+        ("stride_height", stride_height),
+    ):
         if value % 8 != 0 or value < 0 or (value == 0 and name in ("window", "stride")):
-            raise input_error(node, name, value, "must be a positive multiple of 8 pixels (one latent cell)",
-                              f"use {max(8, value // 8 * 8)}")
+            raise input_error(
+                node,
+                name,
+                value,
+                "must be a positive multiple of 8 pixels (one latent cell)",
+                f"use {max(8, value // 8 * 8)}",
+            )
     if not 0 < stride <= window:
-        raise input_error(node, "stride", stride, f"must be between 8 and the window ({window})",
-                          "use a stride <= window (128 for a 512 window, as in the paper)")
+        raise input_error(
+            node,
+            "stride",
+            stride,
+            f"must be between 8 and the window ({window})",
+            "use a stride <= window (128 for a 512 window, as in the paper)",
+        )
     win_h, stride_h = window_height or window, stride_height or stride
     if stride_h > win_h:
-        raise input_error(node, "stride_height" if stride_height else "stride", stride_h,
-                          f"the vertical stride must be <= the view height ({win_h})",
-                          "lower stride_height (0 = same as stride) or raise window_height")
+        raise input_error(
+            node,
+            "stride_height" if stride_height else "stride",
+            stride_h,
+            f"the vertical stride must be <= the view height ({win_h})",
+            "lower stride_height (0 = same as stride) or raise window_height",
+        )
     return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
 
 
