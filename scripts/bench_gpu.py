@@ -28,33 +28,77 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(1, str(REPO_ROOT / "tests" / "fixtures"))
 
-SD2_UNET = dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
-                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
-                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-                 projection_class_embeddings_input_dim=2816,
-                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
-SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+SD2_UNET = dict(
+    sample_size=64,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    attention_head_dim=(5, 10, 20, 20),
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SDXL_UNET = dict(
+    sample_size=128,
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=2,
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+)
+SD_VAE = dict(
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
 ARCHS = {
-    "sd2": dict(unet=SD2_UNET, context=1024, pooled=None, taesd="taesd", width=2048, height=512, window=512,
-                stride=128, steps=50, sync_steps=10),
-    "sdxl": dict(unet=SDXL_UNET, context=2048, pooled=1280, taesd="taesdxl", width=4096, height=1024,
-                 window=1024, stride=256, steps=20, sync_steps=10),
+    "sd2": dict(
+        unet=SD2_UNET,
+        context=1024,
+        pooled=None,
+        taesd="taesd",
+        width=2048,
+        height=512,
+        window=512,
+        stride=128,
+        steps=50,
+        sync_steps=10,
+    ),
+    "sdxl": dict(
+        unet=SDXL_UNET,
+        context=2048,
+        pooled=1280,
+        taesd="taesdxl",
+        width=4096,
+        height=1024,
+        window=1024,
+        stride=256,
+        steps=20,
+        sync_steps=10,
+    ),
 }
 # name -> node overrides (w, view batch, budget, fast)
 VARIANTS = {
     "sd2": {
-        "sync_auto": dict(sync_weight=20.0), "multi_auto": dict(sync_weight=0.0),
-        "sync_fast_auto": dict(sync_weight=20.0, sync_fast=True), "sync_budget_8gib": dict(memory_budget_gb=8.0),
-        "sync_one": dict(view_batch_size=1), "multi_one": dict(sync_weight=0.0, view_batch_size=1),
+        "sync_auto": dict(sync_weight=20.0),
+        "multi_auto": dict(sync_weight=0.0),
+        "sync_fast_auto": dict(sync_weight=20.0, sync_fast=True),
+        "sync_budget_8gib": dict(memory_budget_gb=8.0),
+        "sync_one": dict(view_batch_size=1),
+        "multi_one": dict(sync_weight=0.0, view_batch_size=1),
     },
-    "sdxl": {"sync_budget_24gib": dict(memory_budget_gb=24.0), "sync_fast_budget_24gib": dict(
-        memory_budget_gb=24.0, sync_fast=True)},
+    "sdxl": {
+        "sync_budget_24gib": dict(memory_budget_gb=24.0),
+        "sync_fast_budget_24gib": dict(memory_budget_gb=24.0, sync_fast=True),
+    },
 }
 
 
@@ -71,8 +115,10 @@ def write_aux_models(models: Path, taesd_names) -> None:
     for seed, name in enumerate(taesd_names):
         torch.manual_seed(seed)
         taesd = randomize(comfy.taesd.taesd.TAESD(latent_channels=4))
-        safetensors.torch.save_file({k: v.contiguous() for k, v in taesd.taesd_decoder.state_dict().items()},
-                                    str(models / "vae_approx" / f"{name}_decoder.safetensors"))
+        safetensors.torch.save_file(
+            {k: v.contiguous() for k, v in taesd.taesd_decoder.state_dict().items()},
+            str(models / "vae_approx" / f"{name}_decoder.safetensors"),
+        )
 
 
 def build_models(arch: dict, device):
@@ -92,8 +138,7 @@ def build_models(arch: dict, device):
     generator = torch.Generator().manual_seed(1)
 
     def conditioning():
-        extra = {} if arch["pooled"] is None else {"pooled_output": torch.randn(1, arch["pooled"],
-                                                                                generator=generator)}
+        extra = {} if arch["pooled"] is None else {"pooled_output": torch.randn(1, arch["pooled"], generator=generator)}
         return [[torch.randn(1, 77, arch["context"], generator=generator), extra]]
 
     return model, vae, conditioning(), conditioning()
@@ -159,14 +204,37 @@ def main(argv=None) -> int:
             if time.perf_counter() - started > ns.time_budget:
                 print(f"time budget spent; skipping {arch_name}/{name}", flush=True)
                 continue
-            params = dict(model=model, positive=positive, negative=negative, latent_image=latent, vae=vae, seed=1,
-                          steps=arch["steps"], cfg=7.5, sampler_name="euler", scheduler="ddim_uniform", denoise=1.0,
-                          window=arch["window"], stride=arch["stride"], sync_weight=20.0, sync_decay=0.99,
-                          sync_freq=1, sync_steps=arch["sync_steps"], anchor="middle", circular=False,
-                          view_batch_size=0, lpips=lpips_vgg)
+            params = dict(
+                model=model,
+                positive=positive,
+                negative=negative,
+                latent_image=latent,
+                vae=vae,
+                seed=1,
+                steps=arch["steps"],
+                cfg=7.5,
+                sampler_name="euler",
+                scheduler="ddim_uniform",
+                denoise=1.0,
+                window=arch["window"],
+                stride=arch["stride"],
+                sync_weight=20.0,
+                sync_decay=0.99,
+                sync_freq=1,
+                sync_steps=arch["sync_steps"],
+                anchor="middle",
+                circular=False,
+                view_batch_size=0,
+                lpips=lpips_vgg,
+            )
             params.update(overrides)
-            record = {"arch": arch_name, "variant": name, **{k: v for k, v in overrides.items()},
-                      "size": f"{arch['width']}x{arch['height']}", "steps": arch["steps"]}
+            record = {
+                "arch": arch_name,
+                "variant": name,
+                **{k: v for k, v in overrides.items()},
+                "size": f"{arch['width']}x{arch['height']}",
+                "steps": arch["steps"],
+            }
             try:
                 with torch.inference_mode():
                     ksampler.execute(**params)  # warm-up
@@ -179,7 +247,7 @@ def main(argv=None) -> int:
                         torch.cuda.synchronize()
                 record["seconds"] = round(time.perf_counter() - start, 3)
                 if device.type == "cuda":
-                    record["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+                    record["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 record["finite"] = bool(torch.isfinite(out).all())
             except Exception as err:  # a failed variant is a result too (e.g. out of memory)
                 record["error"] = f"{type(err).__name__}: {str(err)[:300]}"
@@ -199,11 +267,16 @@ def print_table(results: dict) -> None:
     print("| arch | variant | seconds | peak GiB |\n|---|---|---|---|")
     for (arch, variant), r in runs.items():
         print(f"| {arch} | {variant} | {r.get('seconds', r.get('error', '-'))} | {r.get('peak_gib', '-')} |")
-    ratio = lambda a, b: (runs[("sd2", a)]["seconds"] / runs[("sd2", b)]["seconds"]  # noqa: E731
-                          if "seconds" in runs.get(("sd2", a), {}) and "seconds" in runs.get(("sd2", b), {})
-                          else None)
-    for label, a, b in (("sync/multi (auto)", "sync_auto", "multi_auto"), ("fast/multi (auto)", "sync_fast_auto",
-                        "multi_auto"), ("batched/one (sync)", "sync_auto", "sync_one")):
+
+    def ratio(a: str, b: str) -> float | None:
+        ta, tb = runs.get(("sd2", a), {}).get("seconds"), runs.get(("sd2", b), {}).get("seconds")
+        return ta / tb if ta is not None and tb is not None else None
+
+    for label, a, b in (
+        ("sync/multi (auto)", "sync_auto", "multi_auto"),
+        ("fast/multi (auto)", "sync_fast_auto", "multi_auto"),
+        ("batched/one (sync)", "sync_auto", "sync_one"),
+    ):
         value = ratio(a, b)
         if value is not None:
             print(f"ratio {label}: {value:.3f}")

@@ -39,7 +39,7 @@ def synthetic(width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     for k in range(8):
         x0 = (k * width) // 8 - width // 32
         cols = torch.arange(x0, x0 + width // 16) % width
-        d[height // 3: 2 * height // 3, cols] = 0.6 + 0.04 * k
+        d[height // 3 : 2 * height // 3, cols] = 0.6 + 0.04 * k
     return img.to(device), d.to(device)
 
 
@@ -64,8 +64,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--supersample", action="store_true", help="also time supersample=2")
-    parser.add_argument("--check", action="store_true",
-                        help="on a non-CPU device, also compare a 512-wide pair with the CPU result")
+    parser.add_argument(
+        "--check", action="store_true", help="on a non-CPU device, also compare a 512-wide pair with the CPU result"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,9 +95,13 @@ def main() -> None:
     for key, value in results.items():
         ratio = value / lower if key != "gather" else 0.5
         print(f"  {key:18s} {value * 1000:9.1f} ms   {ratio:7.1f}x  (vs 2 x gather)")
-    record = {"device": name, "width": args.width, "seconds": results,
-              "ratio_pair_forward_vs_2gather": results["pair_forward"] / lower,
-              "finite": bool(torch.isfinite(holes[0]).all())}
+    record = {
+        "device": name,
+        "width": args.width,
+        "seconds": results,
+        "ratio_pair_forward_vs_2gather": results["pair_forward"] / lower,
+        "finite": bool(torch.isfinite(holes[0]).all()),
+    }
     if args.check and device.type != "cpu":
         record["mismatch_vs_cpu"] = compare_with_cpu(device)
         print(f"  pixels differing from the CPU result at 512x256 (left, right): {record['mismatch_vs_cpu']}")

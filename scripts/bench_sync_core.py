@@ -13,6 +13,7 @@ Options: --preset tiny|sd2 (sd2 = SD2-base-shaped UNet/VAE, random weights, 865M
 LPIPS backbones: random fixture files (tests/fixtures/sync_fixtures.py) under .cache/fixtures/models/lpips,
 or --lpips-dir. Prints a table and one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,24 +42,51 @@ def build_models(preset: str):
     torch.manual_seed(0)
     if preset == "tiny":
         unet = UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32,), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
-            cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8)
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32,),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D",),
+            up_block_types=("CrossAttnUpBlock2D",),
+            cross_attention_dim=16,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, block_out_channels=(16, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, layers_per_block=1)
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            latent_channels=4,
+            norm_num_groups=8,
+            layers_per_block=1,
+        )
         ctx = (7, 16)
     elif preset == "sd2":  # stabilityai/stable-diffusion-2-base architecture (random weights)
         unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2, attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024,
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            attention_head_dim=(5, 10, 20, 20),
+            cross_attention_dim=1024,
             use_linear_projection=True,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4, sample_size=512)
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            sample_size=512,
+        )
         ctx = (77, 1024)
     else:
         raise SystemExit(f"unknown preset {preset}")
@@ -70,7 +98,9 @@ def build_models(preset: str):
 def lpips_dir(arg: str | None) -> str:
     if arg:
         return arg
-    spec = importlib.util.spec_from_file_location("sdl3d_sync_fixtures", REPO / "tests" / "fixtures" / "sync_fixtures.py")
+    spec = importlib.util.spec_from_file_location(
+        "sdl3d_sync_fixtures", REPO / "tests" / "fixtures" / "sync_fixtures.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     models = Path(os.environ.get("SDL3D_FIXTURES", REPO / ".cache" / "fixtures")) / "models"
@@ -110,8 +140,14 @@ def main() -> None:
     unet.to(device, dtype)
     vae.to(device, dtype)
     lp = build_lpips(a.lpips, search_dirs=[lpips_dir(a.lpips_dir)]).to(device)
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
+    sched = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(2, 1, *ctx, generator=g).to(device, dtype)
     f = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -121,10 +157,22 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        sample_panorama(unet, vae, sched, (emb[0], emb[1]), height, width, window=window, stride=stride,
-                        schedule=SyncSchedule(weight=weight, decay=0.95, steps=a.steps, reference_steps=0),
-                        guidance_scale=7.5, lpips=lp, latents=noise, num_inference_steps=a.steps,
-                        view_batch_size=a.view_batch)
+        sample_panorama(
+            unet,
+            vae,
+            sched,
+            (emb[0], emb[1]),
+            height,
+            width,
+            window=window,
+            stride=stride,
+            schedule=SyncSchedule(weight=weight, decay=0.95, steps=a.steps, reference_steps=0),
+            guidance_scale=7.5,
+            lpips=lp,
+            latents=noise,
+            num_inference_steps=a.steps,
+            view_batch_size=a.view_batch,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / a.steps
@@ -140,11 +188,25 @@ def main() -> None:
     from sync_core.views import build_view_grid
 
     n_views = len(build_view_grid(height // f, width // f, window, stride))
-    res = dict(preset=a.preset, device=str(device), dtype=a.dtype, height=height, width=width, window=window,
-               stride=stride, views=n_views, view_batch=a.view_batch, lpips=a.lpips, steps=a.steps, repeats=a.repeats,
-               plain_step_s=statistics.median(plain), sync_step_s=statistics.median(sync),
-               ratio=statistics.median(sync) / statistics.median(plain), peak_gib=peak,
-               threads=torch.get_num_threads())
+    res = dict(
+        preset=a.preset,
+        device=str(device),
+        dtype=a.dtype,
+        height=height,
+        width=width,
+        window=window,
+        stride=stride,
+        views=n_views,
+        view_batch=a.view_batch,
+        lpips=a.lpips,
+        steps=a.steps,
+        repeats=a.repeats,
+        plain_step_s=statistics.median(plain),
+        sync_step_s=statistics.median(sync),
+        ratio=statistics.median(sync) / statistics.median(plain),
+        peak_gib=peak,
+        threads=torch.get_num_threads(),
+    )
     print(f"{'variant':<22}{'s/step (median)':>16}")
     print(f"{'MultiDiffusion':<22}{res['plain_step_s']:>16.4f}")
     print(f"{'SyncDiffusion (sync)':<22}{res['sync_step_s']:>16.4f}")

@@ -75,12 +75,30 @@ def main(argv=None) -> int:
     ksampler = sync_nodes.SyncDiffusionKSampler
 
     def ours(weight, view_batch_size, fast=False):
-        return ksampler.execute(model=model, positive=positive, negative=negative, latent_image=latent, vae=vae,
-                                seed=1, steps=ns.steps, cfg=7.5, sampler_name="euler", scheduler="ddim_uniform",
-                                denoise=1.0, window=ns.window, stride=ns.stride, sync_weight=weight,
-                                sync_decay=0.95, sync_freq=1, sync_steps=ns.sync_steps, anchor="middle",
-                                circular=False, view_batch_size=view_batch_size, lpips=lpips_choice,
-                                sync_fast=fast).result[0]["samples"]
+        return ksampler.execute(
+            model=model,
+            positive=positive,
+            negative=negative,
+            latent_image=latent,
+            vae=vae,
+            seed=1,
+            steps=ns.steps,
+            cfg=7.5,
+            sampler_name="euler",
+            scheduler="ddim_uniform",
+            denoise=1.0,
+            window=ns.window,
+            stride=ns.stride,
+            sync_weight=weight,
+            sync_decay=0.95,
+            sync_freq=1,
+            sync_steps=ns.sync_steps,
+            anchor="middle",
+            circular=False,
+            view_batch_size=view_batch_size,
+            lpips=lpips_choice,
+            sync_fast=fast,
+        ).result[0]["samples"]
 
     mm.load_models_gpu([model, vae.patcher])
     unet, ms = model.model.diffusion_model, model.model.model_sampling
@@ -91,32 +109,59 @@ def main(argv=None) -> int:
 
     def eps_fn(z, t):
         n = z.shape[0]
-        out = unet(torch.cat([z, z]).to(model.model.get_dtype()), torch.full((2 * n,), float(t), device=device),
-                   context=torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])).float()
+        out = unet(
+            torch.cat([z, z]).to(model.model.get_dtype()),
+            torch.full((2 * n,), float(t), device=device),
+            context=torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)]),
+        ).float()
         e_u, e_c = out.chunk(2)
         return e_u + 7.5 * (e_c - e_u)
 
     def reference():
-        scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                  beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True,
-                                  steps_offset=1, prediction_type="epsilon")
+        scheduler = DDIMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=True,
+            steps_offset=1,
+            prediction_type="epsilon",
+        )
         scheduler.set_timesteps(ns.steps)
         sigma0 = ms.sigma(scheduler.timesteps[:1].float().to(ms.sigmas.device))[0].cpu()
-        start = comfy.sample.prepare_noise(latent["samples"], 1) * sigma0 / (1 + sigma0 ** 2) ** 0.5
+        start = comfy.sample.prepare_noise(latent["samples"], 1) * sigma0 / (1 + sigma0**2) ** 0.5
         decode = lambda z: ((decoder.decode((z / scale).to(vae.vae_dtype)).float()[:, :3] + 1) / 2).clamp(0, 1)  # noqa: E731
         grid = pack_views(lat_h, lat_w, ns.window // 8, ns.stride // 8)
-        return official_sample(eps_fn, decode, lambda a, b: lpips_model(a, b), scheduler, start.to(device), ns.steps,
-                               window=ns.window // 8, stride=ns.stride // 8, sync_weight=20.0,
-                               sync_decay_rate=0.95 ** (50 / ns.steps), sync_thres=ns.sync_steps, views=grid)
+        return official_sample(
+            eps_fn,
+            decode,
+            lambda a, b: lpips_model(a, b),
+            scheduler,
+            start.to(device),
+            ns.steps,
+            window=ns.window // 8,
+            stride=ns.stride // 8,
+            sync_weight=20.0,
+            sync_decay_rate=0.95 ** (50 / ns.steps),
+            sync_thres=ns.sync_steps,
+            views=grid,
+        )
 
     def pack_views(h, w, win, stride):
         core_views = sys.modules["syncdiffusion_ldm3d.sync_core.views"]
-        return [(v.top, v.top + v.height, v.left, v.left + v.width)
-                for v in core_views.build_view_grid(h, w, win, stride)]
+        return [
+            (v.top, v.top + v.height, v.left, v.left + v.width) for v in core_views.build_view_grid(h, w, win, stride)
+        ]
 
-    cases = {"reference_sync": reference, "sync_one": lambda: ours(20.0, 1), "sync_auto": lambda: ours(20.0, 0),
-             "sync_fast_auto": lambda: ours(20.0, 0, fast=True), "multi_one": lambda: ours(0.0, 1),
-             "multi_auto": lambda: ours(0.0, 0)}
+    cases = {
+        "reference_sync": reference,
+        "sync_one": lambda: ours(20.0, 1),
+        "sync_auto": lambda: ours(20.0, 0),
+        "sync_fast_auto": lambda: ours(20.0, 0, fast=True),
+        "multi_one": lambda: ours(0.0, 1),
+        "multi_auto": lambda: ours(0.0, 0),
+    }
     times = {name: [] for name in cases}
     peaks = {name: 0 for name in cases}
     for fn in cases.values():  # warm-up
@@ -136,8 +181,10 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in times.items()}
     views = len(pack_views(lat_h, lat_w, ns.window // 8, ns.stride // 8))
-    print(f"device {device}; {ns.width}x{ns.height} px, window {ns.window}, stride {ns.stride} ({views} views), "
-          f"{ns.steps} steps, sync on {ns.sync_steps}, LPIPS-{ns.lpips}, {ns.repeats} repeats, checkpoint {ns.checkpoint}")
+    print(
+        f"device {device}; {ns.width}x{ns.height} px, window {ns.window}, stride {ns.stride} ({views} views), "
+        f"{ns.steps} steps, sync on {ns.sync_steps}, LPIPS-{ns.lpips}, {ns.repeats} repeats, checkpoint {ns.checkpoint}"
+    )
     for name in cases:
         memory = f", peak {peaks[name] / 2**30:.2f} GiB" if peaks[name] else ""
         print(f"  {name:22s} median {median[name]:8.3f} s{memory}")

@@ -15,6 +15,7 @@ Usage:
 Options: --net vgg|alex, --device auto|cpu|cuda, --crop-batch N (crops per backbone call; memory vs speed).
 Images that hold fewer than 2 crops are skipped with a message; the exit status is 1 when nothing was measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,24 +57,38 @@ def measure(path: Path, lpips_model, vgg, crop: int, crop_batch: int) -> dict:
     image = load_image(path)
     lp = coherence.intra_lpips(lpips_model, image, crop=crop, crop_batch=crop_batch)
     st = coherence.intra_style_loss(vgg, image, crop=crop, crop_batch=crop_batch)
-    return {"file": str(path), "width": int(image.shape[-1]), "height": int(image.shape[-2]),
-            "intra_lpips": lp.value, "intra_style": st.value, "lpips_crops": lp.crops, "lpips_pairs": lp.pairs,
-            "style_crops": st.crops, "style_pairs": st.pairs}
+    return {
+        "file": str(path),
+        "width": int(image.shape[-1]),
+        "height": int(image.shape[-2]),
+        "intra_lpips": lp.value,
+        "intra_style": st.value,
+        "lpips_crops": lp.crops,
+        "lpips_pairs": lp.pairs,
+        "style_crops": st.crops,
+        "style_pairs": st.pairs,
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders; each one is a group")
     parser.add_argument("--crop", type=int, default=512, help="crop size in pixels (paper: 512)")
-    parser.add_argument("--lpips-dir", action="append", default=[], type=Path,
-                        help="folder with vgg16-397923af.pth / vgg19-dcbb9e9d.pth (repeatable)")
+    parser.add_argument(
+        "--lpips-dir",
+        action="append",
+        default=[],
+        type=Path,
+        help="folder with vgg16-397923af.pth / vgg19-dcbb9e9d.pth (repeatable)",
+    )
     parser.add_argument("--net", choices=["vgg", "alex"], default="vgg", help="LPIPS network (paper: vgg)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--crop-batch", type=int, default=4, help="crops per backbone call")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     ns = parser.parse_args(argv)
-    device = torch.device("cuda" if ns.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if ns.device == "auto" else ns.device)
+    device = torch.device(
+        "cuda" if ns.device == "auto" and torch.cuda.is_available() else "cpu" if ns.device == "auto" else ns.device
+    )
     search = [str(d) for d in ns.lpips_dir]
     try:
         groups = [(p, collect(p)) for p in ns.paths]
@@ -84,8 +99,9 @@ def main(argv=None) -> int:
         return 2
 
     results = []
-    header = (f"{'group':<24} {'file':<32} {'size':>11} {'crops':>5} {'pairs':>5} {'Intra-LPIPS':>12} "
-              f"{'Intra-Style-L':>14}")
+    header = (
+        f"{'group':<24} {'file':<32} {'size':>11} {'crops':>5} {'pairs':>5} {'Intra-LPIPS':>12} {'Intra-Style-L':>14}"
+    )
     print(f"crop {ns.crop}x{ns.crop}, LPIPS-{ns.net}, device {device}; lower = more coherent")
     print(header)
     print("-" * len(header))
@@ -98,9 +114,11 @@ def main(argv=None) -> int:
                 print(f"skipped {path}: {err}", file=sys.stderr)
                 continue
             rows.append(row)
-            print(f"{group.name[:24]:<24} {path.name[:32]:<32} {row['width']:>5}x{row['height']:<5} "
-                  f"{row['lpips_crops']:>5} {row['lpips_pairs']:>5} {row['intra_lpips']:>12.4f} "
-                  f"{row['intra_style']:>14.6g}")
+            print(
+                f"{group.name[:24]:<24} {path.name[:32]:<32} {row['width']:>5}x{row['height']:<5} "
+                f"{row['lpips_crops']:>5} {row['lpips_pairs']:>5} {row['intra_lpips']:>12.4f} "
+                f"{row['intra_style']:>14.6g}"
+            )
         summary = {"path": str(group), "images": rows, "count": len(rows)}
         if rows:
             summary["intra_lpips"] = sum(r["intra_lpips"] for r in rows) / len(rows)
@@ -109,8 +127,10 @@ def main(argv=None) -> int:
     print("-" * len(header))
     for summary in results:
         if summary["count"]:
-            print(f"{summary['path'][-24:]:<24} {'mean of ' + str(summary['count']) + ' image(s)':<32} {'':>11} "
-                  f"{'':>5} {'':>5} {summary['intra_lpips']:>12.4f} {summary['intra_style']:>14.6g}")
+            print(
+                f"{summary['path'][-24:]:<24} {'mean of ' + str(summary['count']) + ' image(s)':<32} {'':>11} "
+                f"{'':>5} {'':>5} {summary['intra_lpips']:>12.4f} {summary['intra_style']:>14.6g}"
+            )
         else:
             print(f"{summary['path'][-24:]:<24} no image measured")
     if ns.json:

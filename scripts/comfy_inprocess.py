@@ -75,8 +75,9 @@ def init_stock_nodes() -> None:
 
 def import_pack() -> ModuleType:
     if PACK_MODULE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK_MODULE, REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
+        spec = importlib.util.spec_from_file_location(
+            PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+        )
         pack = importlib.util.module_from_spec(spec)
         sys.modules[PACK_MODULE] = pack
         spec.loader.exec_module(pack)

@@ -26,10 +26,24 @@ import os
 import sys
 from pathlib import Path
 
-GIB = 1024 ** 3
-FLUX_DEV = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
-                hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38,
-                axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+GIB = 1024**3
+FLUX_DEV = dict(
+    image_model="flux",
+    in_channels=16,
+    out_channels=16,
+    vec_in_dim=768,
+    context_in_dim=4096,
+    hidden_size=3072,
+    mlp_ratio=4.0,
+    num_heads=24,
+    depth=19,
+    depth_single_blocks=38,
+    axes_dim=[16, 56, 56],
+    theta=10000,
+    patch_size=2,
+    qkv_bias=True,
+    guidance_embed=True,
+)
 TEXT_TOKENS = 512  # T5 tokens Flux-dev is run with in ComfyUI (padded)
 # hidden-wide activations per token inside one block (q, k, v, attention out, projections, modulated inputs and the
 # 4x-wide MLP in and out): a generous count for the double-stream block, the larger of the two kinds
@@ -59,11 +73,11 @@ def decoder_bytes(pixels_h: int, pixels_w: int, fast: bool, act_bytes: int = 2) 
     first two stages (64 and 128 channels) at full and half resolution, doubled for gradients."""
     px = pixels_h * pixels_w
     if fast:
-        decoder = sum(3 * 64 * px / 4 ** k for k in range(4)) * act_bytes + 6 * 64 * px * act_bytes
+        decoder = sum(3 * 64 * px / 4**k for k in range(4)) * act_bytes + 6 * 64 * px * act_bytes
         lpips_px = 256 * 256 * max(pixels_w, pixels_h) / min(pixels_w, pixels_h)
     else:
         channels = {3: 512, 2: 512, 1: 256, 0: 128}
-        decoder = sum(3 * c * px / 4 ** k for k, c in channels.items()) * act_bytes + 6 * 128 * px * act_bytes
+        decoder = sum(3 * c * px / 4**k for k, c in channels.items()) * act_bytes + 6 * 128 * px * act_bytes
         lpips_px = px
     lpips = 2 * (2 * 64 * lpips_px + 2 * 128 * lpips_px / 4) * 4
     return decoder + lpips
@@ -84,18 +98,22 @@ def estimate(comfyui: Path, window: int, budget_gib: float) -> list[tuple[str, f
     outside = (params - cfg["depth"] * 36 * hidden * hidden - cfg["depth_single_blocks"] * 15 * hidden * hidden) * 2
     latent = window // 8
     denoise = (latent * latent * 2 * 0.01 * FLUX_MEMORY_USAGE_FACTOR) * 1024 * 1024  # bf16, cfg 1 (one pass)
-    rows = [("Flux.1-dev parameters", params, "count"),
-            ("weights bf16", params * 2, "bytes"), ("weights fp8", params * 1, "bytes"),
-            (f"gradient pass per view: checkpointed block inputs ({blocks} blocks x {tokens} tokens)", kept, "bytes"),
-            ("gradient pass per view: one block recomputed + its gradients", one_block, "bytes"),
-            ("gradient pass: weight clones (one block + embedders and final layer), bf16", block_weights + outside,
-             "bytes"),
-            ("gradient pass per view: exact loss decoder (KL) + LPIPS-VGG", decoder_bytes(window, window, False),
-             "bytes"),
-            ("gradient pass per view: fast path (taef1 + LPIPS at 256 px)", decoder_bytes(window, window, True),
-             "bytes"),
-            ("denoising pass per view (ComfyUI's Flux memory_required)", denoise, "bytes"),
-            ("reserve (ComfyUI minimum inference memory, CUDA context)", RESERVE, "bytes")]
+    rows = [
+        ("Flux.1-dev parameters", params, "count"),
+        ("weights bf16", params * 2, "bytes"),
+        ("weights fp8", params * 1, "bytes"),
+        (f"gradient pass per view: checkpointed block inputs ({blocks} blocks x {tokens} tokens)", kept, "bytes"),
+        ("gradient pass per view: one block recomputed + its gradients", one_block, "bytes"),
+        (
+            "gradient pass: weight clones (one block + embedders and final layer), bf16",
+            block_weights + outside,
+            "bytes",
+        ),
+        ("gradient pass per view: exact loss decoder (KL) + LPIPS-VGG", decoder_bytes(window, window, False), "bytes"),
+        ("gradient pass per view: fast path (taef1 + LPIPS at 256 px)", decoder_bytes(window, window, True), "bytes"),
+        ("denoising pass per view (ComfyUI's Flux memory_required)", denoise, "bytes"),
+        ("reserve (ComfyUI minimum inference memory, CUDA context)", RESERVE, "bytes"),
+    ]
     per_view_exact = kept + one_block + decoder_bytes(window, window, False)
     per_view_fast = kept + one_block + decoder_bytes(window, window, True)
     clones = block_weights + outside
@@ -103,15 +121,24 @@ def estimate(comfyui: Path, window: int, budget_gib: float) -> list[tuple[str, f
         for path, per_view in (("exact", per_view_exact), ("fast", per_view_fast)):
             room = budget_gib * GIB - weight_bytes - RESERVE - clones
             fit = int(room // per_view) if room > 0 else 0
-            rows.append((f"{weights_name} weights, {path} path: peak with 1 view / views per gradient batch in "
-                         f"{budget_gib:g} GiB", weight_bytes + RESERVE + clones + per_view, f"{fit} views"))
+            rows.append(
+                (
+                    f"{weights_name} weights, {path} path: peak with 1 view / views per gradient batch in "
+                    f"{budget_gib:g} GiB",
+                    weight_bytes + RESERVE + clones + per_view,
+                    f"{fit} views",
+                )
+            )
     return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comfyui", type=Path, default=Path(os.environ.get(
-        "COMFYUI_DIR", Path(__file__).resolve().parents[1] / ".cache" / "ComfyUI")))
+    parser.add_argument(
+        "--comfyui",
+        type=Path,
+        default=Path(os.environ.get("COMFYUI_DIR", Path(__file__).resolve().parents[1] / ".cache" / "ComfyUI")),
+    )
     parser.add_argument("--window", type=int, default=1024, help="view size in pixels (square)")
     parser.add_argument("--budget-gib", type=float, default=24.0)
     ns = parser.parse_args(argv)

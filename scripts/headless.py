@@ -78,9 +78,22 @@ class ComfyServer:
 
     def start(self, timeout: float = 180.0) -> ComfyServer:
         self.log_path = self.base / f"comfyui-{self.port}.log"
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base), "--disable-auto-launch", "--disable-api-nodes",
-               "--database-url", "sqlite:///:memory:", *self.extra_args]
+        cmd = [
+            self.python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base),
+            "--disable-auto-launch",
+            "--disable-api-nodes",
+            "--database-url",
+            "sqlite:///:memory:",
+            *self.extra_args,
+        ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("PYTHONPATH", None)
         with open(self.log_path, "wb") as log:
@@ -105,8 +118,11 @@ class ComfyServer:
 
     def pack_import_errors(self) -> list[str]:
         """Log lines saying this pack failed to import or its entry point raised."""
-        return [line for line in self.log_text().splitlines()
-                if PACK_DIR_NAME in line and any(marker in line for marker in IMPORT_FAILURE_MARKERS)]
+        return [
+            line
+            for line in self.log_text().splitlines()
+            if PACK_DIR_NAME in line and any(marker in line for marker in IMPORT_FAILURE_MARKERS)
+        ]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -137,8 +153,12 @@ class ComfyClient:
             return json.loads(response.read())
 
     def post_json(self, path: str, payload, timeout: float = 30):
-        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 body = response.read()
@@ -161,8 +181,11 @@ class ComfyClient:
         while time.monotonic() < deadline:
             history = self.get_json(f"/history/{prompt_id}")
             entry = history.get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None and (
-                    entry["status"].get("completed") or entry["status"].get("status_str") == "error"):
+            if (
+                entry
+                and entry.get("status", {}).get("completed") is not None
+                and (entry["status"].get("completed") or entry["status"].get("status_str") == "error")
+            ):
                 if entry["status"].get("status_str") != "success":
                     raise WorkflowError(_execution_error_text(entry))
                 return entry
@@ -196,8 +219,10 @@ def output_files(history_entry: dict) -> list[dict]:
 def _execution_error_text(entry: dict) -> str:
     for kind, data in entry.get("status", {}).get("messages", []):
         if kind == "execution_error":
-            return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                    f"{data.get('exception_type')}: {data.get('exception_message')}")
+            return (
+                f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
+                f"{data.get('exception_type')}: {data.get('exception_message')}"
+            )
         if kind == "execution_interrupted":
             return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
     return f"prompt failed: {entry.get('status')}"

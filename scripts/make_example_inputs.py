@@ -34,8 +34,13 @@ def scene(width: int = 512):
     checker = ((np.floor(aa * 8 / math.pi) + np.floor(np.log(r + 1e-6) * 4)) % 2)[..., None]
     rgb[ground] = (0.35 + 0.15 * checker * np.array([1.0, 0.8, 0.5]))[ground]
     # pillars: (azimuth deg, half-width deg, distance m, colour); the first straddles the seam
-    pillars = [(180.0, 8, 3.0, (0.8, 0.2, 0.2)), (-90.0, 6, 2.0, (0.2, 0.7, 0.3)), (0.0, 10, 4.0, (0.9, 0.8, 0.2)),
-               (90.0, 5, 1.5, (0.3, 0.3, 0.9)), (45.0, 4, 6.0, (0.8, 0.4, 0.8))]
+    pillars = [
+        (180.0, 8, 3.0, (0.8, 0.2, 0.2)),
+        (-90.0, 6, 2.0, (0.2, 0.7, 0.3)),
+        (0.0, 10, 4.0, (0.9, 0.8, 0.2)),
+        (90.0, 5, 1.5, (0.3, 0.3, 0.9)),
+        (45.0, 4, 6.0, (0.8, 0.4, 0.8)),
+    ]
     for az, half, dist, col in pillars:
         d_az = np.angle(np.exp(1j * (aa - math.radians(az))))
         top = math.atan2(1.5, dist)

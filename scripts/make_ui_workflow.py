@@ -30,16 +30,40 @@ GAP_X, GAP_Y = 40, 30
 # minimap; below a scale of 0.6 the frontend stops drawing text (low-quality mode), so aim above it
 VIEW_LEFT, VIEW_TOP, VIEW_W, VIEW_H = 80, 150, 1560, 880
 # widths: at least what frontend 1.32.9 computes for the shipped values (it widens a node to fit, e.g. 4-digit sizes)
-WIDE = {"CLIPTextEncode": 410, "CheckpointLoaderSimple": 280, "ConditioningZeroOut": 280, "DualCLIPLoader": 280,
-        "EmptyLatentImage": 470, "EmptySD3LatentImage": 280, "FluxGuidance": 300, "ImageScaleBy": 320,
-        "KSampler": 350, "LoadImage": 320, "MaskToImage": 280, "PreviewImage": 380, "SDL3D_LDM3DDecode": 320,
-        "SDL3D_LDM3DEncode": 330, "SDL3D_LDM3DLoader": 370, "SDL3D_LPIPSLoader": 310, "SDL3D_LoadDepthPNG": 310,
-        "SDL3D_SaveDepthMesh": 390, "SDL3D_SaveDepthPNG16": 370, "SDL3D_SaveStereo360": 370,
-        "SDL3D_Stereo360": 430, "SDL3D_SyncDiffusionKSampler": 530, "SDL3D_SyncDiffusionModelPatch": 390,
-        "SDL3D_VAEDecode360": 380, "SDL3D_VAEEncodeTiled": 360, "SaveImage": 370, "SolidMask": 370,
-        "UNETLoader": 410, "VAEDecode": 280, "VAELoader": 320}
-TEXT_BOX_H = 110   # multiline prompt box
-IMAGE_H = 230      # room for an image preview under a loader / save node
+WIDE = {
+    "CLIPTextEncode": 410,
+    "CheckpointLoaderSimple": 280,
+    "ConditioningZeroOut": 280,
+    "DualCLIPLoader": 280,
+    "EmptyLatentImage": 470,
+    "EmptySD3LatentImage": 280,
+    "FluxGuidance": 300,
+    "ImageScaleBy": 320,
+    "KSampler": 350,
+    "LoadImage": 320,
+    "MaskToImage": 280,
+    "PreviewImage": 380,
+    "SDL3D_LDM3DDecode": 320,
+    "SDL3D_LDM3DEncode": 330,
+    "SDL3D_LDM3DLoader": 370,
+    "SDL3D_LPIPSLoader": 310,
+    "SDL3D_LoadDepthPNG": 310,
+    "SDL3D_SaveDepthMesh": 390,
+    "SDL3D_SaveDepthPNG16": 370,
+    "SDL3D_SaveStereo360": 370,
+    "SDL3D_Stereo360": 430,
+    "SDL3D_SyncDiffusionKSampler": 530,
+    "SDL3D_SyncDiffusionModelPatch": 390,
+    "SDL3D_VAEDecode360": 380,
+    "SDL3D_VAEEncodeTiled": 360,
+    "SaveImage": 370,
+    "SolidMask": 370,
+    "UNETLoader": 410,
+    "VAEDecode": 280,
+    "VAELoader": 320,
+}
+TEXT_BOX_H = 110  # multiline prompt box
+IMAGE_H = 230  # room for an image preview under a loader / save node
 VIEWER_W, VIEWER_H = 360, 272  # the pack's 360 viewer (web/js/sdl3d_viewer360.js: 260 px panel) replaces the preview
 PREVIEW_NODES = {"SaveImage", "PreviewImage"}
 PACK_IMAGE_NODES = {"SDL3D_SaveStereo360", "SDL3D_SaveDepthPNG16", "SDL3D_SaveDepthMesh"}
@@ -64,15 +88,20 @@ def _node_info(cls) -> dict:
     if hasattr(cls, "GET_NODE_INFO_V1"):
         return cls.GET_NODE_INFO_V1()
     inputs = cls.INPUT_TYPES()
-    return {"input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
-            "output": list(cls.RETURN_TYPES), "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
-            "output_node": getattr(cls, "OUTPUT_NODE", False)}
+    return {
+        "input": inputs,
+        "input_order": {k: list(v) for k, v in inputs.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+        "output_node": getattr(cls, "OUTPUT_NODE", False),
+    }
 
 
 def _ordered_inputs(info: dict) -> list[tuple[str, list]]:
     order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
-    return [(name, info["input"][section][name]) for section in ("required", "optional")
-            for name in order.get(section, [])]
+    return [
+        (name, info["input"][section][name]) for section in ("required", "optional") for name in order.get(section, [])
+    ]
 
 
 def _is_widget(spec: list) -> bool:
@@ -187,7 +216,11 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
                 origin_type = object_info[prompt[str(value[0])]["class_type"]]["output"][value[1]]
                 links.append([link_id, origin, value[1], ids[key], len(inputs_ui), origin_type])
                 outputs_links.setdefault((origin, value[1]), []).append(link_id)
-                entry = {"name": name, "type": origin_type if not isinstance(spec[0], str) else spec[0], "link": link_id}
+                entry = {
+                    "name": name,
+                    "type": origin_type if not isinstance(spec[0], str) else spec[0],
+                    "link": link_id,
+                }
                 if _is_widget(spec):
                     entry["widget"] = {"name": name}
                     widgets += [None] + _widget_extras(name, spec)
@@ -202,21 +235,40 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
         # as the viewer extension decides: a pack node up to two links upstream (e.g. Preview <- MaskToImage <- pack)
         fed_by_pack = any(prompt[k]["class_type"].startswith("SDL3D_") for k in parent_keys + grandparents)
         size = node_size(node["class_type"], info, n_slots, widget_specs, fed_by_pack)
-        nodes_out.append({
-            "id": ids[key], "type": node["class_type"], "pos": [0, 0],
-            "size": size, "flags": {}, "order": order, "mode": 0,
-            "inputs": inputs_ui, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
-            "widgets_values": widgets,
-            **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
-        })
+        nodes_out.append(
+            {
+                "id": ids[key],
+                "type": node["class_type"],
+                "pos": [0, 0],
+                "size": size,
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "inputs": inputs_ui,
+                "outputs": [],
+                "properties": {"Node name for S&R": node["class_type"]},
+                "widgets_values": widgets,
+                **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
+            }
+        )
     for ui_node in nodes_out:
         info = object_info[ui_node["type"]]
         names = info.get("output_name") or info["output"]
-        ui_node["outputs"] = [{"name": names[i], "type": t, "links": outputs_links.get((ui_node["id"], i), []),
-                               "slot_index": i} for i, t in enumerate(info["output"])]
+        ui_node["outputs"] = [
+            {"name": names[i], "type": t, "links": outputs_links.get((ui_node["id"], i), []), "slot_index": i}
+            for i, t in enumerate(info["output"])
+        ]
     ds = layout(nodes_out, {ids[k]: depth[k] for k in prompt})
-    return {"last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": nodes_out, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": ds}, "version": 0.4}
+    return {
+        "last_node_id": max(ids.values()),
+        "last_link_id": len(links),
+        "nodes": nodes_out,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": ds},
+        "version": 0.4,
+    }
 
 
 def ui_to_api(workflow: dict, object_info: dict) -> dict:

@@ -46,45 +46,86 @@ The last line printed is a one-line summary."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_batch.py", description=__doc__, epilog=EXIT_CODES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workflow", nargs="?", type=Path, help="API or UI workflow (default: the headline "
-                        "panorama_360_stereo.api.json)")
+    parser = argparse.ArgumentParser(
+        prog="run_batch.py",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "workflow", nargs="?", type=Path, help="API or UI workflow (default: the headline panorama_360_stereo.api.json)"
+    )
     parser.add_argument("--workflow", dest="workflow_opt", type=Path, help="the same as WORKFLOW")
     servers = parser.add_argument_group("servers")
-    servers.add_argument("--url", action="append", default=[], help="a running ComfyUI with this pack; repeat for "
-                         "several (jobs go to the one with the shortest queue)")
-    servers.add_argument("--local-servers", type=int, default=1, help="without --url: how many ComfyUI servers to "
-                         "start here (CPU; default 1)")
-    servers.add_argument("--comfyui", type=Path, default=Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache/ComfyUI")),
-                         help="ComfyUI folder for local servers (default: COMFYUI_DIR or the bootstrapped one)")
-    servers.add_argument("--offline-fixtures", action="store_true", help="local servers use the random-weight "
-                         "fixtures under the expected model names (no downloads; pictures are noise)")
-    servers.add_argument("--fixtures", type=Path, default=Path(os.environ.get("SDL3D_FIXTURES", REPO_ROOT / ".cache/fixtures")))
+    servers.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        help="a running ComfyUI with this pack; repeat for several (jobs go to the one with the shortest queue)",
+    )
+    servers.add_argument(
+        "--local-servers",
+        type=int,
+        default=1,
+        help="without --url: how many ComfyUI servers to start here (CPU; default 1)",
+    )
+    servers.add_argument(
+        "--comfyui",
+        type=Path,
+        default=Path(os.environ.get("COMFYUI_DIR", REPO_ROOT / ".cache/ComfyUI")),
+        help="ComfyUI folder for local servers (default: COMFYUI_DIR or the bootstrapped one)",
+    )
+    servers.add_argument(
+        "--offline-fixtures",
+        action="store_true",
+        help="local servers use the random-weight "
+        "fixtures under the expected model names (no downloads; pictures are noise)",
+    )
+    servers.add_argument(
+        "--fixtures", type=Path, default=Path(os.environ.get("SDL3D_FIXTURES", REPO_ROOT / ".cache/fixtures"))
+    )
     jobs = parser.add_argument_group("jobs and overrides (applied to every job; batch rows override them)")
-    jobs.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
-                      help="set an input by node id, title, class or display name, e.g. 'SyncDiffusion KSampler.seed=7'")
+    jobs.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="set an input by node id, title, class or display name, e.g. 'SyncDiffusion KSampler.seed=7'",
+    )
     jobs.add_argument("--prompt", help="text of the encoder(s) feeding the samplers' positive input")
     jobs.add_argument("--negative", help="text of the encoder(s) feeding the samplers' negative input")
     jobs.add_argument("--seed", help="every seed / noise_seed")
     jobs.add_argument("--size", help="WIDTHxHEIGHT of every node with width and height (the latent size)")
     jobs.add_argument("--steps", help="every sampler's steps")
     jobs.add_argument("--checkpoint", help="every ckpt_name (or an LDM3D loader's model_name)")
-    jobs.add_argument("--batch", type=Path, help="JSONL (one object a line) or CSV (header row) of jobs; keys: id, "
-                      "prompt, negative, seed, size, steps, checkpoint, 'Node.input', set")
+    jobs.add_argument(
+        "--batch",
+        type=Path,
+        help="JSONL (one object a line) or CSV (header row) of jobs; keys: id, "
+        "prompt, negative, seed, size, steps, checkpoint, 'Node.input', set",
+    )
     out = parser.add_argument_group("outputs")
-    out.add_argument("--output-dir", type=Path, help="where <job id>/ folders and manifest.jsonl go (default "
-                     ".cache/outputs/<time>)")
+    out.add_argument(
+        "--output-dir", type=Path, help="where <job id>/ folders and manifest.jsonl go (default .cache/outputs/<time>)"
+    )
     out.add_argument("--manifest", type=Path, help="manifest path (default <output-dir>/manifest.jsonl)")
     out.add_argument("--resume", action="store_true", help="skip jobs whose outputs are complete in --output-dir")
     out.add_argument("--include-temp", action="store_true", help="also download preview (temp) images")
     run = parser.add_argument_group("running")
     run.add_argument("--depth", type=int, default=2, help="jobs queued per server at most (default 2)")
     run.add_argument("--timeout", type=float, default=3600, help="seconds one job may take (default 3600)")
-    run.add_argument("--max-requeues", type=int, default=3, help="attempts on lost servers before a job is "
-                     "recorded unreachable (default 3)")
-    run.add_argument("--no-model-check", action="store_true", help="do not check model/input names against the "
-                     "first server's choices before submitting")
+    run.add_argument(
+        "--max-requeues",
+        type=int,
+        default=3,
+        help="attempts on lost servers before a job is recorded unreachable (default 3)",
+    )
+    run.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="do not check model/input names against the first server's choices before submitting",
+    )
     run.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="bars (auto: only on a TTY)")
     run.add_argument("--quiet", action="store_true", help="no per-job lines, only errors and the summary")
     return parser
@@ -107,9 +148,15 @@ def main(argv=None) -> int:
     try:
         if not urls:
             from .local import start_local_servers
+
             try:
-                local = start_local_servers(max(1, ns.local_servers), ns.comfyui.resolve(), ns.offline_fixtures,
-                                            ns.fixtures.resolve(), lambda text: print(text, file=sys.stderr, flush=True))
+                local = start_local_servers(
+                    max(1, ns.local_servers),
+                    ns.comfyui.resolve(),
+                    ns.offline_fixtures,
+                    ns.fixtures.resolve(),
+                    lambda text: print(text, file=sys.stderr, flush=True),
+                )
             except (RuntimeError, OSError) as err:
                 return _fail(EXIT_LOCAL_SERVER, f"error: local ComfyUI did not start: {err}")
             urls = [server.url for server in local]
@@ -132,8 +179,11 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
                 progress.close()
                 reasons = "; ".join(f"{s.url}: {s.gone_reason}" for s in servers)
                 _record_unreachable(rows, ns.manifest or out_dir / "manifest.jsonl", reasons)
-                return _fail(EXIT_UNREACHABLE, f"FAILED: no server reachable ({reasons}); {len(rows)} jobs "
-                             f"recorded as unreachable in {ns.manifest or out_dir / 'manifest.jsonl'}")
+                return _fail(
+                    EXIT_UNREACHABLE,
+                    f"FAILED: no server reachable ({reasons}); {len(rows)} jobs "
+                    f"recorded as unreachable in {ns.manifest or out_dir / 'manifest.jsonl'}",
+                )
             object_info = await alive[0].object_info()
             lpips_available = await _lpips_files(alive[0], not ns.url)
             try:
@@ -144,13 +194,20 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
                 progress.close()
                 return _fail(EXIT_USAGE, f"error: {err}")
             manifest = outputs.Manifest(ns.manifest or out_dir / "manifest.jsonl")
-            pool = Pool(servers, out_dir, manifest, progress, depth=ns.depth, timeout=ns.timeout,
-                        max_requeues=ns.max_requeues, include_temp=ns.include_temp)
+            pool = Pool(
+                servers,
+                out_dir,
+                manifest,
+                progress,
+                depth=ns.depth,
+                timeout=ns.timeout,
+                max_requeues=ns.max_requeues,
+                include_temp=ns.include_temp,
+            )
             todo = []
             for job in jobs:
                 marker = outputs.completed(job.dir, job.key) if ns.resume else None
-                problems = [] if ns.no_model_check else _missing(job.prompt, object_info, models_hint,
-                                                                         lpips_available)
+                problems = [] if ns.no_model_check else _missing(job.prompt, object_info, models_hint, lpips_available)
                 if marker:
                     pool.skip(job, marker)
                 elif problems:
@@ -195,6 +252,7 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
         prompt, changes = copy.deepcopy(workflow.api), {}
         if getattr(ns, "offline_fixtures", False):
             from .local import offline_prompt
+
             prompt = offline_prompt(prompt)
         for key in ("prompt", "negative", "seed", "size", "steps", "checkpoint"):
             apply_shortcut(prompt, key, getattr(ns, key), object_info, changes)
@@ -206,8 +264,17 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
             raise OverrideError(f"{row.get('_where', 'batch')}: job id '{job_id}' is used twice")
         seen.add(job_id)
         shown = {k: v for k, v in row.items() if k != "_where"}
-        jobs.append(Job(index=index, id=job_id, prompt=prompt, workflow_ui=workflow.ui_with(changes),
-                        overrides=shown, key=outputs.graph_hash(prompt), dir=out_dir / job_id))
+        jobs.append(
+            Job(
+                index=index,
+                id=job_id,
+                prompt=prompt,
+                workflow_ui=workflow.ui_with(changes),
+                overrides=shown,
+                key=outputs.graph_hash(prompt),
+                dir=out_dir / job_id,
+            )
+        )
     return jobs
 
 
@@ -221,9 +288,20 @@ def _record_unreachable(rows: list[dict], manifest_path: Path, reasons: str) -> 
     manifest = outputs.Manifest(manifest_path)
     for index, row in enumerate(rows):
         job_id = job_id_for(row, index)
-        manifest.write({"job": job_id, "index": index, "status": "unreachable", "server": None, "prompt_id": None,
-                        "overrides": {k: v for k, v in row.items() if k != "_where"}, "outputs": [], "timings": {},
-                        "attempts": [], "error": f"no server reachable ({reasons})"})
+        manifest.write(
+            {
+                "job": job_id,
+                "index": index,
+                "status": "unreachable",
+                "server": None,
+                "prompt_id": None,
+                "overrides": {k: v for k, v in row.items() if k != "_where"},
+                "outputs": [],
+                "timings": {},
+                "attempts": [],
+                "error": f"no server reachable ({reasons})",
+            }
+        )
     manifest.close()
 
 
@@ -235,6 +313,7 @@ def _models_hint(ns, local) -> str:
 
 def _missing(prompt: dict, object_info: dict, models_hint: str, lpips_available: list[str] | None) -> list[str]:
     from .local import missing_inputs
+
     return missing_inputs(prompt, object_info, models_hint, lpips_available)
 
 
@@ -256,11 +335,20 @@ def summarize(results: dict[str, dict], out_dir: Path, manifest_path: Path) -> i
     for record in results.values():
         counts[record["status"]] = counts.get(record["status"], 0) + 1
     statuses = set(counts)
-    code = (EXIT_UNREACHABLE if "unreachable" in statuses else EXIT_VALIDATION if "validation_error" in statuses
-            else EXIT_EXECUTION if statuses & {"execution_error", "timeout"} else EXIT_OK)
+    code = (
+        EXIT_UNREACHABLE
+        if "unreachable" in statuses
+        else EXIT_VALIDATION
+        if "validation_error" in statuses
+        else EXIT_EXECUTION
+        if statuses & {"execution_error", "timeout"}
+        else EXIT_OK
+    )
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = f"{'done' if code == EXIT_OK else 'FAILED'}: {len(results)} jobs ({parts}); outputs in {out_dir}; " \
-           f"manifest {manifest_path}"
+    line = (
+        f"{'done' if code == EXIT_OK else 'FAILED'}: {len(results)} jobs ({parts}); outputs in {out_dir}; "
+        f"manifest {manifest_path}"
+    )
     if len(results) == 1:
         for item in next(iter(results.values()))["outputs"]:
             print(f"  {item['path']}", flush=True)

@@ -70,13 +70,20 @@ def load_workflow(path: Path) -> Workflow:
         raise WorkflowFormatError(f"cannot read workflow {path}: {err}") from None
     if is_ui_format(data):
         if data.get("definitions", {}).get("subgraphs"):
-            raise WorkflowFormatError(f"{path}: subgraphs are not supported by the converter; export the workflow "
-                                      "with 'Export (API)' in ComfyUI and pass that file")
+            raise WorkflowFormatError(
+                f"{path}: subgraphs are not supported by the converter; export the workflow "
+                "with 'Export (API)' in ComfyUI and pass that file"
+            )
         return Workflow(path=Path(path), ui=data)
-    if not isinstance(data, dict) or not data or not all(
-            isinstance(node, dict) and "class_type" in node for node in data.values()):
-        raise WorkflowFormatError(f"{path} is neither an API-format workflow ({{id: {{class_type, inputs}}}}) nor a "
-                                  "UI-format one (nodes + links)")
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(node, dict) and "class_type" in node for node in data.values())
+    ):
+        raise WorkflowFormatError(
+            f"{path} is neither an API-format workflow ({{id: {{class_type, inputs}}}}) nor a "
+            "UI-format one (nodes + links)"
+        )
     twin_name = Path(path).name.replace(".api.json", ".json")
     twin = Path(path).with_name(twin_name)
     if not twin.exists() and Path(path).parent.name == "api":  # shipped layout: workflows/api/<name>.api.json
@@ -95,8 +102,12 @@ def ordered_inputs(info: dict) -> list[tuple[str, list]]:
     """(name, spec) of a node's inputs in the order the frontend creates widgets: required, then optional."""
     sections = info.get("input", {})
     order = info.get("input_order") or {k: list(v) for k, v in sections.items() if isinstance(v, dict)}
-    return [(name, sections[section][name]) for section in ("required", "optional")
-            for name in order.get(section, []) if name in sections.get(section, {})]
+    return [
+        (name, sections[section][name])
+        for section in ("required", "optional")
+        for name in order.get(section, [])
+        if name in sections.get(section, {})
+    ]
 
 
 def input_spec(info: dict, name: str) -> list | None:
@@ -154,8 +165,10 @@ def ui_to_api(workflow: dict, object_info: dict) -> tuple[dict, dict[tuple[str, 
             continue
         info = object_info.get(kind)
         if info is None:
-            raise WorkflowFormatError(f"node {node_id} ('{node.get('title') or kind}') is of type '{kind}', which the "
-                                      "server does not have: install that custom node pack on every server")
+            raise WorkflowFormatError(
+                f"node {node_id} ('{node.get('title') or kind}') is of type '{kind}', which the "
+                "server does not have: install that custom node pack on every server"
+            )
         linked = {slot["name"]: slot["link"] for slot in node.get("inputs", []) if slot.get("link") is not None}
         values = node.get("widgets_values")
         inputs, position = {}, 0

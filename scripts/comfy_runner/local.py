@@ -31,16 +31,18 @@ def offline_prompt(prompt: dict) -> dict:
     for node_id, node in prompt.items():
         node = {**node, "inputs": dict(node["inputs"])}
         for rule in rules:
-            if node["class_type"] == rule["class_type"] and all(node["inputs"].get(k) == v
-                                                                 for k, v in rule.get("when", {}).items()):
+            if node["class_type"] == rule["class_type"] and all(
+                node["inputs"].get(k) == v for k, v in rule.get("when", {}).items()
+            ):
                 new = rule["replace_with"]
-                inputs = {k: (node["inputs"][v[1:]] if isinstance(v, str) and v.startswith("$") else v)
-                          for k, v in new["inputs"].items()}
+                inputs = {
+                    k: (node["inputs"][v[1:]] if isinstance(v, str) and v.startswith("$") else v)
+                    for k, v in new["inputs"].items()
+                }
                 node = {**node, "class_type": new["class_type"], "inputs": inputs}
                 break
         out[node_id] = node
     return out
-
 
 
 def offline_models_tree(fixtures_models: Path, dest: Path) -> Path:
@@ -74,8 +76,9 @@ SYNC_SAMPLERS = ("SDL3D_SyncDiffusionKSampler", "SDL3D_SyncDiffusionSampler")
 
 def needed_lpips_files(prompt: dict) -> set[str]:
     """LPIPS backbone files the graph loads: each LPIPS Loader's net, vgg for a sync sampler without one."""
-    files = {LPIPS_FILES.get(n["inputs"].get("net"), "") for n in prompt.values()
-             if n["class_type"] == "SDL3D_LPIPSLoader"}
+    files = {
+        LPIPS_FILES.get(n["inputs"].get("net"), "") for n in prompt.values() if n["class_type"] == "SDL3D_LPIPSLoader"
+    }
     for node in prompt.values():
         uses_default = "lpips" not in node["inputs"] and node["inputs"].get("sync_weight", 1)
         if node["class_type"] in SYNC_SAMPLERS and uses_default:
@@ -83,8 +86,9 @@ def needed_lpips_files(prompt: dict) -> set[str]:
     return files - {""}
 
 
-def missing_inputs(prompt: dict, object_info: dict, models_hint: str,
-                   lpips_files: list[str] | None = None) -> list[str]:
+def missing_inputs(
+    prompt: dict, object_info: dict, models_hint: str, lpips_files: list[str] | None = None
+) -> list[str]:
     """Combo values (model files, input images) the server does not offer, each with what to do; with
     `lpips_files` (what the server's models/lpips holds) the LPIPS backbones the graph needs are checked too."""
     by_name = {e["name"]: e for e in expected_models()}
@@ -92,8 +96,9 @@ def missing_inputs(prompt: dict, object_info: dict, models_hint: str,
     if lpips_files is not None:
         for file in sorted(needed_lpips_files(prompt) - set(lpips_files)):
             entry = by_name.get(file)
-            problems.append(f"LPIPS needs '{file}': put {entry['source'] if entry else file} at "
-                            f"{models_hint}/lpips/{file}")
+            problems.append(
+                f"LPIPS needs '{file}': put {entry['source'] if entry else file} at {models_hint}/lpips/{file}"
+            )
     for node_id, node in prompt.items():
         info = object_info.get(node["class_type"])
         if info is None:
@@ -102,17 +107,24 @@ def missing_inputs(prompt: dict, object_info: dict, models_hint: str,
         specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
         for name, value in node["inputs"].items():
             spec = specs.get(name)
-            choices = spec[0] if spec and isinstance(spec[0], list) else (
-                spec[1].get("options") if spec and spec[0] == "COMBO" and len(spec) > 1 else None)
+            choices = (
+                spec[0]
+                if spec and isinstance(spec[0], list)
+                else (spec[1].get("options") if spec and spec[0] == "COMBO" and len(spec) > 1 else None)
+            )
             if not isinstance(value, str) or not choices or value in choices:
                 continue
             entry = by_name.get(value)
             if entry:
-                problems.append(f"node {node_id} ({node['class_type']}) needs '{value}': put {entry['source']} at "
-                                f"{models_hint}/{entry['folder']}/{entry['name']}")
+                problems.append(
+                    f"node {node_id} ({node['class_type']}) needs '{value}': put {entry['source']} at "
+                    f"{models_hint}/{entry['folder']}/{entry['name']}"
+                )
             else:
-                problems.append(f"node {node_id} ({node['class_type']}): input '{name}' = '{value}' is not among "
-                                f"the server's choices ({', '.join(map(str, choices[:5]))}...)")
+                problems.append(
+                    f"node {node_id} ({node['class_type']}): input '{name}' = '{value}' is not among "
+                    f"the server's choices ({', '.join(map(str, choices[:5]))}...)"
+                )
     return problems
 
 

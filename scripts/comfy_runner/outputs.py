@@ -64,8 +64,11 @@ def companions(info: dict) -> list[dict]:
     name = Path(info["filename"])
     if name.suffix.lower() not in MESH_EXTENSIONS[:-1]:
         return []
-    return [{**info, "filename": name.stem + ext, "companion_of": info["filename"]}
-            for ext in MESH_EXTENSIONS if ext != name.suffix.lower()]
+    return [
+        {**info, "filename": name.stem + ext, "companion_of": info["filename"]}
+        for ext in MESH_EXTENSIONS
+        if ext != name.suffix.lower()
+    ]
 
 
 def local_path(job_dir: Path, info: dict) -> Path:

@@ -77,7 +77,13 @@ def coerce(value, spec, where: str):
                 return lowered in ("true", "1", "yes")
             return bool(value)
         if kind == "STRING":
-            return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            return (
+                value
+                if isinstance(value, str)
+                else json.dumps(value)
+                if isinstance(value, (dict, list))
+                else str(value)
+            )
         if kind == "COMBO":
             choices = combo_choices(spec) or []
             if isinstance(value, str) and value not in choices:
@@ -101,8 +107,9 @@ def set_input(prompt: dict, node_id: str, name: str, value, object_info: dict, c
     spec = input_spec(info, name)
     where = f"node {node_id} ('{node_title(prompt, node_id)}') input '{name}'"
     if spec is None and name not in node["inputs"]:
-        names = sorted(set(node["inputs"]) | {n for s in ("required", "optional")
-                                               for n in info.get("input", {}).get(s, {})})
+        names = sorted(
+            set(node["inputs"]) | {n for s in ("required", "optional") for n in info.get("input", {}).get(s, {})}
+        )
         raise OverrideError(f"{where}: no such input; inputs: {', '.join(names)}")
     if isinstance(node["inputs"].get(name), list):
         raise OverrideError(f"{where} is connected to another node's output; set that node's input instead")
@@ -127,8 +134,10 @@ def apply_shortcut(prompt: dict, key: str, value, object_info: dict, changes: di
         targets = [(nid, {n: value}) for nid in prompt for n in names if _is_value(prompt, nid, n)]
     elif key == "checkpoint":
         targets = [(nid, {"ckpt_name": value}) for nid in _with_inputs(prompt, "ckpt_name")] or [
-            (nid, {"model_name": value}) for nid in _with_inputs(prompt, "model_name")
-            if "loader" in prompt[nid]["class_type"].lower()]
+            (nid, {"model_name": value})
+            for nid in _with_inputs(prompt, "model_name")
+            if "loader" in prompt[nid]["class_type"].lower()
+        ]
     elif key in ("prompt", "negative"):
         found = text_encoders(prompt, "positive" if key == "prompt" else "negative")
         targets = [(nid, {name: value}) for nid, name in found]
@@ -144,8 +153,12 @@ def apply_shortcut(prompt: dict, key: str, value, object_info: dict, changes: di
 def text_encoders(prompt: dict, side: str) -> list[tuple[str, str]]:
     """(node id, text input) of the encoders upstream of every sampler/guider input named `side`."""
     found, seen = [], set()
-    queue = [value[0] for node in prompt.values() for name, value in node["inputs"].items()
-             if name == side and isinstance(value, list)]
+    queue = [
+        value[0]
+        for node in prompt.values()
+        for name, value in node["inputs"].items()
+        if name == side and isinstance(value, list)
+    ]
     while queue:
         node_id = str(queue.pop(0))
         if node_id in seen or node_id not in prompt:
@@ -202,7 +215,9 @@ def read_batch(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise OverrideError(f"{path}:{number}: not a JSON object ({err.msg}); JSONL wants one object a line") from None
+            raise OverrideError(
+                f"{path}:{number}: not a JSON object ({err.msg}); JSONL wants one object a line"
+            ) from None
         if not isinstance(row, dict):
             raise OverrideError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         rows.append(_check_row(row, f"{path}:{number}"))
@@ -212,8 +227,9 @@ def read_batch(path: Path) -> list[dict]:
 def _check_row(row: dict, where: str) -> dict:
     for key in row:
         if key not in SHORTCUTS and key not in ("id", "set") and "." not in key:
-            raise OverrideError(f"{where}: unknown column '{key}'; use id, {', '.join(SHORTCUTS)}, set, or "
-                                "'Node title.input'")
+            raise OverrideError(
+                f"{where}: unknown column '{key}'; use id, {', '.join(SHORTCUTS)}, set, or 'Node title.input'"
+            )
     if "set" in row and not isinstance(row["set"], (list, str)):
         raise OverrideError(f"{where}: 'set' must be a list of 'Node.input=value' strings")
     return {**row, "_where": where}

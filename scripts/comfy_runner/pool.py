@@ -47,8 +47,17 @@ class JobTimeout(Exception):
 
 
 class Pool:
-    def __init__(self, servers: list[Server], out_dir: Path, manifest: outputs.Manifest, progress, depth: int = 2,
-                 timeout: float = 3600, max_requeues: int = 3, include_temp: bool = False):
+    def __init__(
+        self,
+        servers: list[Server],
+        out_dir: Path,
+        manifest: outputs.Manifest,
+        progress,
+        depth: int = 2,
+        timeout: float = 3600,
+        max_requeues: int = 3,
+        include_temp: bool = False,
+    ):
         self.servers = servers
         self.out_dir = out_dir
         self.manifest = manifest
@@ -106,7 +115,8 @@ class Pool:
                         task.add_done_callback(tasks.discard)
                         continue
                 waiters = [asyncio.create_task(self.wake.wait())] + [
-                    asyncio.create_task(s.gone.wait()) for s in self.servers if s.alive]
+                    asyncio.create_task(s.gone.wait()) for s in self.servers if s.alive
+                ]
                 await asyncio.wait(waiters, timeout=5, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
@@ -133,8 +143,9 @@ class Pool:
                 return
             fetch_started = time.monotonic()
             files = await self.download(server, job, entry)
-            self.finish(job, "ok", None, server=server, entry=entry, files=files,
-                        download_s=time.monotonic() - fetch_started)
+            self.finish(
+                job, "ok", None, server=server, entry=entry, files=files, download_s=time.monotonic() - fetch_started
+            )
         except Rejected as err:
             self.finish(job, "validation_error", str(err), server=server, details=err.details)
         except JobTimeout:
@@ -198,8 +209,12 @@ class Pool:
         for info in outputs.reported_files(entry, self.include_temp):
             for item, required in [(info, True)] + [(c, False) for c in outputs.companions(info)]:
                 dest = outputs.local_path(job.dir, item)
-                if not required and (dest.exists() or any(f["filename"] == item["filename"] and
-                                                          f.get("subfolder") == item.get("subfolder") for f in files)):
+                if not required and (
+                    dest.exists()
+                    or any(
+                        f["filename"] == item["filename"] and f.get("subfolder") == item.get("subfolder") for f in files
+                    )
+                ):
                     continue
                 got = None
                 for attempt in range(3):
@@ -213,55 +228,97 @@ class Pool:
                 if got is None:
                     continue
                 size, sha = got
-                files.append({"node": item["node"], "kind": item["kind"], "filename": item["filename"],
-                              "subfolder": item.get("subfolder", ""), "type": item.get("type", "output"),
-                              "path": dest.relative_to(job.dir).as_posix(), "bytes": size, "sha256": sha,
-                              **({"companion_of": item["companion_of"]} if "companion_of" in item else {})})
+                files.append(
+                    {
+                        "node": item["node"],
+                        "kind": item["kind"],
+                        "filename": item["filename"],
+                        "subfolder": item.get("subfolder", ""),
+                        "type": item.get("type", "output"),
+                        "path": dest.relative_to(job.dir).as_posix(),
+                        "bytes": size,
+                        "sha256": sha,
+                        **({"companion_of": item["companion_of"]} if "companion_of" in item else {}),
+                    }
+                )
         return files
 
     # -- endings ----------------------------------------------------------------------------------------------
     def requeue(self, job: Job, server: Server, reason: str) -> None:
         job.attempts[-1]["error"] = reason
         if len(job.attempts) > self.max_requeues:
-            self.finish(job, "unreachable", f"gave up after {len(job.attempts)} attempts; last: {reason}",
-                        server=server)
+            self.finish(
+                job, "unreachable", f"gave up after {len(job.attempts)} attempts; last: {reason}", server=server
+            )
             return
         self.pending.appendleft(job)
         self.progress.job_ended(job.id, f"{job.id}: {server.url} lost it ({reason}); re-queued", advance=False)
 
-    def finish(self, job: Job, status: str, error: str | None, server: Server | None = None,
-               entry: dict | None = None, files: list[dict] | None = None, details: dict | None = None,
-               download_s: float | None = None) -> None:
+    def finish(
+        self,
+        job: Job,
+        status: str,
+        error: str | None,
+        server: Server | None = None,
+        entry: dict | None = None,
+        files: list[dict] | None = None,
+        details: dict | None = None,
+        download_s: float | None = None,
+    ) -> None:
         now = time.monotonic()
         record = {
-            "job": job.id, "index": job.index, "status": status,
+            "job": job.id,
+            "index": job.index,
+            "status": status,
             "server": server.url if server else None,
             "prompt_id": job.attempts[-1]["prompt_id"] if job.attempts else None,
-            "graph_sha256": job.key, "overrides": job.overrides,
+            "graph_sha256": job.key,
+            "overrides": job.overrides,
             "outputs": [{**f, "path": f"{job.dir.name}/{f['path']}"} for f in files or []],
-            "timings": {"total_s": round(now - job.dispatched, 3) if job.dispatched else 0.0,
-                        **server_timings(entry),
-                        **({"download_s": round(download_s, 3)} if download_s is not None else {})},
-            "attempts": job.attempts, "error": error,
+            "timings": {
+                "total_s": round(now - job.dispatched, 3) if job.dispatched else 0.0,
+                **server_timings(entry),
+                **({"download_s": round(download_s, 3)} if download_s is not None else {}),
+            },
+            "attempts": job.attempts,
+            "error": error,
             **({"error_details": details} if details else {}),
         }
         if status == "ok":
             job.dir.mkdir(parents=True, exist_ok=True)
-            outputs.write_marker(job.dir, {"job": job.id, "graph_sha256": job.key, "server": record["server"],
-                                           "prompt_id": record["prompt_id"], "outputs": files or [],
-                                           "finished_at": time.time()})
+            outputs.write_marker(
+                job.dir,
+                {
+                    "job": job.id,
+                    "graph_sha256": job.key,
+                    "server": record["server"],
+                    "prompt_id": record["prompt_id"],
+                    "outputs": files or [],
+                    "finished_at": time.time(),
+                },
+            )
         self.manifest.write(record)
         self.results[job.id] = record
         where = f" on {record['server']}" if record["server"] else ""
-        line = f"{job.id}: {status}{where}" + (f" ({len(files or [])} files, {record['timings']['total_s']:.1f} s)"
-                                                if status == "ok" else f": {error}")
+        line = f"{job.id}: {status}{where}" + (
+            f" ({len(files or [])} files, {record['timings']['total_s']:.1f} s)" if status == "ok" else f": {error}"
+        )
         self.progress.job_ended(job.id, line, error=status != "ok")
 
     def skip(self, job: Job, marker: dict) -> None:
-        record = {"job": job.id, "index": job.index, "status": "skipped", "server": marker.get("server"),
-                  "prompt_id": marker.get("prompt_id"), "graph_sha256": job.key, "overrides": job.overrides,
-                  "outputs": [{**f, "path": f"{job.dir.name}/{f['path']}"} for f in marker.get("outputs", [])],
-                  "timings": {}, "attempts": [], "error": None}
+        record = {
+            "job": job.id,
+            "index": job.index,
+            "status": "skipped",
+            "server": marker.get("server"),
+            "prompt_id": marker.get("prompt_id"),
+            "graph_sha256": job.key,
+            "overrides": job.overrides,
+            "outputs": [{**f, "path": f"{job.dir.name}/{f['path']}"} for f in marker.get("outputs", [])],
+            "timings": {},
+            "attempts": [],
+            "error": None,
+        }
         self.manifest.write(record)
         self.results[job.id] = record
         self.progress.job_ended(job.id, None)
@@ -271,12 +328,18 @@ def server_timings(entry: dict | None) -> dict:
     """Queue wait and run time from the server's own timestamps in the history entry (ms since epoch)."""
     if not entry:
         return {}
-    stamps = {kind: data.get("timestamp") for kind, data in (entry.get("status") or {}).get("messages", [])
-              if isinstance(data, dict)}
+    stamps = {
+        kind: data.get("timestamp")
+        for kind, data in (entry.get("status") or {}).get("messages", [])
+        if isinstance(data, dict)
+    }
     start = stamps.get("execution_start")
     end = stamps.get("execution_success") or stamps.get("execution_error") or stamps.get("execution_interrupted")
-    created = (entry.get("prompt") or [None, None, None, {}])[3].get("create_time") if isinstance(
-        entry.get("prompt"), list) and len(entry["prompt"]) > 3 and isinstance(entry["prompt"][3], dict) else None
+    created = (
+        (entry.get("prompt") or [None, None, None, {}])[3].get("create_time")
+        if isinstance(entry.get("prompt"), list) and len(entry["prompt"]) > 3 and isinstance(entry["prompt"][3], dict)
+        else None
+    )
     timings = {}
     if start and end:
         timings["run_s"] = round((end - start) / 1000, 3)

@@ -16,8 +16,16 @@ class Progress:
         self.stream = stream or sys.stderr
         self.bars_on = mode == "on" or (mode == "auto" and self.stream.isatty())
         self.quiet = quiet
-        self.overall = tqdm(total=total, desc="jobs", unit="job", position=0, file=self.stream,
-                            disable=not self.bars_on, dynamic_ncols=True, leave=True)
+        self.overall = tqdm(
+            total=total,
+            desc="jobs",
+            unit="job",
+            position=0,
+            file=self.stream,
+            disable=not self.bars_on,
+            dynamic_ncols=True,
+            leave=True,
+        )
         self.bars: dict[str, tqdm] = {}
         self.free_positions: list[int] = []
         self.next_position = 1
@@ -40,8 +48,15 @@ class Progress:
         if not self.bars_on or job_id in self.bars:
             return
         position = self._position()
-        bar = tqdm(total=1, desc=f"{job_id} @ {server_url.split('//')[-1]}", unit="step", position=position,
-                   file=self.stream, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=1,
+            desc=f"{job_id} @ {server_url.split('//')[-1]}",
+            unit="step",
+            position=position,
+            file=self.stream,
+            leave=False,
+            dynamic_ncols=True,
+        )
         bar.sdl3d_position = position
         self.bars[job_id] = bar
 

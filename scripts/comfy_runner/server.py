@@ -107,8 +107,9 @@ class Server:
             raise ServerGone(self.gone_reason)
         payload = {"prompt": prompt, "prompt_id": prompt_id, "client_id": self.client_id, "extra_data": extra_data}
         try:
-            async with self.session.post(self.url + "/prompt", json=payload,
-                                         timeout=aiohttp.ClientTimeout(total=120)) as r:
+            async with self.session.post(
+                self.url + "/prompt", json=payload, timeout=aiohttp.ClientTimeout(total=120)
+            ) as r:
                 body = await r.text()
                 if r.status == 200:
                     return
@@ -165,8 +166,9 @@ class Server:
         ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         while not self.gone.is_set():
             try:
-                async with self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=30,
-                                                   timeout=aiohttp.ClientWSTimeout(ws_close=10)) as ws:
+                async with self.session.ws_connect(
+                    f"{ws_url}/ws?clientId={self.client_id}", heartbeat=30, timeout=aiohttp.ClientWSTimeout(ws_close=10)
+                ) as ws:
                     self.ws_connected = True
                     connected.set()
                     async for message in ws:
@@ -196,7 +198,8 @@ class Server:
             self.reported_queue = int(data.get("status", {}).get("exec_info", {}).get("queue_remaining", 0) or 0)
         prompt_id = data.get("prompt_id")
         done = kind in ("execution_success", "execution_error", "execution_interrupted") or (
-            kind == "executing" and data.get("node") is None and prompt_id)
+            kind == "executing" and data.get("node") is None and prompt_id
+        )
         if done and prompt_id in self.finished:
             self.finished[prompt_id].set()
         self.on_message(self, kind, data)
@@ -217,8 +220,10 @@ def validation_message(details) -> str:
     parts = [error.get("message", "") + (f": {error['details']}" if error.get("details") else "")]
     for node_id, node_error in (details.get("node_errors") or {}).items():
         for item in node_error.get("errors", []):
-            parts.append(f"node {node_id} ({node_error.get('class_type')}): {item.get('message')}"
-                         + (f" - {item['details']}" if item.get("details") else ""))
+            parts.append(
+                f"node {node_id} ({node_error.get('class_type')}): {item.get('message')}"
+                + (f" - {item['details']}" if item.get("details") else "")
+            )
     return "; ".join(p for p in parts if p) or json.dumps(details)[:500]
 
 
@@ -226,8 +231,10 @@ def execution_message(entry: dict) -> str:
     """The server's own words for a failed prompt, from its /history entry."""
     for kind, data in entry.get("status", {}).get("messages", []):
         if kind == "execution_error":
-            return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                    f"{data.get('exception_type')}: {data.get('exception_message')}".strip())
+            return (
+                f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
+                f"{data.get('exception_type')}: {data.get('exception_message')}".strip()
+            )
         if kind == "execution_interrupted":
             return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
     return f"prompt failed: {entry.get('status')}"
