@@ -7,6 +7,7 @@ import math
 import os
 import struct
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,6 +171,13 @@ def test_mesh_node_writes_formats_under_output(comfy, mn):
     assert doc["accessors"][0]["count"] == 17 * 8
     assert max(doc["accessors"][0]["max"]) <= 6.0 + 1e-6  # sphere_displace: r <= radius
     assert ui["3d"][0]["type"] == "output"
+    trimesh = pytest.importorskip("trimesh")  # an independent reader (test extra): the three formats agree
+    meshes = [trimesh.load(os.path.join(out, model_file), force="mesh", process=False)]
+    meshes += [trimesh.load(stem + ext, process=False) for ext in (".obj", ".ply")]
+    for loaded in meshes:
+        assert len(loaded.faces) == len(meshes[0].faces) > 0
+        assert np.allclose(loaded.vertices[loaded.faces], meshes[0].vertices[meshes[0].faces], atol=2e-6)
+        assert np.linalg.norm(loaded.vertices, axis=1).max() <= 6.0 + 1e-5
 
 
 @pytest.mark.parametrize("prefix", ["../outside/mesh", "/tmp/sdl3d_abs/mesh", "a/../../b"])

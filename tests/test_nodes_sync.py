@@ -177,14 +177,40 @@ def test_circular_views_commute_with_rolls_by_the_stride(pack, sd, comfy):
     assert not torch.allclose(flat, base, atol=1e-4), "circular must differ from the non-wrapping grid"
 
 
-def test_every_comfyui_sampler_runs_a_synced_two_view_job(pack, sd, lpips_alex, comfy):
+def multidiffusion_model(model, col_views):
+    """Plain MultiDiffusion written here on stock ComfyUI: a clone of `model` whose every evaluation runs the model on
+    each view (column range of the latent) and averages the denoised predictions (value / count)."""
+    model = model.clone()
+
+    def wrapper(apply_model, args):
+        x, t, c = args["input"], args["timestep"], args["c"]
+        value, count = torch.zeros_like(x), torch.zeros_like(x)
+        for c0, c1 in col_views:
+            value[..., c0:c1] += apply_model(x[..., c0:c1], t, **c)
+            count[..., c0:c1] += 1
+        return value / count
+
+    model.set_model_unet_function_wrapper(wrapper)
+    return model
+
+
+def test_every_comfyui_sampler_syncs_and_equals_stock_multidiffusion_without_sync(pack, sd, lpips_alex, comfy):
+    """For each sampler of ComfyUI, on two overlapping views (8x12 latent, window 8, stride 4): w = 0 equals the stock
+    KSampler on the test's own MultiDiffusion model, and w > 0 moves the result far beyond that tolerance."""
     import comfy.samplers
 
-    lat = empty_latent(8, 12)
+    lat, steps = empty_latent(8, 12), 3
+    reference = dict(sd, model=multidiffusion_model(sd["model"], [(0, 8), (4, 12)]))
+    plain = stock_ksampler(sd, lat, steps=steps)
+    assert rel_err(stock_ksampler(reference, lat, steps=steps), plain) > 1e-2, "the reference must tile"
     for name in comfy.samplers.KSampler.SAMPLERS:
-        out = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=3, sampler_name=name, sync_weight=50.0,
-                            sync_steps=2, lpips=lpips_alex)
-        assert out.shape == (1, 4, 8, 12) and torch.isfinite(out).all(), name
+        w0 = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=steps, sampler_name=name)
+        stock = stock_ksampler(reference, lat, steps=steps, sampler_name=name)
+        synced = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=steps, sampler_name=name, sync_weight=50.0,
+                               sync_steps=2, lpips=lpips_alex)
+        assert synced.shape == (1, 4, 8, 12) and torch.isfinite(synced).all(), name
+        assert rel_err(w0, stock) < 1e-5, f"{name}: w = 0 differs from stock MultiDiffusion"
+        assert rel_err(synced, w0) > 1e-3, f"{name}: sync did not move the result"
 
 
 def test_batch_and_img2img_and_view_batching(pack, sd, lpips_alex):

@@ -17,9 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
 from comfy_runner.local import missing_inputs, offline_models_tree, offline_prompt  # noqa: E402
+from object_info_check import check_api, check_ui  # noqa: E402
 from workflow_overrides import shrink_workflow  # noqa: E402
 
 API_WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.api.json"))
+UI_WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 pytestmark = pytest.mark.server
 
 
@@ -79,3 +81,49 @@ def test_shipped_workflow_runs_headless(workflow, client, object_info, server):
     assert output_nodes <= {f["node"] for f in files}, f"output nodes without files: {output_nodes}"
     for info in files:
         assert len(client.download(info)) > 0, info
+
+
+@pytest.fixture(scope="module")
+def compatible(comfy):
+    from comfy_execution.validation import validate_node_input
+
+    return validate_node_input
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS + UI_WORKFLOWS, ids=[p.name for p in API_WORKFLOWS + UI_WORKFLOWS])
+def test_shipped_workflow_fits_the_servers_object_info(path, object_info, compatible):
+    """Node types, input names, widget types, min/max, combo options (model names: the fixtures under the names the
+    workflows expect) and link types, against the running server's /object_info (tests/object_info_check.py)."""
+    workflow = json.loads(path.read_text())
+    check = check_ui if path.parent.name == "workflows" else check_api
+    assert check(workflow, object_info, compatible) == []
+
+
+def test_object_info_check_catches_each_kind_of_mistake(object_info, compatible):
+    ui = json.loads((REPO_ROOT / "workflows" / "stereo360_mesh.json").read_text())
+    prompt = json.loads((REPO_ROOT / "workflows" / "api" / "stereo360_mesh.api.json").read_text())
+    assert check_ui(ui, object_info, compatible) == [] and check_api(prompt, object_info, compatible) == []
+    mesh_id = next(k for k, v in prompt.items() if v["class_type"] == "SDL3D_SaveDepthMesh")
+    int_name, int_spec = next((k, v) for k, v in object_info["SDL3D_SaveDepthMesh"]["input"]["required"].items()
+                              if v[0] == "INT" and "max" in v[1])
+    link_input = next(k for k, v in prompt[mesh_id]["inputs"].items() if isinstance(v, list))
+    mistakes = {
+        "unknown node type": lambda p: p[mesh_id].update(class_type="NoSuchNode"),
+        "no such input": lambda p: p[mesh_id]["inputs"].update(no_such_input=1),
+        "> max": lambda p: p[mesh_id]["inputs"].update({int_name: int_spec[1]["max"] + 1}),
+        "is not a INT": lambda p: p[mesh_id]["inputs"].update({int_name: 1.5}),
+        "is not one of": lambda p: p[mesh_id]["inputs"].update(format="gif"),
+        "required input": lambda p: p[mesh_id]["inputs"].pop(int_name),
+        "does not exist": lambda p: p[mesh_id]["inputs"].update({link_input: [p[mesh_id]["inputs"][link_input][0], 9]}),
+        "does not fit": lambda p: p[mesh_id]["inputs"].update({link_input: [mesh_id, 0]}),
+    }
+    for needle, mutate in mistakes.items():
+        bad = json.loads(json.dumps(prompt))
+        mutate(bad)
+        assert any(needle in problem for problem in check_api(bad, object_info, compatible)), needle
+    for needle, mutate in {"left over": lambda w, n: n["widgets_values"].append(1),
+                           "does not fit": lambda w, n: w["links"][0].__setitem__(1, n["id"]),
+                           "is not one of": lambda w, n: n["widgets_values"].__setitem__(0, "gif")}.items():
+        bad_ui = json.loads(json.dumps(ui))
+        mutate(bad_ui, next(n for n in bad_ui["nodes"] if n["type"] == "SDL3D_SaveDepthMesh"))
+        assert any(needle in problem for problem in check_ui(bad_ui, object_info, compatible)), needle
