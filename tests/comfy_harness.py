@@ -56,8 +56,14 @@ def run_api_graph(pack, graph: dict) -> dict:
     def run(node_id):
         if node_id not in done:
             node = graph[node_id]
-            inputs = {key: (run(value[0])[value[1]] if isinstance(value, list) and len(value) == 2
-                            and isinstance(value[0], str) else value) for key, value in node["inputs"].items()}
+            inputs = {
+                key: (
+                    run(value[0])[value[1]]
+                    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+                    else value
+                )
+                for key, value in node["inputs"].items()
+            }
             cls = pack.by_id.get(node["class_type"]) or stock_node(node["class_type"])
             done[node_id] = run_node(cls, **inputs)
         return done[node_id]

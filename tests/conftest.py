@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["model_fixtures"]  # model fixtures shared by the sampler test modules
 CACHE_DIR = REPO_ROOT / ".cache"
 PACK_MODULE = "syncdiffusion_ldm3d"
 
@@ -42,8 +43,10 @@ def fixtures_dir() -> Path:
 def _put_comfy_on_path() -> Path:
     root = comfyui_dir()
     if not (root / "main.py").exists():
-        pytest.skip(f"needs ComfyUI (not found at {root}): run scripts/bootstrap.sh or set COMFYUI_DIR; "
-                    'the core tier runs without it: pytest -m "not slow"')
+        pytest.skip(
+            f"needs ComfyUI (not found at {root}): run scripts/bootstrap.sh or set COMFYUI_DIR; "
+            'the core tier runs without it: pytest -m "not slow"'
+        )
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args
@@ -55,7 +58,9 @@ def _put_comfy_on_path() -> Path:
 @pytest.fixture(scope="session")
 def lpips_dir() -> Path:
     """Random-weight LPIPS backbones (torchvision file names) for the core tier; needs no ComfyUI."""
-    spec = importlib.util.spec_from_file_location("sdl3d_sync_fixtures", REPO_ROOT / "tests" / "fixtures" / "sync_fixtures.py")
+    spec = importlib.util.spec_from_file_location(
+        "sdl3d_sync_fixtures", REPO_ROOT / "tests" / "fixtures" / "sync_fixtures.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     models = fixtures_dir() / "models"
@@ -108,7 +113,11 @@ def pytest_collection_modifyitems(items):
     tests must not share the thread with Playwright's running loop."""
     browser_dir = REPO_ROOT / "tests" / "browser"
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("server") or item.get_closest_marker("browser"):
+        if (
+            SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            or item.get_closest_marker("server")
+            or item.get_closest_marker("browser")
+        ):
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: Path(str(item.fspath)).is_relative_to(browser_dir))
 
@@ -118,14 +127,18 @@ def pack(comfy):
     """The pack imported as a package (like ComfyUI's loader does), with its model folders registered."""
     if PACK_MODULE not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
+            PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[PACK_MODULE] = module
         spec.loader.exec_module(module)
     module = sys.modules[PACK_MODULE]
     extension = asyncio.run(module.comfy_entrypoint())
     node_classes = asyncio.run(extension.get_node_list())
-    return SimpleNamespace(module=module, nodes=importlib.import_module(f"{PACK_MODULE}.nodes"),
-                           node_module=lambda name: importlib.import_module(f"{PACK_MODULE}.nodes.{name}"),
-                           node_classes=node_classes,
-                           by_id={cls.GET_SCHEMA().node_id: cls for cls in node_classes})
+    return SimpleNamespace(
+        module=module,
+        nodes=importlib.import_module(f"{PACK_MODULE}.nodes"),
+        node_module=lambda name: importlib.import_module(f"{PACK_MODULE}.nodes.{name}"),
+        node_classes=node_classes,
+        by_id={cls.GET_SCHEMA().node_id: cls for cls in node_classes},
+    )

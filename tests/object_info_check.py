@@ -41,8 +41,9 @@ def _spec(info: dict, name: str):
 
 def _ordered_inputs(info: dict) -> list[tuple[str, list]]:
     order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
-    return [(name, info["input"][section][name]) for section in ("required", "optional")
-            for name in order.get(section, [])]
+    return [
+        (name, info["input"][section][name]) for section in ("required", "optional") for name in order.get(section, [])
+    ]
 
 
 def _type_name(kind) -> str:
@@ -132,7 +133,7 @@ def check_ui(workflow: dict, info: dict, compatible) -> list[str]:
                 if link is None or link[3] != node["id"] or link[4] != index:
                     problems.append(f"{label}.{slot['name']}: link {slot['link']} does not end at this slot")
         outputs = [_type_name(t) for t in node_info["output"]]
-        if [o["type"] for o in node.get("outputs", [])] != outputs[:len(node.get("outputs", []))]:
+        if [o["type"] for o in node.get("outputs", [])] != outputs[: len(node.get("outputs", []))]:
             problems.append(f"{label}: output types {[o['type'] for o in node.get('outputs', [])]} != {outputs}")
         values = list(node.get("widgets_values") or [])
         for name, spec in _ordered_inputs(node_info):

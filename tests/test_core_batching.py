@@ -8,22 +8,27 @@ import torch
 from sync_core import batching
 from sync_core.sync import sync_views
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
-@pytest.mark.parametrize("budget,per_view,fixed,cap,expected", [
-    (10 * GIB, 2 * GIB, 0, None, 5),
-    (10 * GIB, 2 * GIB, 3 * GIB, None, 3),
-    (10 * GIB, 2 * GIB, 0, 4, 4),
-    (1 * GIB, 2 * GIB, 0, None, 1),  # nothing fits: one view at a time
-    (100 * GIB, 1, 0, None, 13),  # never more than the views
-])
+@pytest.mark.parametrize(
+    "budget,per_view,fixed,cap,expected",
+    [
+        (10 * GIB, 2 * GIB, 0, None, 5),
+        (10 * GIB, 2 * GIB, 3 * GIB, None, 3),
+        (10 * GIB, 2 * GIB, 0, 4, 4),
+        (1 * GIB, 2 * GIB, 0, None, 1),  # nothing fits: one view at a time
+        (100 * GIB, 1, 0, None, 13),  # never more than the views
+    ],
+)
 def test_views_that_fit(budget, per_view, fixed, cap, expected):
     assert batching.views_that_fit(budget, per_view, 13, fixed, cap) == expected
 
 
-@pytest.mark.parametrize("views,room,sizes", [(13, 6, [5, 5, 3]), (13, 4, [4, 4, 4, 1]), (13, 13, [13]),
-                                              (12, 5, [4, 4, 4]), (1, 8, [1]), (7, 1, [1] * 7)])
+@pytest.mark.parametrize(
+    "views,room,sizes",
+    [(13, 6, [5, 5, 3]), (13, 4, [4, 4, 4, 1]), (13, 13, [13]), (12, 5, [4, 4, 4]), (1, 8, [1]), (7, 1, [1] * 7)],
+)
 def test_batches_are_balanced_and_cover_every_view(views, room, sizes):
     assert batching.batch_sizes(views, room) == sizes
     assert max(sizes) <= room and sum(sizes) == views
@@ -47,7 +52,7 @@ def _toy_problem(n_views=7, batch=2):
     weight = torch.randn(3, 4, 3, 3) * 0.3
 
     def predict_x0(z, ids):
-        return torch.tanh(z * 1.3) - 0.1 * z ** 2
+        return torch.tanh(z * 1.3) - 0.1 * z**2
 
     def decode(x0):
         return torch.sigmoid(torch.nn.functional.conv2d(x0, weight, padding=1))
@@ -64,8 +69,15 @@ def test_sync_views_gives_the_same_update_for_any_plan():
     one = sync_views(latents, 3, predict_x0, decode, perceptual, weight=5.0, view_batch_size=1)
     all_at_once = sync_views(latents, 3, predict_x0, decode, perceptual, weight=5.0, view_batch_size=7)
     asked = []
-    planned = sync_views(latents, 3, predict_x0, decode, perceptual, weight=5.0,
-                         view_batch_size=lambda remaining: asked.append(remaining) or 4)
+    planned = sync_views(
+        latents,
+        3,
+        predict_x0,
+        decode,
+        perceptual,
+        weight=5.0,
+        view_batch_size=lambda remaining: asked.append(remaining) or 4,
+    )
     assert asked == [6, 2]  # asked before each batch with the views still to do
     assert not torch.allclose(one, latents, atol=1e-3), "the update must move the views"
     assert torch.allclose(one, all_at_once, atol=1e-6) and torch.allclose(one, planned, atol=1e-6)

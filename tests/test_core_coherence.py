@@ -1,14 +1,24 @@
 """sync_core.coherence: Intra-LPIPS and Intra-Style-L against the plain re-implementations in
 tests/oracles/coherence_metrics.py (loops over crop pairs, Gram matrices by hand), crop enumeration, backbone
 loading. Random-weight backbones (fixtures)."""
+
 import math
 
 import pytest
 import torch
-
 from oracles.coherence_metrics import plain_boxes, plain_intra_lpips, plain_intra_style
-from sync_core.coherence import (STYLE_BACKBONE_FILE, StyleWeightsMissing, build_style_vgg, crop_boxes, crop_pairs,
-                                 find_style_weights, intra_lpips, intra_style_loss, style_resize_size)
+
+from sync_core.coherence import (
+    STYLE_BACKBONE_FILE,
+    StyleWeightsMissing,
+    build_style_vgg,
+    crop_boxes,
+    crop_pairs,
+    find_style_weights,
+    intra_lpips,
+    intra_style_loss,
+    style_resize_size,
+)
 from sync_core.perceptual import BACKBONE_FILES, build_lpips
 
 
@@ -43,8 +53,9 @@ def _textures(kind, n_crops, crop, seed=0):
     assert crop % 8 == 0
     for k in range(n_crops):
         if kind == "same":
-            base = torch.nn.functional.interpolate(torch.rand(1, 1, crop // 8, crop // 8, generator=g), size=crop,
-                                                   mode="bilinear")[0]
+            base = torch.nn.functional.interpolate(
+                torch.rand(1, 1, crop // 8, crop // 8, generator=g), size=crop, mode="bilinear"
+            )[0]
             tiles.append(0.2 + 0.6 * base * torch.tensor([0.9, 0.5, 0.2]).view(3, 1, 1))
         else:
             freq = 1 + 3 * k
@@ -56,8 +67,17 @@ def _textures(kind, n_crops, crop, seed=0):
 
 
 # ---- crops ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w,crop,stride", [(512, 3072, 512, 512), (512, 1300, 512, 512), (1024, 1536, 512, 512),
-                                             (1100, 1100, 512, 512), (64, 200, 64, 32), (96, 96, 96, 96)])
+@pytest.mark.parametrize(
+    "h,w,crop,stride",
+    [
+        (512, 3072, 512, 512),
+        (512, 1300, 512, 512),
+        (1024, 1536, 512, 512),
+        (1100, 1100, 512, 512),
+        (64, 200, 64, 32),
+        (96, 96, 96, 96),
+    ],
+)
 def test_crop_boxes_match_plain_grid(h, w, crop, stride):
     assert crop_boxes(h, w, crop, stride) == plain_boxes(h, w, crop, stride)
 
@@ -88,11 +108,11 @@ def test_intra_lpips_matches_plain_pair_loop(lpips_vgg):
     want, want_each = plain_intra_lpips(lpips_vgg, images, 32)
     for crop_batch in (1, 3, 8):  # every grouping of the feature cache gives the same numbers
         seen = []
-        got = intra_lpips(lpips_vgg, images, crop=32, crop_batch=crop_batch,
-                          progress=lambda d, t: seen.append((d, t)))
+        got = intra_lpips(
+            lpips_vgg, images, crop=32, crop_batch=crop_batch, progress=lambda d, t, seen=seen: seen.append((d, t))
+        )
         assert (got.crops, got.pairs) == (4, 6)
-        torch.testing.assert_close(got.per_image, torch.tensor(want_each, dtype=torch.float64), rtol=1e-5,
-                                   atol=1e-7)
+        torch.testing.assert_close(got.per_image, torch.tensor(want_each, dtype=torch.float64), rtol=1e-5, atol=1e-7)
         assert got.value == pytest.approx(want, rel=1e-5)
         assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == list(range(1, len(seen) + 1))
     assert torch.equal(images, before)
@@ -161,8 +181,10 @@ def test_style_vgg_is_torchvision_vgg19_up_to_conv3_1(style_vgg, vgg19_sd, lpips
     by_path = build_style_vgg(search_dirs=[str(lpips_dir)])
     assert torch.equal(by_path[7].weight, vgg19_sd["features.7.weight"])
     subset = {k: v for k, v in vgg19_sd.items() if int(k.split(".")[1]) <= 10}
-    assert torch.equal(build_style_vgg(backbone_state_dict={"module." + k: v for k, v in subset.items()})[5].bias,
-                       vgg19_sd["features.5.bias"])
+    assert torch.equal(
+        build_style_vgg(backbone_state_dict={"module." + k: v for k, v in subset.items()})[5].bias,
+        vgg19_sd["features.5.bias"],
+    )
 
 
 def test_style_vgg_rejects_vgg16_and_missing_files(lpips_dir, tmp_path, empty_hub):
@@ -199,17 +221,36 @@ def test_script_groups_files_and_matches_plain(lpips_dir, lpips_vgg, vgg19_sd, t
 
     rng = np.random.default_rng(0)
     (tmp_path / "w0").mkdir()
-    arrays = {"w0/a.png": rng.integers(0, 256, (32, 100, 3), dtype=np.uint8),
-              "w0/b.png": rng.integers(0, 256, (40, 80, 3), dtype=np.uint8),  # style: resized to 32x64
-              "w0/small.png": rng.integers(0, 256, (32, 40, 3), dtype=np.uint8),
-              "w20.png": np.tile(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (1, 3, 1))}
+    arrays = {
+        "w0/a.png": rng.integers(0, 256, (32, 100, 3), dtype=np.uint8),
+        "w0/b.png": rng.integers(0, 256, (40, 80, 3), dtype=np.uint8),  # style: resized to 32x64
+        "w0/small.png": rng.integers(0, 256, (32, 40, 3), dtype=np.uint8),
+        "w20.png": np.tile(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (1, 3, 1)),
+    }
     for name, array in arrays.items():
         Image.fromarray(array).save(tmp_path / name)
     script = Path(__file__).resolve().parents[1] / "scripts" / "coherence.py"
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "w0"), str(tmp_path / "w20.png"), "--crop", "32",
-                          "--lpips-dir", str(lpips_dir), "--json", str(tmp_path / "s.json"), "--device", "cpu"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "w0"),
+            str(tmp_path / "w20.png"),
+            "--crop",
+            "32",
+            "--lpips-dir",
+            str(lpips_dir),
+            "--json",
+            str(tmp_path / "s.json"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "skipped" in out.stderr and "small.png" in out.stderr and "holds 1 32x32 crop" in out.stderr
     result = json.loads((tmp_path / "s.json").read_text())
@@ -228,6 +269,11 @@ def test_script_groups_files_and_matches_plain(lpips_dir, lpips_vgg, vgg19_sd, t
     # no backbone anywhere: a clear message naming the file, exit status 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "w20.png"), "--lpips-dir", str(empty)],
-                             capture_output=True, text=True, env=env, timeout=600)
+    missing = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "w20.png"), "--lpips-dir", str(empty)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert missing.returncode == 2 and "vgg16-397923af.pth" in missing.stderr and str(empty) in missing.stderr

@@ -14,15 +14,18 @@ def test_vp_kind_is_one_over_sqrt_one_plus_sigma_squared():
     sigma = torch.tensor([0.0, 0.03, 1.0, 3.5, 14.6])
     expected = torch.tensor([1 / math.sqrt(1 + s * s) for s in sigma.tolist()])
     assert torch.allclose(vp_scale("vp", sigma), expected, rtol=1e-7, atol=0)
-    assert torch.allclose(vp_scale("vp", sigma, sigma_data=0.5),
-                          torch.tensor([1 / math.sqrt(0.25 + s * s) for s in sigma.tolist()]), rtol=1e-7)
+    assert torch.allclose(
+        vp_scale("vp", sigma, sigma_data=0.5),
+        torch.tensor([1 / math.sqrt(0.25 + s * s) for s in sigma.tolist()]),
+        rtol=1e-7,
+    )
 
 
 def test_flow_scale_is_the_vp_latent_of_the_ve_rescaled_flow_latent():
     """z = x / (1 - t) / sqrt(1 + sigma_ve^2) with sigma_ve = t / (1 - t), computed the long way in float64."""
     t = torch.linspace(0.0, 0.99, 23, dtype=torch.float64)
     sigma_ve = t / (1 - t)
-    long_way = 1 / (1 - t) / torch.sqrt(1 + sigma_ve ** 2)
+    long_way = 1 / (1 - t) / torch.sqrt(1 + sigma_ve**2)
     assert torch.allclose(vp_scale("flow", t), long_way, rtol=1e-12, atol=0)
     assert torch.allclose(vp_sigma("flow", t), sigma_ve, rtol=1e-12)
     assert vp_scale("flow", 1.0).item() == 1.0 and vp_scale("flow", 0.0).item() == 1.0
@@ -33,8 +36,10 @@ def test_flow_latent_maps_to_a_unit_variance_vp_latent():
     """x = (1-t) x0 + t e with unit x0 and e: s * x has the VP variance abar + (1 - abar) = 1 at every t,
     and its signal fraction is abar = 1 / (1 + sigma_ve^2), exactly as the paper's z_t."""
     gen = torch.Generator().manual_seed(0)
-    x0, e = torch.randn(200_000, generator=gen, dtype=torch.float64), torch.randn(200_000, generator=gen,
-                                                                                   dtype=torch.float64)
+    x0, e = (
+        torch.randn(200_000, generator=gen, dtype=torch.float64),
+        torch.randn(200_000, generator=gen, dtype=torch.float64),
+    )
     for t in (0.1, 0.5, 0.9):
         z = vp_scale("flow", torch.tensor(t, dtype=torch.float64)) * ((1 - t) * x0 + t * e)
         abar = 1 / (1 + (t / (1 - t)) ** 2)

@@ -7,10 +7,9 @@ testing notes). The test's eps/decode functions are written here, independently 
 
 import pytest
 import torch
-from diffusers import (AutoencoderKL, AutoencoderTiny, DDIMScheduler, DPMSolverMultistepScheduler,
-                       UNet2DConditionModel)
-
+from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from oracles.official_loop import official_sample
+
 from sync_core.diffusers_adapter import decode_latents, sample_panorama, vae_scale_factor
 from sync_core.perceptual import build_lpips
 from sync_core.sync import SyncSchedule
@@ -21,20 +20,42 @@ STEPS, LAT_H, LAT_W, WIN, STRIDE, CFG = 3, 8, 24, 8, 4, 5.0
 
 
 def _scheduler(**kw):
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1, **kw)
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny(lpips_dir):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32,), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",), cross_attention_dim=16,
-        attention_head_dim=8, norm_num_groups=8)
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32,),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",),
+        cross_attention_dim=16,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(16, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, layers_per_block=1)
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+    )
     lp = build_lpips("vgg", search_dirs=[str(lpips_dir)])
     for m in (unet, vae, lp):
         m.to(torch.float64).eval().requires_grad_(False)
@@ -49,8 +70,9 @@ def _eps_fn(tiny, guidance=CFG):
 
     def eps_fn(z, t):  # official CFG: UNet(cat[z, z]) with cat[uncond, cond]
         n = z.shape[0]
-        out = unet(torch.cat([z, z]), t, encoder_hidden_states=torch.cat([uncond.expand(n, -1, -1),
-                                                                           cond.expand(n, -1, -1)])).sample
+        out = unet(
+            torch.cat([z, z]), t, encoder_hidden_states=torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
+        ).sample
         u, c = out.chunk(2)
         return u + guidance * (c - u)
 
@@ -63,17 +85,39 @@ def _decode_fn(tiny):
 
 
 def _oracle(tiny, w, decay=0.9, thres=2, scheduler=None, noise=None):
-    return official_sample(_eps_fn(tiny), _decode_fn(tiny), tiny["lpips"], scheduler or _scheduler(),
-                           tiny["noise"] if noise is None else noise, STEPS, window=WIN, stride=STRIDE, sync_weight=w,
-                           sync_decay_rate=decay, sync_freq=1, sync_thres=thres)
+    return official_sample(
+        _eps_fn(tiny),
+        _decode_fn(tiny),
+        tiny["lpips"],
+        scheduler or _scheduler(),
+        tiny["noise"] if noise is None else noise,
+        STEPS,
+        window=WIN,
+        stride=STRIDE,
+        sync_weight=w,
+        sync_decay_rate=decay,
+        sync_freq=1,
+        sync_thres=thres,
+    )
 
 
 def _adapter(tiny, w, decay=0.9, steps=2, reference_steps=0, scheduler=None, **kw):
     kw.setdefault("latents", tiny["noise"])
-    return sample_panorama(tiny["unet"], tiny["vae"], scheduler or _scheduler(), (tiny["uncond"], tiny["cond"]),
-                           LAT_H * 2, LAT_W * 2, window=WIN, stride=STRIDE,
-                           schedule=SyncSchedule(weight=w, decay=decay, steps=steps, reference_steps=reference_steps),
-                           guidance_scale=CFG, lpips=tiny["lpips"], num_inference_steps=STEPS, **kw)
+    return sample_panorama(
+        tiny["unet"],
+        tiny["vae"],
+        scheduler or _scheduler(),
+        (tiny["uncond"], tiny["cond"]),
+        LAT_H * 2,
+        LAT_W * 2,
+        window=WIN,
+        stride=STRIDE,
+        schedule=SyncSchedule(weight=w, decay=decay, steps=steps, reference_steps=reference_steps),
+        guidance_scale=CFG,
+        lpips=tiny["lpips"],
+        num_inference_steps=STEPS,
+        **kw,
+    )
 
 
 def _rel(a, b):
@@ -114,9 +158,9 @@ def test_zero_weight_equals_oracle_and_plain_multidiffusion(tiny, oracle_runs):
         for t in sched.timesteps:
             value, count = torch.zeros_like(x), torch.zeros_like(x)
             for left in lefts:
-                z = x[..., :, left:left + WIN]
-                value[..., :, left:left + WIN] += sched.step(eps_fn(z, t), t, z).prev_sample
-                count[..., :, left:left + WIN] += 1
+                z = x[..., :, left : left + WIN]
+                value[..., :, left : left + WIN] += sched.step(eps_fn(z, t), t, z).prev_sample
+                count[..., :, left : left + WIN] += 1
             x = value / count
     assert _rel(out, x) <= TOL
 
@@ -141,8 +185,9 @@ def test_v_prediction_through_ddim(tiny):
 
 def test_circular_is_roll_equivariant_with_shifted_anchor(tiny):
     base = _adapter(tiny, W_SYNC, circular=True, anchor=1, view_batch_size=3)
-    rolled = _adapter(tiny, W_SYNC, circular=True, anchor=3, view_batch_size=3,
-                      latents=torch.roll(tiny["noise"], 2 * STRIDE, dims=-1))
+    rolled = _adapter(
+        tiny, W_SYNC, circular=True, anchor=3, view_batch_size=3, latents=torch.roll(tiny["noise"], 2 * STRIDE, dims=-1)
+    )
     assert _rel(rolled, torch.roll(base, 2 * STRIDE, dims=-1)) <= TOL
     # differs from the non-circular grid (the wrap views are really used)
     assert _rel(base, _adapter(tiny, W_SYNC, anchor=1)) > 100 * TOL
@@ -160,42 +205,110 @@ def test_refusals(tiny):
     with pytest.raises(TypeError, match="DDIMScheduler"):
         _adapter(tiny, W_SYNC, scheduler=DPMSolverMultistepScheduler())
     with pytest.raises(ValueError, match="no lpips"):
-        sample_panorama(tiny["unet"], tiny["vae"], _scheduler(), (tiny["uncond"], tiny["cond"]), 16, 48, window=8,
-                        stride=4, schedule=SyncSchedule(weight=1.0), lpips=None, latents=tiny["noise"],
-                        num_inference_steps=2)
+        sample_panorama(
+            tiny["unet"],
+            tiny["vae"],
+            _scheduler(),
+            (tiny["uncond"], tiny["cond"]),
+            16,
+            48,
+            window=8,
+            stride=4,
+            schedule=SyncSchedule(weight=1.0),
+            lpips=None,
+            latents=tiny["noise"],
+            num_inference_steps=2,
+        )
     with pytest.raises(ValueError, match="multiples"):
-        sample_panorama(tiny["unet"], tiny["vae"], _scheduler(), (tiny["uncond"], tiny["cond"]), 17, 48, window=8,
-                        stride=4)
+        sample_panorama(
+            tiny["unet"], tiny["vae"], _scheduler(), (tiny["uncond"], tiny["cond"]), 17, 48, window=8, stride=4
+        )
     with pytest.raises(ValueError, match="latents must be"):
         _adapter(tiny, 0.0, latents=torch.zeros(1, 4, 8, 20, dtype=torch.float64))
     with pytest.raises(ValueError, match="larger than the latent"):
-        sample_panorama(tiny["unet"], tiny["vae"], _scheduler(), (tiny["uncond"], tiny["cond"]), 16, 48, window=10,
-                        stride=4, latents=tiny["noise"])
+        sample_panorama(
+            tiny["unet"],
+            tiny["vae"],
+            _scheduler(),
+            (tiny["uncond"], tiny["cond"]),
+            16,
+            48,
+            window=10,
+            stride=4,
+            latents=tiny["noise"],
+        )
 
 
 def test_autoencoder_tiny_decode_and_generator_path(tiny):
     torch.manual_seed(2)
-    tae = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-                          num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4)
+    tae = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
     tae.to(torch.float64).eval().requires_grad_(False)
     assert vae_scale_factor(tae) == 2
     img = decode_latents(tae, tiny["noise"])
     assert img.shape == (1, 3, LAT_H * 2, LAT_W * 2) and img.min() >= 0 and img.max() <= 1
     # oracle with TAESD decode (scaling_factor 1.0): same algorithm, different decoder
-    ref = official_sample(_eps_fn(tiny), lambda z: (tae.decode(z).sample / 2 + 0.5).clamp(0, 1), tiny["lpips"],
-                          _scheduler(), tiny["noise"], STEPS, window=WIN, stride=STRIDE, sync_weight=W_SYNC * 20,
-                          sync_decay_rate=0.9, sync_thres=2)
-    out = sample_panorama(tiny["unet"], tae, _scheduler(), (tiny["uncond"], tiny["cond"]), 16, 48, window=WIN,
-                          stride=STRIDE, schedule=SyncSchedule(weight=W_SYNC * 20, decay=0.9, steps=2,
-                                                               reference_steps=0),
-                          guidance_scale=CFG, lpips=tiny["lpips"], num_inference_steps=STEPS, latents=tiny["noise"])
+    ref = official_sample(
+        _eps_fn(tiny),
+        lambda z: (tae.decode(z).sample / 2 + 0.5).clamp(0, 1),
+        tiny["lpips"],
+        _scheduler(),
+        tiny["noise"],
+        STEPS,
+        window=WIN,
+        stride=STRIDE,
+        sync_weight=W_SYNC * 20,
+        sync_decay_rate=0.9,
+        sync_thres=2,
+    )
+    out = sample_panorama(
+        tiny["unet"],
+        tae,
+        _scheduler(),
+        (tiny["uncond"], tiny["cond"]),
+        16,
+        48,
+        window=WIN,
+        stride=STRIDE,
+        schedule=SyncSchedule(weight=W_SYNC * 20, decay=0.9, steps=2, reference_steps=0),
+        guidance_scale=CFG,
+        lpips=tiny["lpips"],
+        num_inference_steps=STEPS,
+        latents=tiny["noise"],
+    )
     assert _rel(out, ref) <= TOL
     # generator path: float32 noise drawn on CPU from the generator, like torch.randn(..., generator=g)
     g1 = torch.Generator().manual_seed(123)
     expected_noise = torch.randn((1, 4, LAT_H, LAT_W), generator=torch.Generator().manual_seed(123))
-    a = sample_panorama(tiny["unet"], tiny["vae"], _scheduler(), (tiny["uncond"], tiny["cond"]), 16, 48, window=WIN,
-                        stride=STRIDE, schedule=SyncSchedule(weight=0.0), num_inference_steps=2, generator=g1)
-    b = sample_panorama(tiny["unet"], tiny["vae"], _scheduler(), (tiny["uncond"], tiny["cond"]), 16, 48, window=WIN,
-                        stride=STRIDE, schedule=SyncSchedule(weight=0.0), num_inference_steps=2,
-                        latents=expected_noise)
+    a = sample_panorama(
+        tiny["unet"],
+        tiny["vae"],
+        _scheduler(),
+        (tiny["uncond"], tiny["cond"]),
+        16,
+        48,
+        window=WIN,
+        stride=STRIDE,
+        schedule=SyncSchedule(weight=0.0),
+        num_inference_steps=2,
+        generator=g1,
+    )
+    b = sample_panorama(
+        tiny["unet"],
+        tiny["vae"],
+        _scheduler(),
+        (tiny["uncond"], tiny["cond"]),
+        16,
+        48,
+        window=WIN,
+        stride=STRIDE,
+        schedule=SyncSchedule(weight=0.0),
+        num_inference_steps=2,
+        latents=expected_noise,
+    )
     assert torch.equal(a, b)

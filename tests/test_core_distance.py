@@ -56,26 +56,29 @@ def test_clamps_range_keeps_dtype_device_and_input():
     assert depth_to_distance(D.float(), DepthMapping("inverse")).dtype == torch.float32
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(mode="inverse", near=2.0, far=1.0), "far"),
-    (dict(mode="inverse", near=2.0, far=2.0), "far"),
-    (dict(mode="inverse", near=0.0), "near"),
-    (dict(mode="linear", near=-1.0, far=5.0), "near"),
-    (dict(mode="linear", far=math.inf), "far"),
-    (dict(mode="metric", scale=-1.0), "scale"),
-    (dict(mode="metric", scale=0.0), "scale"),
-    (dict(mode="sphere_displace", radius=4.0, displacement=4.0), "displacement"),
-    (dict(mode="sphere_displace", displacement=-0.1), "displacement"),
-    (dict(mode="sphere_displace", radius=0.0, displacement=0.0), "radius"),
-    (dict(mode="disparity"), "mode"),
-    (dict(mode="inverse", near=math.nan), "near"),
-    (dict(mode="metric", far=math.nan), "far"),  # every number is checked, even those the mode does not use
-    (dict(mode="inverse", far=-math.inf), "far"),
-    (dict(mode="linear", radius=math.inf), "radius"),
-    (dict(mode="inverse", scale="10"), "scale"),
-    (dict(mode="inverse", near=True), "near"),
-    (dict(invert=1), "invert"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(mode="inverse", near=2.0, far=1.0), "far"),
+        (dict(mode="inverse", near=2.0, far=2.0), "far"),
+        (dict(mode="inverse", near=0.0), "near"),
+        (dict(mode="linear", near=-1.0, far=5.0), "near"),
+        (dict(mode="linear", far=math.inf), "far"),
+        (dict(mode="metric", scale=-1.0), "scale"),
+        (dict(mode="metric", scale=0.0), "scale"),
+        (dict(mode="sphere_displace", radius=4.0, displacement=4.0), "displacement"),
+        (dict(mode="sphere_displace", displacement=-0.1), "displacement"),
+        (dict(mode="sphere_displace", radius=0.0, displacement=0.0), "radius"),
+        (dict(mode="disparity"), "mode"),
+        (dict(mode="inverse", near=math.nan), "near"),
+        (dict(mode="metric", far=math.nan), "far"),  # every number is checked, even those the mode does not use
+        (dict(mode="inverse", far=-math.inf), "far"),
+        (dict(mode="linear", radius=math.inf), "radius"),
+        (dict(mode="inverse", scale="10"), "scale"),
+        (dict(mode="inverse", near=True), "near"),
+        (dict(invert=1), "invert"),
+    ],
+)
 def test_depth_mapping_refuses_bad_parameters_naming_the_field(kwargs, field):
     with pytest.raises(DepthMappingError) as info:
         DepthMapping(**kwargs)
@@ -84,13 +87,19 @@ def test_depth_mapping_refuses_bad_parameters_naming_the_field(kwargs, field):
     assert str(err).startswith(f"{field} = ") and err.problem in str(err)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(), dict(mode="inverse", near=0.5, far=math.inf), dict(mode="linear", near=1.0, far=1.0 + 1e-9),
-    dict(mode="metric", scale=1e-3), dict(mode="sphere_displace", radius=6.0, displacement=0.0),
-    dict(mode="sphere_displace", radius=1.0, displacement=0.999),
-    dict(mode="metric", near=-5.0, far=1.0),  # inverse/linear limits do not apply to other modes
-    dict(mode="inverse", radius=-1.0, displacement=9.0),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(mode="inverse", near=0.5, far=math.inf),
+        dict(mode="linear", near=1.0, far=1.0 + 1e-9),
+        dict(mode="metric", scale=1e-3),
+        dict(mode="sphere_displace", radius=6.0, displacement=0.0),
+        dict(mode="sphere_displace", radius=1.0, displacement=0.999),
+        dict(mode="metric", near=-5.0, far=1.0),  # inverse/linear limits do not apply to other modes
+        dict(mode="inverse", radius=-1.0, displacement=9.0),
+    ],
+)
 def test_depth_mapping_accepts_valid_parameters_and_is_frozen(kwargs):
     mapping = DepthMapping(**kwargs)
     assert all(getattr(mapping, k) == v for k, v in kwargs.items())

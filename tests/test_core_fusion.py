@@ -32,8 +32,9 @@ def test_spot_shifts_are_seeded_and_inside_the_stride():
 @pytest.mark.parametrize("circular", [False, True])
 def test_shifted_grids_cover_everything_and_shift_zero_is_the_official_grid(circular):
     h, w, window, stride = 12, 30, (6, 8), (3, 5)
-    assert fusion.shifted_view_grid(h, w, window, stride, (0, 0), circular) == build_view_grid(h, w, window, stride,
-                                                                                                circular)
+    assert fusion.shifted_view_grid(h, w, window, stride, (0, 0), circular) == build_view_grid(
+        h, w, window, stride, circular
+    )
     for dy in range(stride[0]):
         for dx in range(stride[1]):
             views = fusion.shifted_view_grid(h, w, window, stride, (dy, dx), circular)
@@ -42,7 +43,7 @@ def test_shifted_grids_cover_everything_and_shift_zero_is_the_official_grid(circ
                 assert 0 <= v.top and v.top + v.height <= h
                 assert circular or v.left + v.width <= w
                 for c in range(v.left, v.left + v.width):
-                    covered[v.top:v.top + v.height, c % w] = True
+                    covered[v.top : v.top + v.height, c % w] = True
             assert covered.all(), (dy, dx)
             if circular:  # the columns are the unshifted ones rolled by dx
                 base = build_view_grid(h, w, window, stride, circular=True)

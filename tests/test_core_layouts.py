@@ -35,8 +35,11 @@ def test_anaglyph_red_from_left_cyan_from_right():
     for b in range(2):
         for y in range(4):
             for x in range(8):
-                assert a[b, y, x].tolist() == [left[b, y, x, 0].item(), right[b, y, x, 1].item(),
-                                               right[b, y, x, 2].item()]
+                assert a[b, y, x].tolist() == [
+                    left[b, y, x, 0].item(),
+                    right[b, y, x, 1].item(),
+                    right[b, y, x, 2].item(),
+                ]
     assert torch.equal(anaglyph(right, left), pack_stereo(left, right, "anaglyph", swap_eyes=True))
 
 

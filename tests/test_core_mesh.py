@@ -58,8 +58,9 @@ def test_p14_vertices_seam_and_radii():
             assert abs(np.linalg.norm(p) - r) < 1e-5
             alpha, beta = (u - 0.5) * 2 * math.pi, (0.5 - t) * math.pi
             if 0 < j < MH - 1:
-                expect = r * np.array([math.cos(beta) * math.sin(alpha), math.sin(beta),
-                                       -math.cos(beta) * math.cos(alpha)])
+                expect = r * np.array(
+                    [math.cos(beta) * math.sin(alpha), math.sin(beta), -math.cos(beta) * math.cos(alpha)]
+                )
                 assert np.allclose(p, expect, atol=1e-5)
             assert np.allclose(uv[j, i], (u, t), atol=1e-7)
     # the image centre (u = 0.5) looks down -Z, u = 0.75 is +X (right)
@@ -81,12 +82,13 @@ def test_faces_inward_and_non_degenerate():
 
 def test_culling_drops_exactly_the_discontinuous_triangles():
     d = np.zeros((H, W))
-    d[:, W // 2:] = 1.0
+    d[:, W // 2 :] = 1.0
     img = np.zeros((H, W, 3))
     full = build_sphere_mesh(d, img, _r_of, MW, MH)
     culled = build_sphere_mesh(d, img, _r_of, MW, MH, cull_tau=0.2)
-    keep = [tri for tri in full.faces.tolist()
-            if max(full.radius[k] for k in tri) <= min(full.radius[k] for k in tri) * 1.2]
+    keep = [
+        tri for tri in full.faces.tolist() if max(full.radius[k] for k in tri) <= min(full.radius[k] for k in tri) * 1.2
+    ]
     assert culled.faces.tolist() == keep and 0 < len(keep) < len(full.faces)
 
 
@@ -95,10 +97,10 @@ def _parse_glb(data):
     assert (magic, version, total) == (0x46546C67, 2, len(data))
     jlen, jtype = struct.unpack_from("<II", data, 12)
     assert jtype == 0x4E4F534A and jlen % 4 == 0
-    doc = json.loads(data[20:20 + jlen])
+    doc = json.loads(data[20 : 20 + jlen])
     blen, btype = struct.unpack_from("<II", data, 20 + jlen)
     assert btype == 0x004E4942 and blen % 4 == 0 and 28 + jlen + blen == total
-    return doc, data[28 + jlen:]
+    return doc, data[28 + jlen :]
 
 
 def test_glb_structure_accessors_bounds_and_texture():
@@ -127,11 +129,14 @@ def test_glb_structure_accessors_bounds_and_texture():
     assert np.allclose(acc[0]["min"], pos.min(0)) and np.allclose(acc[0]["max"], pos.max(0))
     assert np.array_equal(pos, m.positions)
     # glTF UVs: origin top-left, so the top row (north pole, +Y) has v = 0
-    assert np.all(uv[:MW + 1, 1] == 0) and np.all(pos[:MW + 1, 1] > 0)
-    image = doc["images"][doc["textures"][doc["materials"][prim["material"]]["pbrMetallicRoughness"]
-                                         ["baseColorTexture"]["index"]]["source"]]
+    assert np.all(uv[: MW + 1, 1] == 0) and np.all(pos[: MW + 1, 1] > 0)
+    image = doc["images"][
+        doc["textures"][doc["materials"][prim["material"]]["pbrMetallicRoughness"]["baseColorTexture"]["index"]][
+            "source"
+        ]
+    ]
     v = views[image["bufferView"]]
-    tex = np.asarray(Image.open(io.BytesIO(bin_chunk[v["byteOffset"]:v["byteOffset"] + v["byteLength"]])))
+    tex = np.asarray(Image.open(io.BytesIO(bin_chunk[v["byteOffset"] : v["byteOffset"] + v["byteLength"]])))
     assert image["mimeType"] == "image/png" and tex.shape == (H, W, 3)
     assert np.array_equal(tex, np.round(img * 255).astype(np.uint8))
 

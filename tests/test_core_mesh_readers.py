@@ -52,7 +52,7 @@ def test_glb_document_read_by_pygltflib(mesh, tmp_path):
         acc = gltf.accessors[index]
         view = gltf.bufferViews[acc.bufferView]
         assert view.byteOffset % 4 == 0 and view.byteOffset + view.byteLength <= len(blob)
-        raw = blob[view.byteOffset + (acc.byteOffset or 0):view.byteOffset + view.byteLength]
+        raw = blob[view.byteOffset + (acc.byteOffset or 0) : view.byteOffset + view.byteLength]
         return acc, np.frombuffer(raw, dtype=dtype, count=acc.count * comps).reshape(acc.count, comps)
 
     acc_p, pos = read(prim.attributes.POSITION, "<f4", 3)
@@ -64,13 +64,13 @@ def test_glb_document_read_by_pygltflib(mesh, tmp_path):
     assert acc_i.count == 3 * _faces_expected() and len(np.unique(idx)) == N_VERTS - 2 and idx.max() < N_VERTS
     assert np.allclose(acc_p.min, pos.min(0)) and np.allclose(acc_p.max, pos.max(0))  # required for POSITION
     assert np.allclose(np.linalg.norm(pos, axis=1), m.radius, rtol=1e-6)
-    assert uv.min() >= 0 and uv.max() <= 1 and np.allclose(uv[:MW + 1, 1], 0)  # glTF: top-left origin, north row
+    assert uv.min() >= 0 and uv.max() <= 1 and np.allclose(uv[: MW + 1, 1], 0)  # glTF: top-left origin, north row
     material = gltf.materials[prim.material]
     texture = gltf.textures[material.pbrMetallicRoughness.baseColorTexture.index]
     picture = gltf.images[texture.source]
     assert picture.mimeType == "image/png" and "KHR_materials_unlit" in gltf.extensionsUsed
     view = gltf.bufferViews[picture.bufferView]
-    decoded = np.asarray(Image.open(io.BytesIO(blob[view.byteOffset:view.byteOffset + view.byteLength])))
+    decoded = np.asarray(Image.open(io.BytesIO(blob[view.byteOffset : view.byteOffset + view.byteLength])))
     assert np.array_equal(decoded, np.round(image * 255).astype(np.uint8))
 
 

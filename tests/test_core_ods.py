@@ -24,12 +24,12 @@ def _scene(h=64, w=128, seed=0):
     g = torch.Generator().manual_seed(seed)
     img = torch.rand(h, w, 3, generator=g)
     r = torch.full((h, w), 5.0)
-    for k in range(6):
+    for _ in range(6):
         y0 = int(torch.randint(0, h - 8, (1,), generator=g))
         x0 = int(torch.randint(0, w, (1,), generator=g))
         dist = 0.6 + 1.4 * float(torch.rand(1, generator=g))
         cols = [(x0 + i) % w for i in range(w // 8)]
-        r[y0:y0 + h // 4, cols] = dist
+        r[y0 : y0 + h // 4, cols] = dist
     return img, r
 
 
@@ -253,8 +253,9 @@ def test_backward_warp_matches_subpixel_rotation_and_forward_on_smooth_scene():
     x = torch.arange(w, dtype=torch.float64)
     row = torch.sin(2 * math.pi * x / w) + 0.3 * torch.cos(6 * math.pi * x / w)
     img = row[None, :, None].expand(h, w, 1).clone()
-    res = backward_warp(img, torch.full((h, w), radius), "left", ODSGeometry(horizontal_only=True, **NO_FADE),
-                        dtype=torch.float64)
+    res = backward_warp(
+        img, torch.full((h, w), radius), "left", ODSGeometry(horizontal_only=True, **NO_FADE), dtype=torch.float64
+    )
     for y in range(h):
         beta = (0.5 - (y + 0.5) / h) * math.pi
         shift = math.asin(B / (radius * math.cos(beta))) * w / (2 * math.pi)

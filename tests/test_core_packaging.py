@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cores_import_in_a_clean_interpreter_without_comfyui():
-    code = ("import sys, sync_core, ldm3d_core; "
-            "assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules; print('ok')")
+    code = (
+        "import sys, sync_core, ldm3d_core; "
+        "assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -22,8 +25,11 @@ def test_requirements_agree_with_pyproject():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     name = lambda spec: re.split(r"[<>=!~ ]", spec, maxsplit=1)[0].lower()  # noqa: E731
     declared = {name(d) for d in project["dependencies"]} - {"torch"}
-    listed = {name(line) for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
+    listed = {
+        name(line)
+        for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert declared == listed
     assert not any("==" in d for d in project["dependencies"]), "keep user dependencies loose"
 

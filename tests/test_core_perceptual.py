@@ -1,4 +1,5 @@
 """sync_core.perceptual: offline LPIPS from torchvision-format backbone files (pure torch, no ComfyUI)."""
+
 import importlib.util
 from pathlib import Path
 
@@ -7,15 +8,22 @@ import pytest
 import torch
 import torchvision
 
-from sync_core.perceptual import (BACKBONE_FILES, LPIPSWeightsMissing, build_lpips, find_backbone_weights,
-                                  make_perceptual)
+from sync_core.perceptual import (
+    BACKBONE_FILES,
+    LPIPSWeightsMissing,
+    build_lpips,
+    find_backbone_weights,
+    make_perceptual,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LPIPS_PKG_WEIGHTS = Path(lpips.__file__).parent / "weights" / "v0.1"
 
 
 def _fixtures_module():
-    spec = importlib.util.spec_from_file_location("sdl3d_sync_fixtures", REPO / "tests" / "fixtures" / "sync_fixtures.py")
+    spec = importlib.util.spec_from_file_location(
+        "sdl3d_sync_fixtures", REPO / "tests" / "fixtures" / "sync_fixtures.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -35,10 +43,10 @@ def _oracle_lpips(net, backbone_sd, a, b):
         trunk, taps = torchvision.models.vgg16(weights=None).features, [3, 8, 15, 22, 29]
     else:
         trunk, taps = torchvision.models.alexnet(weights=None).features, [1, 4, 7, 9, 11]
-    trunk.load_state_dict({k[len("features."):]: v for k, v in backbone_sd.items() if k.startswith("features.")})
+    trunk.load_state_dict({k[len("features.") :]: v for k, v in backbone_sd.items() if k.startswith("features.")})
     heads = torch.load(LPIPS_PKG_WEIGHTS / f"{net}.pth", map_location="cpu", weights_only=True)
-    shift = torch.tensor([-.030, -.088, -.188])[None, :, None, None]
-    scale = torch.tensor([.458, .448, .450])[None, :, None, None]
+    shift = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
+    scale = torch.tensor([0.458, 0.448, 0.450])[None, :, None, None]
 
     def feats(x):
         x = (x - shift) / scale
@@ -65,7 +73,7 @@ def test_fixture_files_are_torchvision_format_and_deterministic(lpips_dir, tmp_p
     for net, name in BACKBONE_FILES.items():
         sd = torch.load(lpips_dir / name, map_location="cpu", weights_only=True)
         model = (torchvision.models.vgg16 if net == "vgg" else torchvision.models.alexnet)(weights=None)
-        model.features.load_state_dict({k[len("features."):]: v for k, v in sd.items()})  # strict: all keys match
+        model.features.load_state_dict({k[len("features.") :]: v for k, v in sd.items()})  # strict: all keys match
     mod.build_sync_fixtures(tmp_path)
     a = torch.load(tmp_path / "lpips" / BACKBONE_FILES["alex"], weights_only=True)
     mtime = (tmp_path / "lpips" / BACKBONE_FILES["alex"]).stat().st_mtime_ns
@@ -163,6 +171,5 @@ def test_prepared_anchor_features_and_checkpointed_lpips_equal_lpips_forward(lpi
 
     plain = grad_of(lambda x: model(x, stacked_anchor))
     ckpt = make_perceptual(model, checkpoint=True)
-    torch.testing.assert_close(grad_of(lambda x: ckpt.compare(x, ckpt.prepare(anchor))), plain, rtol=1e-4,
-                               atol=1e-8)
+    torch.testing.assert_close(grad_of(lambda x: ckpt.compare(x, ckpt.prepare(anchor))), plain, rtol=1e-4, atol=1e-8)
     assert plain.abs().max() > 0

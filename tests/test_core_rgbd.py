@@ -111,8 +111,9 @@ def test_png16_round_trip_every_code(tmp_path):
     np.testing.assert_array_equal(raw.astype(np.int64), codes.astype(np.int64))
     loaded = depth_png.load_depth_png(path)
     assert loaded.bits == 16
-    np.testing.assert_array_equal(np.round(loaded.depth.astype(np.float64) * 65535).astype(np.int64),
-                                  codes.astype(np.int64))
+    np.testing.assert_array_equal(
+        np.round(loaded.depth.astype(np.float64) * 65535).astype(np.int64), codes.astype(np.int64)
+    )
 
 
 def test_png_8bit_flagged_and_rgb_rejected(tmp_path):
@@ -142,8 +143,9 @@ def _pointwise_decode(z: torch.Tensor) -> torch.Tensor:
 def test_tiled_decode_reproduces_untiled_for_local_decoder(circular, shape, tile, overlap):
     z = torch.randn(2, 4, *shape, generator=torch.Generator().manual_seed(1))
     calls = []
-    out = tiling.decode_tiled(z, _pointwise_decode, tile, overlap, 8, circular_x=circular,
-                              progress=lambda d, t: calls.append((d, t)))
+    out = tiling.decode_tiled(
+        z, _pointwise_decode, tile, overlap, 8, circular_x=circular, progress=lambda d, t: calls.append((d, t))
+    )
     ref = _pointwise_decode(z)
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)

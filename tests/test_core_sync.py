@@ -5,8 +5,8 @@ import torch
 
 from sync_core.sync import SyncSchedule, sync_views
 
-
 # ----------------------------------------------------------------------------------------------- schedule
+
 
 @pytest.mark.parametrize("freq,steps", [(1, 50), (1, 10), (3, 40), (2, 5), (1, 0)])
 def test_schedule_equals_official_at_50_steps(freq, steps):
@@ -14,7 +14,7 @@ def test_schedule_equals_official_at_50_steps(freq, steps):
     for i in range(50):
         official_sync = ((i + 1) % freq == 0) and (i < steps)
         assert s.is_sync_step(i, 50) == official_sync
-        expected = 20.0 * 0.95 ** i if official_sync else 0.0
+        expected = 20.0 * 0.95**i if official_sync else 0.0
         assert s.weight_at(i, 50) == pytest.approx(expected, rel=1e-12)
 
 
@@ -22,7 +22,7 @@ def test_schedule_rescales_decay_to_reference_steps():
     s = SyncSchedule(weight=10.0, decay=0.9, steps=20, reference_steps=50)
     for i in range(20):
         assert s.weight_at(i, 20) == pytest.approx(10.0 * 0.9 ** (i * 2.5), rel=1e-12)
-    assert s.weight_at(19, 20) < 10.0 * 0.9 ** 19  # decays faster than the unscaled list
+    assert s.weight_at(19, 20) < 10.0 * 0.9**19  # decays faster than the unscaled list
     flat = SyncSchedule(weight=10.0, decay=0.9, steps=20, reference_steps=0)
     assert [flat.weight_at(i, 20) for i in range(3)] == pytest.approx([10.0, 9.0, 8.1])
     assert not s.is_sync_step(20, 20) and not s.is_sync_step(-1, 20)
@@ -30,14 +30,25 @@ def test_schedule_rescales_decay_to_reference_steps():
     assert SyncSchedule(freq=2, steps=7).sync_step_indices(50) == [1, 3, 5]
 
 
-@pytest.mark.parametrize("kwargs", [dict(weight=-1.0), dict(weight=float("nan")), dict(decay=0.0), dict(freq=0),
-                                    dict(steps=-1), dict(freq=1.5), dict(reference_steps=-3)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(weight=-1.0),
+        dict(weight=float("nan")),
+        dict(decay=0.0),
+        dict(freq=0),
+        dict(steps=-1),
+        dict(freq=1.5),
+        dict(reference_steps=-3),
+    ],
+)
 def test_schedule_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         SyncSchedule(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------ closed form
+
 
 def _linear_setup(dtype=torch.float64):
     g = torch.Generator().manual_seed(3)
@@ -65,16 +76,16 @@ def test_gradient_step_matches_hand_derived_linear_case():
     z_before = z.clone()
     out = sync_views(z, anchor, predict_x0, decode, perceptual, weight, view_batch_size=2, clamp_decoded=False)
     assert torch.equal(z, z_before)
-    # hand derivation: D_v = 0.5 + 0.1 M (a z_v + off_v); L = mean((2 D_v - 2 I)^2) per sample
-    # dL/dz_v = 8 / (3 h w) * 0.1 * a * M^T (D_v - I)
+    # hand derivation: D_v = 0.5 + 0.1 M (a z_v + off_v); L = mean((2 D_v - 2 D_a)^2) per sample
+    # dL/dz_v = 8 / (3 h w) * 0.1 * a * M^T (D_v - D_a)
     n = 3 * z.shape[-2] * z.shape[-1]
-    I = 0.5 + 0.1 * torch.einsum("oc,bchw->bohw", M, a * z[anchor] + off[anchor])
+    D_a = 0.5 + 0.1 * torch.einsum("oc,bchw->bohw", M, a * z[anchor] + off[anchor])
     for v in range(z.shape[0]):
         if v == anchor:
             assert torch.equal(out[v], z[v])
             continue
         D = 0.5 + 0.1 * torch.einsum("oc,bchw->bohw", M, a * z[v] + off[v])
-        grad = 8.0 / n * 0.1 * a * torch.einsum("oc,bohw->bchw", M, D - I)
+        grad = 8.0 / n * 0.1 * a * torch.einsum("oc,bohw->bchw", M, D - D_a)
         torch.testing.assert_close(out[v], z[v] - weight * grad, rtol=1e-10, atol=1e-12)
     assert (out - z).abs().max() > 1e-3  # the update is not a no-op
 
@@ -156,13 +167,16 @@ def test_errors():
 
 # ------------------------------------------------------------------------------- real LPIPS, batching
 
+
 @pytest.fixture(scope="module")
 def real_setup(lpips_dir):
     from sync_core.perceptual import build_lpips, make_perceptual
 
     torch.manual_seed(11)
     lp = build_lpips("vgg", search_dirs=[str(lpips_dir)])
-    unetish = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3, padding=1))
+    unetish = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3, padding=1)
+    )
     dec = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(4, 3, 3, padding=1))
     for m in (unetish, dec):
         m.requires_grad_(False)
@@ -186,8 +200,9 @@ def test_batched_views_equal_one_at_a_time_and_samples_independent(real_setup):
     assert torch.equal(one[2], z[2])
     assert (one - z).abs().max() > 1e-3
     for bs in (2, 4, 16):
-        torch.testing.assert_close(sync_views(z, 2, predict_x0, decode, perceptual, weight, view_batch_size=bs), one,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            sync_views(z, 2, predict_x0, decode, perceptual, weight, view_batch_size=bs), one, rtol=1e-4, atol=1e-5
+        )
     # sample 0 alone gives the same update (per-sample independence)
     alone = sync_views(z[:, :1].clone(), 2, predict_x0, decode, perceptual, weight, view_batch_size=3)
     torch.testing.assert_close(alone, one[:, :1], rtol=1e-4, atol=1e-5)
@@ -203,7 +218,7 @@ def test_real_lpips_matches_plain_autograd_loop(real_setup):
     with torch.no_grad():
         ref_img = decode(predict_x0(z[1:2], [1]).flatten(0, 1)).clamp(0, 1)
     for v in (0, 2):
-        zz = z[v:v + 1].clone().requires_grad_(True)
+        zz = z[v : v + 1].clone().requires_grad_(True)
         img = decode(predict_x0(zz, [v]).flatten(0, 1)).clamp(0, 1)
         loss = lp(img * 2 - 1, ref_img * 2 - 1)
         (grad,) = torch.autograd.grad(loss.sum(), zz)

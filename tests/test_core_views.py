@@ -1,13 +1,23 @@
 """sync_core.views: grids, crops, averaging (pure torch, no ComfyUI)."""
+
 import math
 import random
 
 import pytest
 import torch
-
-from sync_core.views import (View, add_view, anchor_index, average_views, build_view_grid, coverage_count,
-                             crop_view, crop_views, view_batches)
 from oracles.official_loop import get_views as official_get_views
+
+from sync_core.views import (
+    View,
+    add_view,
+    anchor_index,
+    average_views,
+    build_view_grid,
+    coverage_count,
+    crop_view,
+    crop_views,
+    view_batches,
+)
 
 
 def _views_as_tuples(views):
@@ -26,9 +36,16 @@ def _plain_coverage(views, h, w, circular):
     return torch.tensor(count, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("px_h,px_w,n_views,anchor_cols", [
-    (512, 1024, 5, None), (512, 2048, 13, (96, 160)), (512, 3072, 21, (160, 224)), (512, 4096, 29, None),
-    (1024, 2048, 65, None)])
+@pytest.mark.parametrize(
+    "px_h,px_w,n_views,anchor_cols",
+    [
+        (512, 1024, 5, None),
+        (512, 2048, 13, (96, 160)),
+        (512, 3072, 21, (160, 224)),
+        (512, 4096, 29, None),
+        (1024, 2048, 65, None),
+    ],
+)
 def test_official_counts_and_anchor(px_h, px_w, n_views, anchor_cols):
     views = build_view_grid(px_h // 8, px_w // 8, 64, 16)
     assert len(views) == n_views
@@ -178,10 +195,18 @@ def test_anchor_index():
             anchor_index(views, bad)
 
 
-@pytest.mark.parametrize("h,w,window,stride,circular,fragment", [
-    (8, 24, 8, 0, False, "positive"), (8, 24, 8, 9, False, "larger than the window"),
-    (8, 24, 16, 4, False, "larger than the latent height"), (8, 24, (8, 30), 4, True, "larger than the latent width"),
-    (8, 24, 8, -2, True, "positive"), (8, 24, (8, 8, 8), 4, False, "pair"), (8, 24, 8.0, 4, False, "integer")])
+@pytest.mark.parametrize(
+    "h,w,window,stride,circular,fragment",
+    [
+        (8, 24, 8, 0, False, "positive"),
+        (8, 24, 8, 9, False, "larger than the window"),
+        (8, 24, 16, 4, False, "larger than the latent height"),
+        (8, 24, (8, 30), 4, True, "larger than the latent width"),
+        (8, 24, 8, -2, True, "positive"),
+        (8, 24, (8, 8, 8), 4, False, "pair"),
+        (8, 24, 8.0, 4, False, "integer"),
+    ],
+)
 def test_grid_errors(h, w, window, stride, circular, fragment):
     with pytest.raises(ValueError, match=fragment):
         build_view_grid(h, w, window, stride, circular=circular)

@@ -25,8 +25,9 @@ def vae_module(pack):
 def fixture_vae(comfy, vae_module):
     import comfy.utils as comfy_utils
 
-    sd = comfy_utils.load_torch_file(str(comfy.models / "ldm3d" / "ldm3d" / "vae" /
-                                         "diffusion_pytorch_model.safetensors"), safe_load=True)
+    sd = comfy_utils.load_torch_file(
+        str(comfy.models / "ldm3d" / "ldm3d" / "vae" / "diffusion_pytorch_model.safetensors"), safe_load=True
+    )
     vae = vae_module.LDM3DVAE(sd, source="ldm3d fixture")
     assert vae.ldm3d_channels == 6
     return vae
@@ -38,8 +39,9 @@ def test_vae_override_has_comfys_private_signature(vae_module):
     base = inspect.signature(comfy.sd.VAE.decode_tiled_)
     ours = inspect.signature(vae_module.LDM3DVAE.decode_tiled_)
     assert list(base.parameters) == ["self", "samples", "tile_x", "tile_y", "overlap"]
-    assert [(p.name, p.default) for p in ours.parameters.values()] == \
-        [(p.name, p.default) for p in base.parameters.values()]
+    assert [(p.name, p.default) for p in ours.parameters.values()] == [
+        (p.name, p.default) for p in base.parameters.values()
+    ]
     assert list(inspect.signature(comfy.sd.VAE.decode).parameters)[:2] == ["self", "samples_in"]
 
 
@@ -80,13 +82,26 @@ def test_vae_decode_falls_back_to_our_tiled_decode_on_oom(fixture_vae, vae_modul
 
 FIXTURE_MODELS = ("ldm3d", "ldm3d-4c", "ldm3d-pano", "ldm3d-sr")
 # What ComfyUI's checkpoint detection reads from the weights (not the head count: the weights do not show it)
-ARCHITECTURE_KEYS = ("in_channels", "out_channels", "model_channels", "num_res_blocks", "channel_mult",
-                     "transformer_depth", "transformer_depth_output", "transformer_depth_middle", "context_dim",
-                     "use_linear_in_transformer", "adm_in_channels")
+ARCHITECTURE_KEYS = (
+    "in_channels",
+    "out_channels",
+    "model_channels",
+    "num_res_blocks",
+    "channel_mult",
+    "transformer_depth",
+    "transformer_depth_output",
+    "transformer_depth_middle",
+    "context_dim",
+    "use_linear_in_transformer",
+    "adm_in_channels",
+)
 # Intel's full-size SD1.x UNet levels (the fixtures keep everything else of the Intel configs but have one level)
-FULL_SIZE_LEVELS = {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
-                    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-                    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+FULL_SIZE_LEVELS = {
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +173,13 @@ def test_full_size_unet_config_is_comfys_own_where_it_knows_the_model(comfy, une
         assert not unet_module.same_unet_config(config, dict(from_json, num_heads=16))
 
 
-@pytest.mark.parametrize("change, key, expected", [
-    ({"num_class_embeds": 1000}, "num_classes", 1000),  # class labels: invisible to ComfyUI's detection
-    ({"attention_head_dim": 16}, "num_heads", 16),  # head count: not in the weights' shapes
-])
+@pytest.mark.parametrize(
+    "change, key, expected",
+    [
+        ({"num_class_embeds": 1000}, "num_classes", 1000),  # class labels: invisible to ComfyUI's detection
+        ({"attention_head_dim": 16}, "num_heads", 16),  # head count: not in the weights' shapes
+    ],
+)
 def test_config_json_wins_where_comfys_detection_cannot_see_it(comfy, unet_module, change, key, expected):
     import comfy.model_detection as detection
 

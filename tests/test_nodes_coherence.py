@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracles.coherence_metrics import plain_intra_lpips, plain_intra_style
 
 from comfy_harness import run_node_ui
-from oracles.coherence_metrics import plain_intra_lpips, plain_intra_style
 
 NODE_ID = "SDL3D_SyncDiffusionCoherence"
 
@@ -59,15 +59,28 @@ def test_node_schema_and_registration(pack, node):
     assert NODE_ID in {cls.GET_SCHEMA().node_id for cls in pack.node_classes}
 
 
-@pytest.mark.parametrize("name,shape,crop,match", [
-    ("image", (1, 30, 200, 3), 32, r"input 'image' = tensor\(1, 30, 200, 3\).*smaller than one 32x32 crop.*Fix: lower "
-                                   "crop_size to <= 30"),
-    ("image", (1, 32, 60, 3), 32, r"input 'image'.*holds only 1 non-overlapping 32x32 crop.*Fix: evaluate a "
-                                  "panorama at least 64 px"),
-    ("image", (1, 64, 64, 3), 32, r"input 'image'.*Intra-Style-L resizes the shorter side.*1 crop.*Fix: .*2:1"),
-    ("compare", (1, 32, 40, 3), 32, r"input 'compare'.*holds only 1"),
-    ("image", (1, 32, 96, 4), 32, r"input 'image'.*expected 3 channels"),
-])
+@pytest.mark.parametrize(
+    "name,shape,crop,match",
+    [
+        (
+            "image",
+            (1, 30, 200, 3),
+            32,
+            r"input 'image' = tensor\(1, 30, 200, 3\).*smaller than one 32x32 crop.*Fix: lower "
+            "crop_size to <= 30",
+        ),
+        (
+            "image",
+            (1, 32, 60, 3),
+            32,
+            r"input 'image'.*holds only 1 non-overlapping 32x32 crop.*Fix: evaluate a "
+            "panorama at least 64 px",
+        ),
+        ("image", (1, 64, 64, 3), 32, r"input 'image'.*Intra-Style-L resizes the shorter side.*1 crop.*Fix: .*2:1"),
+        ("compare", (1, 32, 40, 3), 32, r"input 'compare'.*holds only 1"),
+        ("image", (1, 32, 96, 4), 32, r"input 'image'.*expected 3 channels"),
+    ],
+)
 def test_bad_inputs_name_node_input_value_fix(node, name, shape, crop, match):
     from comfy_harness import run_node
 
@@ -83,12 +96,18 @@ def test_missing_vgg19_names_file_and_folder(node, comfy, tmp_path, monkeypatch)
     folder = tmp_path / "lpips"
     folder.mkdir()
     paths, exts = comfy.folder_paths.folder_names_and_paths["lpips"]
-    monkeypatch.setitem(comfy.folder_paths.folder_names_and_paths, "lpips", ([str(folder), *[
-        p for p in paths if "fixtures" not in p]], exts))
+    monkeypatch.setitem(
+        comfy.folder_paths.folder_names_and_paths,
+        "lpips",
+        ([str(folder), *[p for p in paths if "fixtures" not in p]], exts),
+    )
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     (folder / "vgg16-397923af.pth").symlink_to(comfy.models / "lpips" / "vgg16-397923af.pth")
-    with pytest.raises(ValueError, match=r"SyncDiffusion Coherence: Intra-Style-L needs .*vgg19-dcbb9e9d\.pth.*Fix: "
-                                         rf"put 'vgg19-dcbb9e9d\.pth' into {folder}"):
+    with pytest.raises(
+        ValueError,
+        match=r"SyncDiffusion Coherence: Intra-Style-L needs .*vgg19-dcbb9e9d\.pth.*Fix: "
+        rf"put 'vgg19-dcbb9e9d\.pth' into {folder}",
+    ):
         run_node_ui(node, image=torch.rand(1, 32, 96, 3), crop_size=32)
 
 

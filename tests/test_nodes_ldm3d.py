@@ -17,44 +17,10 @@ import torch
 from comfy_harness import run_api_graph, run_node, stock_node
 from workflow_overrides import shrink_workflow
 
-# |tiled - untiled| on [0,1] pixels for tile 256 px / overlap 128 px, random-weight fixture VAE (measured 0.014 / 0.080)
-TILED_MEAN_TOLERANCE, TILED_P99_TOLERANCE = 0.02, 0.1
-
-
-@pytest.fixture(scope="module")
-def ln(pack):
-    return pack.node_module("ldm3d_nodes")
-
-
-@pytest.fixture(scope="module")
-def codec(pack):
-    return pack.node_module("ldm3d_codec_nodes")
-
 
 @pytest.fixture(scope="module")
 def unet(pack):
     return pack.node_module("ldm3d_unet")
-
-
-@pytest.fixture(scope="module")
-def loaded(ln):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = run_node(ln.LDM3DLoader, model_name=name)
-        return cache[name]
-    return get
-
-
-def _diffusers_vae(comfy, name):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_pretrained(str(comfy.models / "ldm3d" / name / "vae")).float().eval()
-
-
-def _latent(shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def test_loader_lists_and_reads_channels_from_weights(ln, loaded):
@@ -111,8 +77,11 @@ def test_loader_errors(comfy, ln, tmp_path):
     paths = comfy.folder_paths.folder_names_and_paths["ldm3d"][0]
     paths.append(str(tmp_path))
     try:
-        with pytest.raises(ValueError, match=r"LDM3D Loader: input 'model_name' = 'ldm3d-broken'.*lacks the "
-                                             r"'vae/' component.*Fix:"):
+        with pytest.raises(
+            ValueError,
+            match=r"LDM3D Loader: input 'model_name' = 'ldm3d-broken'.*lacks the "
+            r"'vae/' component.*Fix:",
+        ):
             run_node(ln.LDM3DLoader, model_name="ldm3d-broken")
         with pytest.raises(ValueError, match=r"LDM3D Loader: input 'model_name' = 'nope'.*no LDM3D model"):
             run_node(ln.LDM3DLoader, model_name="nope")
@@ -124,15 +93,34 @@ def test_loader_errors(comfy, ln, tmp_path):
 
 def test_full_size_unet_config_matches_comfy_sd15_table(unet):
     """Intel/ldm3d's UNet config.json is SD1.x; the derived config must equal ComfyUI's own SD15 table."""
-    intel = {"attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
-             "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], "in_channels": 4,
-             "layers_per_block": 2, "out_channels": 4, "sample_size": 64,
-             "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "flip_sin_to_cos": True, "freq_shift": 0}
+    intel = {
+        "attention_head_dim": 8,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "cross_attention_dim": 768,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "in_channels": 4,
+        "layers_per_block": 2,
+        "out_channels": 4,
+        "sample_size": 64,
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+    }
     got = unet.unet_config_from_diffusers(intel)
-    sd15 = {"model_channels": 320, "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-            "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
-            "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-            "in_channels": 4, "out_channels": 4, "adm_in_channels": None}  # comfy/model_detection.py SD15 entry
+    sd15 = {
+        "model_channels": 320,
+        "num_res_blocks": [2, 2, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": False,
+        "context_dim": 768,
+        "num_heads": 8,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "in_channels": 4,
+        "out_channels": 4,
+        "adm_in_channels": None,
+    }  # comfy/model_detection.py SD15 entry
     assert {k: got[k] for k in sd15} == sd15
     with pytest.raises(unet.LDM3DLoadError, match="cross_attention_dim 1024"):
         unet.unet_config_from_diffusers(dict(intel, cross_attention_dim=1024))
@@ -140,110 +128,13 @@ def test_full_size_unet_config_matches_comfy_sd15_table(unet):
 
 def test_scheduler_config_is_read_and_unknown_refused(unet):
     settings, _, pred = unet.sampling_from_scheduler(
-        {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+        {"prediction_type": "v_prediction", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}
+    )
     assert pred == "v_prediction" and settings["beta_schedule"] == "sqrt_linear" and settings["linear_end"] == 0.02
     with pytest.raises(unet.LDM3DLoadError, match="prediction_type 'sample'"):
         unet.sampling_from_scheduler({"prediction_type": "sample"})
     with pytest.raises(unet.LDM3DLoadError, match="beta_schedule 'exotic'"):
         unet.sampling_from_scheduler({"beta_schedule": "exotic"})
-
-
-@pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])
-def test_decode_matches_diffusers_vae_and_ldm3d_formula(codec, comfy, ln, loaded, name):
-    vae = loaded(name)[2]
-    z = _latent((1, 4, 4, 8), seed=3)
-    samples = {"samples": z}
-    image, depth, preview = run_node(codec.LDM3DDecode, samples=samples, vae=vae)
-    assert torch.equal(samples["samples"], z) and list(samples) == ["samples"]
-    assert image.shape == (1, 32, 64, 3) and depth.shape == (1, 32, 64) and preview.shape == (1, 32, 64, 3)
-    with torch.no_grad():
-        x = _diffusers_vae(comfy, name).decode(z).sample  # raw decoder output, [-1, 1]-ish
-    c = (x * 0.5 + 0.5).clamp(0, 1)
-    assert torch.allclose(image, c[:, :3].permute(0, 2, 3, 1), atol=2e-4)
-    if name == "ldm3d-4c":
-        assert torch.allclose(depth, c[:, 3], atol=2e-4)
-    else:
-        code = 256 * torch.round(255 * c[:, 4]) + torch.round(255 * c[:, 5])
-        got = torch.round(depth.double() * 65535)
-        assert (got == code).float().mean() > 0.99  # a rounding boundary may flip between implementations
-        assert torch.equal(got, torch.round(got))  # depth is exactly code / 65535
-    assert torch.equal(preview[..., 1], depth)
-
-
-@pytest.mark.parametrize("name", ["ldm3d", "ldm3d-4c"])
-def test_encode_matches_diffusers_and_round_trips_shapes(codec, comfy, ln, loaded, name):
-    vae = loaded(name)[2]
-    g = torch.Generator().manual_seed(5)
-    image, depth = torch.rand(1, 32, 48, 3, generator=g), torch.rand(1, 32, 48, generator=g)
-    before = (image.clone(), depth.clone())
-    (latent,) = run_node(codec.LDM3DEncode, image=image, depth=depth, vae=vae)
-    assert torch.equal(image, before[0]) and torch.equal(depth, before[1])
-    assert latent["samples"].shape == (1, 4, 4, 6)
-    code = torch.round(depth * 65535)
-    if name == "ldm3d":
-        hi, lo = torch.div(code, 256, rounding_mode="floor") / 255, torch.remainder(code, 256) / 255
-        pixels = torch.stack([image[..., 0], image[..., 1], image[..., 2], hi, hi, lo], 1)
-    else:
-        pixels = torch.cat([image.permute(0, 3, 1, 2), depth[:, None]], 1)
-    with torch.no_grad():
-        oracle = _diffusers_vae(comfy, name).encode(pixels * 2 - 1).latent_dist.mode()
-    assert torch.allclose(latent["samples"], oracle, atol=1e-3)
-    image2, depth2, _ = run_node(codec.LDM3DDecode, samples=latent, vae=vae)
-    assert image2.shape == image.shape and depth2.shape == depth.shape
-
-
-def test_tiled_and_circular_decode(codec, ln, loaded):
-    """Tiled vs untiled on the random-weight fixture VAE (GroupNorm statistics are per tile, so tiles differ).
-
-    Measured (latent 8x40 -> 64x320 px, ldm3d-4c fixture): tile 256 px / overlap 128 px: mean |diff| 0.014,
-    99th percentile 0.080, max 0.27; tile 128 / overlap 64: mean 0.041; a tile covering the image: exactly 0.
-    """
-    vae = loaded("ldm3d-4c")[2]
-    z = _latent((1, 4, 8, 40), seed=7)
-    full = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae)
-    errors = {}
-    for tile, overlap in ((128, 64), (256, 128), (320, 64)):
-        tiled = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=tile, overlap=overlap)
-        diff = torch.cat([(full[0] - tiled[0]).abs().flatten(), (full[1] - tiled[1]).abs().flatten()])
-        errors[tile] = (diff.mean().item(), diff.quantile(0.99).item(), diff.max().item())
-        print(f"tile {tile} overlap {overlap}: mean {errors[tile][0]:.4f} p99 {errors[tile][1]:.4f} "
-              f"max {errors[tile][2]:.4f}")
-    assert errors[256][0] < TILED_MEAN_TOLERANCE and errors[256][1] < TILED_P99_TOLERANCE
-    assert errors[128][0] > errors[256][0] > errors[320][0] == 0.0  # larger tiles -> closer; one tile -> exact
-    circ = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, circular=True)
-    circ_tiled = run_node(codec.LDM3DDecode, samples={"samples": z}, vae=vae, tiled=True, tile_size=256, overlap=128,
-                          circular=True)
-    assert (circ[0] - circ_tiled[0]).abs().mean().item() < TILED_MEAN_TOLERANCE
-
-    # yaw equivariance: rolling the latent by k columns rolls the circular decode by 8k pixels; the plain decode
-    # is not equivariant at its borders (the old seam moves into the middle of the image).
-    k = 20
-    plain_rolled = run_node(codec.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae)
-    circ_rolled = run_node(codec.LDM3DDecode, samples={"samples": torch.roll(z, k, dims=3)}, vae=vae, circular=True)
-    seam = slice(8 * k - 16, 8 * k + 16)  # where the original image edges meet after the roll
-    plain_err = (plain_rolled[0] - torch.roll(full[0], 8 * k, dims=2))[:, :, seam].abs().mean().item()
-    circ_err = (circ_rolled[0] - torch.roll(circ[0], 8 * k, dims=2))[:, :, seam].abs().mean().item()
-    print(f"seam roll error: plain {plain_err:.4f} circular {circ_err:.4f}")
-    assert circ_err < 0.25 * plain_err
-
-
-def test_stock_nodes_work_with_loaded_model(codec, ln, loaded):
-    model, clip, vae, _ = loaded("ldm3d-4c")
-    (pos,) = run_node(stock_node("CLIPTextEncode"), text="a lighthouse, 360 view", clip=clip)
-    (neg,) = run_node(stock_node("CLIPTextEncode"), text="", clip=clip)
-    (empty,) = run_node(stock_node("EmptyLatentImage"), width=64, height=32, batch_size=1)
-    (latent,) = run_node(stock_node("KSampler"), model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler",
-                         scheduler="normal", positive=pos, negative=neg, latent_image=empty, denoise=1.0)
-    assert latent["samples"].shape == (1, 4, 4, 8) and torch.isfinite(latent["samples"]).all()
-    image, depth, _ = run_node(codec.LDM3DDecode, samples=latent, vae=vae)
-    assert image.shape == (1, 32, 64, 3) and depth.shape == (1, 32, 64)
-    (rgb,) = run_node(stock_node("VAEDecode"), samples=latent, vae=vae)  # stock decode: RGB part
-    assert torch.allclose(rgb, image, atol=1e-5)
-    with pytest.raises(ValueError, match="LDM3D Encode"):
-        run_node(stock_node("VAEEncode"), pixels=image, vae=vae)
-    (rgb_tiled,) = run_node(stock_node("VAEDecodeTiled"), samples=latent, vae=vae, tile_size=64, overlap=32,
-                            temporal_size=64, temporal_overlap=8)
-    assert rgb_tiled.shape == (1, 32, 64, 3)
 
 
 def test_unet_matches_diffusers_unet(comfy, loaded):
@@ -276,19 +167,58 @@ def test_sr_conditioning_composes_with_ksampler(ln, loaded):
     g = torch.Generator().manual_seed(2)
     image, depth = torch.rand(1, 16, 32, 3, generator=g), torch.rand(1, 16, 32, generator=g)
     pos_before = [[pos[0][0].clone(), dict(pos[0][1])]]
-    p2, n2, empty = run_node(ln.LDM3DUpscaleConditioning, positive=pos, negative=neg, vae=vae, image=image,
-                             depth=depth, width=64, height=32, noise_level=20)
+    p2, n2, empty = run_node(
+        ln.LDM3DUpscaleConditioning,
+        positive=pos,
+        negative=neg,
+        vae=vae,
+        image=image,
+        depth=depth,
+        width=64,
+        height=32,
+        noise_level=20,
+    )
     assert pos[0][1].keys() == pos_before[0][1].keys()  # input conditioning untouched
     assert empty["samples"].shape == (1, 4, 4, 8) and p2[0][1]["ldm3d_noise_level"] == 20
 
     def sample(p, n):
-        return run_node(stock_node("KSampler"), model=model, seed=3, steps=2, cfg=4.0, sampler_name="euler",
-                        scheduler="normal", positive=p, negative=n, latent_image=empty, denoise=1.0)[0]["samples"]
+        return run_node(
+            stock_node("KSampler"),
+            model=model,
+            seed=3,
+            steps=2,
+            cfg=4.0,
+            sampler_name="euler",
+            scheduler="normal",
+            positive=p,
+            negative=n,
+            latent_image=empty,
+            denoise=1.0,
+        )[0]["samples"]
+
     a = sample(p2, n2)
-    p3, n3, _ = run_node(ln.LDM3DUpscaleConditioning, positive=pos, negative=neg, vae=vae, image=1 - image,
-                         depth=depth, width=64, height=32, noise_level=20)
-    p4, n4, _ = run_node(ln.LDM3DUpscaleConditioning, positive=pos, negative=neg, vae=vae, image=image,
-                         depth=depth, width=64, height=32, noise_level=300)
+    p3, n3, _ = run_node(
+        ln.LDM3DUpscaleConditioning,
+        positive=pos,
+        negative=neg,
+        vae=vae,
+        image=1 - image,
+        depth=depth,
+        width=64,
+        height=32,
+        noise_level=20,
+    )
+    p4, n4, _ = run_node(
+        ln.LDM3DUpscaleConditioning,
+        positive=pos,
+        negative=neg,
+        vae=vae,
+        image=image,
+        depth=depth,
+        width=64,
+        height=32,
+        noise_level=300,
+    )
     assert torch.isfinite(a).all()
     assert not torch.allclose(a, sample(p3, n3), atol=1e-4)  # the low-res image reaches the UNet
     assert not torch.allclose(a, sample(p4, n4), atol=1e-4)  # so does the noise level (class label)
@@ -296,36 +226,19 @@ def test_sr_conditioning_composes_with_ksampler(ln, loaded):
         sample(pos, neg)
     p5, n5 = ([[c[0], {**c[1], "ldm3d_noise_level": 1000}] for c in conds] for conds in (p2, n2))  # hand-built
     with pytest.raises(Exception, match="noise_level 1000 is outside"):
-        run_node(stock_node("KSampler"), model=model, seed=3, steps=1, cfg=4.0, sampler_name="euler",
-                 scheduler="normal", positive=p5, negative=n5, latent_image=empty, denoise=1.0)
-
-
-def test_bad_inputs_raise_clear_errors(codec, ln, loaded):
-    vae = loaded("ldm3d-4c")[2]
-    ckpt = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name="sdl3d_tiny_sd15.safetensors")
-    z = {"samples": torch.zeros(1, 4, 4, 4)}
-    with pytest.raises(ValueError, match=r"LDM3D Decode: input 'vae'.*not a 4- or 6-channel LDM3D VAE.*Fix:"):
-        run_node(codec.LDM3DDecode, samples=z, vae=ckpt[2])
-    bad = torch.zeros(1, 4, 4, 4)
-    bad[0, 0, 0, 0] = float("nan")
-    nan_latent = {"samples": bad}
-    with pytest.raises(ValueError, match=r"LDM3D Decode: input 'samples'.*NaN/inf.*Fix:"):
-        run_node(codec.LDM3DDecode, samples=nan_latent, vae=vae)
-    assert torch.isnan(nan_latent["samples"][0, 0, 0, 0])
-    with pytest.raises(ValueError, match=r"LDM3D Decode: input 'overlap'"):
-        run_node(codec.LDM3DDecode, samples=z, vae=vae, tiled=True, tile_size=64, overlap=64)
-    image, depth = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 40)
-    with pytest.raises(ValueError, match=r"LDM3D Encode: input 'depth'.*differs.*Fix:"):
-        run_node(codec.LDM3DEncode, image=image, depth=depth, vae=vae)
-    inf_depth = torch.rand(1, 32, 32)
-    inf_depth[0, 3, 3] = float("inf")
-    with pytest.raises(ValueError, match=r"LDM3D Encode: input 'depth'.*NaN/inf"):
-        run_node(codec.LDM3DEncode, image=image, depth=inf_depth, vae=vae)
-    with pytest.raises(ValueError, match=r"LDM3D Encode: input 'vae'"):
-        run_node(codec.LDM3DEncode, image=image, depth=inf_depth, vae=ckpt[2])
-    with pytest.raises(ValueError, match=r"LDM3D Upscale Conditioning \(ldm3d-sr\): input 'vae'.*4-channel"):
-        run_node(ln.LDM3DUpscaleConditioning, positive=[], negative=[], vae=loaded("ldm3d")[2], image=image,
-                 depth=torch.rand(1, 32, 32), width=64, height=64, noise_level=20)
+        run_node(
+            stock_node("KSampler"),
+            model=model,
+            seed=3,
+            steps=1,
+            cfg=4.0,
+            sampler_name="euler",
+            scheduler="normal",
+            positive=p5,
+            negative=n5,
+            latent_image=empty,
+            denoise=1.0,
+        )
 
 
 @pytest.mark.parametrize("workflow", ["ldm3d_txt2rgbd.api.json", "ldm3d_pano_rgbd.api.json"])

@@ -17,14 +17,41 @@ from workflow_overrides import shrink_workflow
 H, W = 16, 32
 
 STEREO_DEFAULTS = dict(
-    ipd_m=0.064, depth_mode="inverse", near_m=1.0, far_m=20.0, invert_depth=False, metric_scale_m=10.0,
-    sphere_radius_m=6.0, displacement_m=4.0, convergence_m=0.0, pole_fade_from_deg=60.0, pole_fade_to_deg=75.0,
-    horizontal_only=False, warp="forward", fill="background", crack_px=2, edge_ratio_tau=0.05, supersample=1,
-    layout="top_bottom", swap_eyes=False)
+    ipd_m=0.064,
+    depth_mode="inverse",
+    near_m=1.0,
+    far_m=20.0,
+    invert_depth=False,
+    metric_scale_m=10.0,
+    sphere_radius_m=6.0,
+    displacement_m=4.0,
+    convergence_m=0.0,
+    pole_fade_from_deg=60.0,
+    pole_fade_to_deg=75.0,
+    horizontal_only=False,
+    warp="forward",
+    fill="background",
+    crack_px=2,
+    edge_ratio_tau=0.05,
+    supersample=1,
+    layout="top_bottom",
+    swap_eyes=False,
+)
 MESH_DEFAULTS = dict(
-    format="glb", mesh_width=16, mesh_height=8, depth_mode="sphere_displace", near_m=1.0, far_m=20.0,
-    invert_depth=False, metric_scale_m=10.0, sphere_radius_m=6.0, displacement_m=4.0, cull_edges=False,
-    edge_ratio_tau=0.2, filename_prefix="sdl3d_test_mesh/sphere")
+    format="glb",
+    mesh_width=16,
+    mesh_height=8,
+    depth_mode="sphere_displace",
+    near_m=1.0,
+    far_m=20.0,
+    invert_depth=False,
+    metric_scale_m=10.0,
+    sphere_radius_m=6.0,
+    displacement_m=4.0,
+    cull_edges=False,
+    edge_ratio_tau=0.2,
+    filename_prefix="sdl3d_test_mesh/sphere",
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +127,21 @@ def test_zero_ipd_identity_and_constant_depth(sn):
     assert back[3].sum() == 0 and back[1].shape == image.shape
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(depth=torch.rand(1, H, W + 2)), "depth"),
-    (dict(image=torch.rand(1, H, H, 3), depth=torch.rand(1, H, H)), "2:1"),
-    (dict(depth=torch.full((1, H, W), float("nan"))), "NaN"),
-    (dict(depth=torch.full((1, H, W), float("inf"))), "NaN/inf"),
-    (dict(ipd_m=-0.01), "ipd_m"),
-    (dict(near_m=5.0, far_m=2.0), "far_m"),
-    (dict(depth_mode="linear", far_m=0.0), "far_m"),
-    (dict(depth_mode="sphere_displace", displacement_m=7.0), "displacement_m"),
-    (dict(pole_fade_from_deg=80.0), "pole_fade_to_deg"),
-    (dict(depth=torch.rand(3, H, W), image=torch.rand(2, H, W, 3)), "batch"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(depth=torch.rand(1, H, W + 2)), "depth"),
+        (dict(image=torch.rand(1, H, H, 3), depth=torch.rand(1, H, H)), "2:1"),
+        (dict(depth=torch.full((1, H, W), float("nan"))), "NaN"),
+        (dict(depth=torch.full((1, H, W), float("inf"))), "NaN/inf"),
+        (dict(ipd_m=-0.01), "ipd_m"),
+        (dict(near_m=5.0, far_m=2.0), "far_m"),
+        (dict(depth_mode="linear", far_m=0.0), "far_m"),
+        (dict(depth_mode="sphere_displace", displacement_m=7.0), "displacement_m"),
+        (dict(pole_fade_from_deg=80.0), "pole_fade_to_deg"),
+        (dict(depth=torch.rand(3, H, W), image=torch.rand(2, H, W, 3)), "batch"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(sn, change, match):
     image, depth = _inputs(b=1)
     args = {"image": image, "depth": depth, **STEREO_DEFAULTS, **change}
@@ -154,7 +184,7 @@ def _glb_doc(path):
     magic, version, total = struct.unpack_from("<III", data, 0)
     assert (magic, version, total) == (0x46546C67, 2, len(data))
     jlen, _ = struct.unpack_from("<II", data, 12)
-    return json.loads(data[20:20 + jlen])
+    return json.loads(data[20 : 20 + jlen])
 
 
 def test_mesh_node_writes_formats_under_output(comfy, mn):
@@ -191,8 +221,7 @@ def test_mesh_prefix_escaping_output_is_refused(comfy, mn, prefix):
 def test_mesh_bad_inputs(mn):
     image, depth = _inputs(b=1)
     with pytest.raises(ValueError, match="finite far"):
-        run_node(mn.SaveDepthMesh, image=image, depth=depth, **{**MESH_DEFAULTS, "depth_mode": "inverse",
-                                                                 "far_m": 0.0})
+        run_node(mn.SaveDepthMesh, image=image, depth=depth, **{**MESH_DEFAULTS, "depth_mode": "inverse", "far_m": 0.0})
     with pytest.raises(ValueError, match="2:1"):
         run_node(mn.SaveDepthMesh, image=image[:, :, :H], depth=depth[:, :, :H], **MESH_DEFAULTS)
     assert math.isfinite(MESH_DEFAULTS["far_m"])
@@ -221,13 +250,18 @@ def test_shipped_workflows_execute_in_process(comfy, pack, name):
 def test_mesh_single_formats_and_save_input_unchanged(so, comfy, mn, sn):
     image, depth = _inputs(b=1)
     out = comfy.folder_paths.get_output_directory()
-    (ply,), _ = run_node_ui(mn.SaveDepthMesh, image=image, depth=depth,
-                            **{**MESH_DEFAULTS, "format": "ply", "filename_prefix": "sdl3d_test_mesh/only_ply"})
+    (ply,), _ = run_node_ui(
+        mn.SaveDepthMesh,
+        image=image,
+        depth=depth,
+        **{**MESH_DEFAULTS, "format": "ply", "filename_prefix": "sdl3d_test_mesh/only_ply"},
+    )
     assert ply.endswith(".ply") and os.path.isfile(os.path.join(out, ply[:-4] + ".png"))
     head = open(os.path.join(out, ply), "rb").read(400)
     assert b"element vertex 136" in head and b"TextureFile" in head
-    (obj,), _ = run_node_ui(mn.SaveDepthMesh, image=image, depth=depth,
-                            **{**MESH_DEFAULTS, "format": "obj", "cull_edges": True})
+    (obj,), _ = run_node_ui(
+        mn.SaveDepthMesh, image=image, depth=depth, **{**MESH_DEFAULTS, "format": "obj", "cull_edges": True}
+    )
     assert obj.endswith(".obj") and os.path.isfile(os.path.join(out, obj[:-4] + ".mtl"))
     stereo = torch.rand(1, 2 * H, W, 3)
     before = stereo.clone()

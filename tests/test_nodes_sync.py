@@ -10,78 +10,22 @@ import copy
 
 import pytest
 import torch
-
-from comfy_harness import run_node, stock_node
+from model_fixtures import cfg_eps, empty_latent, rel_err, stock_ksampler, sync_ksampler
 from oracles.official_loop import official_sample
 
-CKPT = "sdl3d_tiny_sd15.safetensors"
-KSAMPLER_ID = "SDL3D_SyncDiffusionKSampler"
+from comfy_harness import run_node, stock_node
 
 
-@pytest.fixture(scope="module")
-def sd(comfy):
-    model, clip, vae = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name=CKPT)
-    (positive,) = run_node(stock_node("CLIPTextEncode"), clip=clip, text="a wide mountain landscape")
-    (negative,) = run_node(stock_node("CLIPTextEncode"), clip=clip, text="")
-    return dict(model=model, clip=clip, vae=vae, positive=positive, negative=negative)
-
-
-@pytest.fixture(scope="module")
-def lpips_alex(pack, comfy):
-    return pack.nodes.sync_nodes.load_lpips("test", "alex")
-
-
-@pytest.fixture(scope="module")
-def plain(comfy):
-    """The fixture's raw modules loaded outside inference mode (for oracles that need autograd)."""
-    import comfy.sd
-    import folder_paths
-
-    path = folder_paths.get_full_path_or_raise("checkpoints", CKPT)
-    model, _clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=False)
-    return dict(unet=model.model.diffusion_model, model_sampling=model.model.model_sampling,
-                decoder=vae.first_stage_model, scale=model.model.latent_format.scale_factor)
-
-
-def empty_latent(h, w, batch=1):
-    return {"samples": torch.zeros(batch, 4, h, w)}
-
-
-def sync_ksampler(pack, sd, lat, **overrides):
-    params = dict(model=sd["model"], positive=sd["positive"], negative=sd["negative"], latent_image=lat, vae=sd["vae"],
-                  seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0, window=64,
-                  stride=32, sync_weight=0.0, sync_decay=0.95, sync_freq=1, sync_steps=10, anchor="middle",
-                  circular=False, view_batch_size=1)
-    params.update(overrides)
-    return run_node(pack.by_id[KSAMPLER_ID], **params)[0]["samples"]
-
-
-def stock_ksampler(sd, lat, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0):
-    return run_node(stock_node("KSampler"), model=sd["model"], positive=sd["positive"], negative=sd["negative"],
-                    latent_image=lat, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
-                    scheduler=scheduler, denoise=denoise)[0]["samples"]
-
-
-def cfg_eps(plain, sd, cfg):
-    cond, uncond = sd["positive"][0][0].clone(), sd["negative"][0][0].clone()
-
-    def eps_fn(z, t):
-        n = z.shape[0]
-        out = plain["unet"](torch.cat([z, z]), torch.full((2 * n,), float(t)),
-                            context=torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)]))
-        e_u, e_c = out.chunk(2)
-        return e_u + cfg * (e_c - e_u)
-
-    return eps_fn
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-@pytest.mark.parametrize("sampler_name,scheduler", [("euler", "normal"), ("dpmpp_2m", "karras"),
-                                                    ("euler_ancestral", "simple"), ("dpmpp_sde", "normal"),
-                                                    ("uni_pc", "ddim_uniform")])
+@pytest.mark.parametrize(
+    "sampler_name,scheduler",
+    [
+        ("euler", "normal"),
+        ("dpmpp_2m", "karras"),
+        ("euler_ancestral", "simple"),
+        ("dpmpp_sde", "normal"),
+        ("uni_pc", "ddim_uniform"),
+    ],
+)
 def test_one_full_view_without_sync_equals_stock_ksampler(pack, sd, sampler_name, scheduler):
     lat = empty_latent(8, 8)
     ours = sync_ksampler(pack, sd, lat, window=64, stride=64, sampler_name=sampler_name, scheduler=scheduler)
@@ -107,7 +51,7 @@ def test_many_views_without_sync_equal_a_plain_multidiffusion_euler_loop(pack, s
             value, count = torch.zeros_like(x), torch.zeros_like(x)
             for h0, h1, w0, w1 in views:
                 xv = x[..., h0:h1, w0:w1]
-                denoised = xv - s * eps_fn(xv / (1 + s ** 2) ** 0.5, ms.timestep(s))
+                denoised = xv - s * eps_fn(xv / (1 + s**2) ** 0.5, ms.timestep(s))
                 value[..., h0:h1, w0:w1] += denoised
                 count[..., h0:h1, w0:w1] += 1
             denoised = value / count
@@ -116,38 +60,61 @@ def test_many_views_without_sync_equal_a_plain_multidiffusion_euler_loop(pack, s
     assert rel_err(ours, expected) < 1e-5
 
 
-@pytest.fixture(scope="module")
-def smooth_vae(pack, comfy):
-    """A decoder without ReLU kinks (the LDM3D-4c AutoencoderKL fixture: SiLU + GroupNorm; its first three
-    channels are RGB). The random TAESD (ReLUs, most pixels clamped) makes the LPIPS gradient jump by ~4% under a
-    1e-6 input change, which would make a 1e-4 comparison meaningless; this one moves it by ~1e-5."""
-    return pack.by_id["SDL3D_LDM3DLoader"].execute(model_name="ldm3d-4c").result[2]
-
-
 def test_sync_matches_the_official_ddim_loop(pack, sd, plain, lpips_alex, smooth_vae, comfy):
     """w > 0, euler + ddim_uniform == the official per-view DDIM loop (diffusers DDIMScheduler) within 1e-4."""
     import comfy.sample
     from diffusers import DDIMScheduler
 
     lat, cfg, steps, weight, decay, sync_steps = empty_latent(8, 24), 5.0, 4, 1000.0, 0.9, 2
-    ours = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=steps, cfg=cfg, scheduler="ddim_uniform",
-                         sync_weight=weight, sync_decay=decay, sync_steps=sync_steps, lpips=lpips_alex, vae=smooth_vae)
+    ours = sync_ksampler(
+        pack,
+        sd,
+        lat,
+        window=64,
+        stride=32,
+        steps=steps,
+        cfg=cfg,
+        scheduler="ddim_uniform",
+        sync_weight=weight,
+        sync_decay=decay,
+        sync_steps=sync_steps,
+        lpips=lpips_alex,
+        vae=smooth_vae,
+    )
     ours_w0 = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=steps, cfg=cfg, scheduler="ddim_uniform")
 
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True,
-                              steps_offset=1, prediction_type="epsilon")
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
     ms = plain["model_sampling"]
     scheduler.set_timesteps(steps)
     sigma0 = ms.sigma(scheduler.timesteps[:1].float())[0]
     # ComfyUI scales the initial noise by sigma(t0) (not max_denoise) and ends at sigma = 0 (alpha_prev = 1 above).
-    start = comfy.sample.prepare_noise(lat["samples"], 3) * sigma0 / (1 + sigma0 ** 2) ** 0.5
+    start = comfy.sample.prepare_noise(lat["samples"], 3) * sigma0 / (1 + sigma0**2) ** 0.5
     decoder = smooth_vae.first_stage_model
     decode = lambda z: ((decoder.decode(z / plain["scale"])[:, :3] + 1) / 2).clamp(0, 1)  # noqa: E731
     model = lpips_alex.model
-    oracle = official_sample(cfg_eps(plain, sd, cfg), decode, lambda a, b: model(a, b), scheduler, start, steps,
-                             window=8, stride=4, sync_weight=weight, sync_decay_rate=decay ** (50 / steps),
-                             sync_freq=1, sync_thres=sync_steps)
+    oracle = official_sample(
+        cfg_eps(plain, sd, cfg),
+        decode,
+        lambda a, b: model(a, b),
+        scheduler,
+        start,
+        steps,
+        window=8,
+        stride=4,
+        sync_weight=weight,
+        sync_decay_rate=decay ** (50 / steps),
+        sync_freq=1,
+        sync_thres=sync_steps,
+    )
     expected = oracle / plain["scale"]
     assert rel_err(ours, expected) < 1e-4
     assert rel_err(ours_w0, expected) > 1e-2, "the sync must move the result >= 100x the tolerance"
@@ -170,8 +137,9 @@ def test_circular_views_commute_with_rolls_by_the_stride(pack, sd, comfy):
 
     base, rolled = run(noise), run(torch.roll(noise, 8, dims=-1))
     assert torch.allclose(torch.roll(base, 8, dims=-1), rolled, atol=1e-5)
-    plain_views = node.SyncDiffusionSampler("euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle",
-                                                                    False, 1), sd["vae"], None)
+    plain_views = node.SyncDiffusionSampler(
+        "euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", False, 1), sd["vae"], None
+    )
     with torch.inference_mode():
         flat = comfy.sample.sample_custom(model, noise, 5.0, plain_views, sigmas, sd["positive"], sd["negative"], lat)
     assert not torch.allclose(flat, base, atol=1e-4), "circular must differ from the non-wrapping grid"
@@ -206,8 +174,18 @@ def test_every_comfyui_sampler_syncs_and_equals_stock_multidiffusion_without_syn
     for name in comfy.samplers.KSampler.SAMPLERS:
         w0 = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=steps, sampler_name=name)
         stock = stock_ksampler(reference, lat, steps=steps, sampler_name=name)
-        synced = sync_ksampler(pack, sd, lat, window=64, stride=32, steps=steps, sampler_name=name, sync_weight=50.0,
-                               sync_steps=2, lpips=lpips_alex)
+        synced = sync_ksampler(
+            pack,
+            sd,
+            lat,
+            window=64,
+            stride=32,
+            steps=steps,
+            sampler_name=name,
+            sync_weight=50.0,
+            sync_steps=2,
+            lpips=lpips_alex,
+        )
         assert synced.shape == (1, 4, 8, 12) and torch.isfinite(synced).all(), name
         assert rel_err(w0, stock) < 1e-5, f"{name}: w = 0 differs from stock MultiDiffusion"
         assert rel_err(synced, w0) > 1e-3, f"{name}: sync did not move the result"
@@ -216,21 +194,41 @@ def test_every_comfyui_sampler_syncs_and_equals_stock_multidiffusion_without_syn
 def test_batch_and_img2img_and_view_batching(pack, sd, lpips_alex):
     lat = {"samples": torch.randn(2, 4, 8, 16, generator=torch.Generator().manual_seed(1))}
     one = sync_ksampler(pack, sd, lat, denoise=0.6, sync_weight=500.0, sync_steps=2, lpips=lpips_alex)
-    batched = sync_ksampler(pack, sd, lat, denoise=0.6, sync_weight=500.0, sync_steps=2, lpips=lpips_alex,
-                            view_batch_size=3)
+    batched = sync_ksampler(
+        pack, sd, lat, denoise=0.6, sync_weight=500.0, sync_steps=2, lpips=lpips_alex, view_batch_size=3
+    )
     assert one.shape == (2, 4, 8, 16) and torch.allclose(one, batched, atol=1e-4)
 
 
 def test_sampler_node_composes_with_sampler_custom_advanced(pack, sd, lpips_alex):
-    (sampler,) = run_node(pack.by_id["SDL3D_SyncDiffusionSampler"], vae=sd["vae"], window=64, stride=32,
-                          sync_weight=200.0, sync_decay=0.95, sync_freq=1, sync_steps=2, anchor="first",
-                          circular=True, view_batch_size=2, sampler_name="dpmpp_2m", lpips=lpips_alex)
-    (guider,) = run_node(stock_node("CFGGuider"), model=sd["model"], positive=sd["positive"],
-                         negative=sd["negative"], cfg=4.0)
+    (sampler,) = run_node(
+        pack.by_id["SDL3D_SyncDiffusionSampler"],
+        vae=sd["vae"],
+        window=64,
+        stride=32,
+        sync_weight=200.0,
+        sync_decay=0.95,
+        sync_freq=1,
+        sync_steps=2,
+        anchor="first",
+        circular=True,
+        view_batch_size=2,
+        sampler_name="dpmpp_2m",
+        lpips=lpips_alex,
+    )
+    (guider,) = run_node(
+        stock_node("CFGGuider"), model=sd["model"], positive=sd["positive"], negative=sd["negative"], cfg=4.0
+    )
     (sigmas,) = run_node(stock_node("BasicScheduler"), model=sd["model"], scheduler="karras", steps=3, denoise=1.0)
     (noise,) = run_node(stock_node("RandomNoise"), noise_seed=7)
-    out, denoised = run_node(stock_node("SamplerCustomAdvanced"), noise=noise, guider=guider, sampler=sampler,
-                             sigmas=sigmas, latent_image=empty_latent(8, 16))
+    out, denoised = run_node(
+        stock_node("SamplerCustomAdvanced"),
+        noise=noise,
+        guider=guider,
+        sampler=sampler,
+        sigmas=sigmas,
+        latent_image=empty_latent(8, 16),
+    )
     assert out["samples"].shape == (1, 4, 8, 16) and torch.isfinite(out["samples"]).all()
 
 
@@ -262,12 +260,15 @@ def test_interrupted_run_leaves_the_model_as_it_was(pack, sd, lpips_alex):
     assert torch.equal(stock_ksampler(sd, lat, seed=12), before)
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (dict(window_height=64, stride_height=128), "input 'stride_height' = 128"),
-    (dict(stride=0), "input 'stride' = 0"),
-    (dict(stride=96), "input 'stride' = 96"),
-    (dict(window=60), "input 'window' = 60"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (dict(window_height=64, stride_height=128), "input 'stride_height' = 128"),
+        (dict(stride=0), "input 'stride' = 0"),
+        (dict(stride=96), "input 'stride' = 96"),
+        (dict(window=60), "input 'window' = 60"),
+    ],
+)
 def test_bad_geometry_is_refused_with_a_clear_error(pack, sd, overrides, needle):
     with pytest.raises(ValueError) as err:
         sync_ksampler(pack, sd, empty_latent(8, 16), **overrides)
@@ -303,9 +304,19 @@ def test_v_prediction_models_sync_and_match_stock_without_sync(pack, sd, lpips_a
     v_sd = {**sd, "model": v_model}
     square = empty_latent(8, 8)
     ours = sync_ksampler(pack, v_sd, square, window=64, stride=64)
-    stock = run_node(stock_node("KSampler"), model=v_model, positive=sd["positive"], negative=sd["negative"],
-                     latent_image=square, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal",
-                     denoise=1.0)[0]["samples"]
+    stock = run_node(
+        stock_node("KSampler"),
+        model=v_model,
+        positive=sd["positive"],
+        negative=sd["negative"],
+        latent_image=square,
+        seed=3,
+        steps=3,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )[0]["samples"]
     assert torch.allclose(ours, stock, atol=1e-6) and not torch.allclose(stock, stock_ksampler(sd, square), atol=1e-3)
     synced = sync_ksampler(pack, v_sd, empty_latent(8, 16), sync_weight=500.0, sync_steps=2, lpips=lpips_alex)
     plain = sync_ksampler(pack, v_sd, empty_latent(8, 16))
@@ -320,9 +331,19 @@ def test_flow_matching_sampling_runs_and_matches_stock_without_sync(pack, sd, lp
     flow_sd = {**sd, "model": flow_model}
     square = empty_latent(8, 8)
     ours = sync_ksampler(pack, flow_sd, square, window=64, stride=64)
-    stock = run_node(stock_node("KSampler"), model=flow_model, positive=sd["positive"], negative=sd["negative"],
-                     latent_image=square, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal",
-                     denoise=1.0)[0]["samples"]
+    stock = run_node(
+        stock_node("KSampler"),
+        model=flow_model,
+        positive=sd["positive"],
+        negative=sd["negative"],
+        latent_image=square,
+        seed=3,
+        steps=3,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )[0]["samples"]
     assert torch.allclose(ours, stock, atol=1e-6) and not torch.allclose(stock, stock_ksampler(sd, square), atol=1e-3)
     synced = sync_ksampler(pack, flow_sd, empty_latent(8, 16), sync_weight=500.0, sync_steps=2, lpips=lpips_alex)
     plain = sync_ksampler(pack, flow_sd, empty_latent(8, 16))

@@ -3,30 +3,10 @@ architecture, loaded by the stock ControlNetLoader)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
+from model_fixtures import empty_latent, stock_ksampler, sync_ksampler
 
 from comfy_harness import run_node, stock_node
-from test_nodes_sync import empty_latent, lpips_alex, sd, stock_ksampler, sync_ksampler  # noqa: F401
-
-CONTROLNET = "sdl3d_tiny_controlnet.safetensors"
-
-
-@pytest.fixture(scope="module")
-def hint():
-    """A 64x192 px hint whose every column is different (a horizontal ramp per channel)."""
-    ramp = torch.linspace(0, 1, 192)
-    return torch.stack([ramp.expand(64, 192), ramp.flip(0).expand(64, 192), (ramp * 7 % 1).expand(64, 192)],
-                       dim=-1).unsqueeze(0)
-
-
-@pytest.fixture(scope="module")
-def controlled(sd, hint):
-    (control,) = run_node(stock_node("ControlNetLoader"), control_net_name=CONTROLNET)
-    positive, negative = run_node(stock_node("ControlNetApplyAdvanced"), positive=sd["positive"],
-                                  negative=sd["negative"], control_net=control, image=hint, strength=1.0,
-                                  start_percent=0.0, end_percent=1.0)
-    return positive, negative
 
 
 def test_each_view_gets_its_crop_of_the_canvas_hint_not_the_whole_hint_squashed(pack, controlled, hint, sd):
@@ -42,7 +22,7 @@ def test_each_view_gets_its_crop_of_the_canvas_hint_not_the_whole_hint_squashed(
     for index, view in enumerate(views):
         copy = tiler._control_for_view(control, index)
         cols = [(c % 24) for c in range(view.left, view.left + view.width)]
-        expected = torch.cat([canvas[..., c * 8:(c + 1) * 8] for c in cols], dim=-1)
+        expected = torch.cat([canvas[..., c * 8 : (c + 1) * 8] for c in cols], dim=-1)
         assert copy is not control and copy.cond_hint_original.shape == (1, 3, 64, 64)
         assert torch.allclose(copy.cond_hint_original, expected), f"view {index}"
         assert tiler._control_for_view(control, index) is copy  # cached per view
@@ -54,13 +34,29 @@ def test_controlnet_single_full_view_equals_stock_and_synced_panorama_runs(pack,
     positive, negative = controlled
     square = empty_latent(8, 8)
     ours = sync_ksampler(pack, {**sd, "positive": positive, "negative": negative}, square, window=64, stride=64)
-    stock = run_node(stock_node("KSampler"), model=sd["model"], positive=positive, negative=negative,
-                     latent_image=square, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal",
-                     denoise=1.0)[0]["samples"]
+    stock = run_node(
+        stock_node("KSampler"),
+        model=sd["model"],
+        positive=positive,
+        negative=negative,
+        latent_image=square,
+        seed=3,
+        steps=3,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )[0]["samples"]
     without = stock_ksampler(sd, square)
     assert torch.allclose(ours, stock, atol=1e-6) and not torch.allclose(stock, without, atol=1e-3)
-    wide = sync_ksampler(pack, {**sd, "positive": positive, "negative": negative}, empty_latent(8, 24),
-                         sync_weight=200.0, sync_steps=2, lpips=lpips_alex)
+    wide = sync_ksampler(
+        pack,
+        {**sd, "positive": positive, "negative": negative},
+        empty_latent(8, 24),
+        sync_weight=200.0,
+        sync_steps=2,
+        lpips=lpips_alex,
+    )
     assert wide.shape == (1, 4, 8, 24) and torch.isfinite(wide).all()
 
 
@@ -79,8 +75,9 @@ def test_area_conditioning_is_intersected_with_each_view(pack, sd):
         else:
             first = [c for c in range(view.left, view.left + view.width)].index(inside[0])
             assert got == (8, len(inside), 0, first), view
-    (boxed,) = run_node(stock_node("ConditioningSetArea"), conditioning=sd["positive"], width=48, height=64, x=80,
-                        y=0, strength=1.0)
+    (boxed,) = run_node(
+        stock_node("ConditioningSetArea"), conditioning=sd["positive"], width=48, height=64, x=80, y=0, strength=1.0
+    )
     (combined,) = run_node(stock_node("ConditioningCombine"), conditioning_1=sd["positive"], conditioning_2=boxed)
     out = sync_ksampler(pack, {**sd, "positive": combined}, empty_latent(8, 24), view_batch_size=4)
     plain = sync_ksampler(pack, sd, empty_latent(8, 24))

@@ -12,46 +12,9 @@ import math
 
 import pytest
 import torch
+from model_fixtures import FLOW_VAE, GUIDANCE, SD3, rel_err, sync_ksampler
 
 from comfy_harness import run_node, stock_node
-from test_nodes_sync import lpips_alex, rel_err, sync_ksampler  # noqa: F401
-
-FLUX = "sdl3d_tiny_flux.safetensors"
-SD3 = "sdl3d_tiny_sd3.safetensors"
-FLOW_VAE = "sdl3d_tiny_flow_vae.safetensors"
-GUIDANCE = 3.5
-
-
-def _random_cond(gen, tokens, width, pooled):
-    return [[torch.randn(1, tokens, width, generator=gen), {"pooled_output": torch.randn(1, pooled, generator=gen)}]]
-
-
-@pytest.fixture(scope="module")
-def vae16(comfy):
-    return run_node(stock_node("VAELoader"), vae_name=FLOW_VAE)[0]
-
-
-@pytest.fixture(scope="module")
-def flux(comfy, vae16):
-    """Flux dev shaped: distilled guidance through the stock FluxGuidance node, cfg 1 (no negative pass)."""
-    (model,) = run_node(stock_node("UNETLoader"), unet_name=FLUX, weight_dtype="default")
-    gen = torch.Generator().manual_seed(10)
-    (positive,) = run_node(stock_node("FluxGuidance"), conditioning=_random_cond(gen, 4, 768, 768),
-                           guidance=GUIDANCE)
-    return dict(model=model, positive=positive, negative=positive, vae=vae16, cfg=1.0, family="flux")
-
-
-@pytest.fixture(scope="module")
-def sd3(comfy, vae16):
-    (model,) = run_node(stock_node("UNETLoader"), unet_name=SD3, weight_dtype="default")
-    gen = torch.Generator().manual_seed(11)
-    return dict(model=model, positive=_random_cond(gen, 4, 4096, 2048), negative=_random_cond(gen, 4, 4096, 2048),
-                vae=vae16, cfg=4.0, family="sd3")
-
-
-@pytest.fixture(scope="module", params=["flux", "sd3"])
-def family(request):
-    return request.getfixturevalue(request.param)
 
 
 def empty16(h, w, batch=1):
@@ -65,12 +28,23 @@ def run_sync(pack, job, lat, **overrides):
 
 
 def stock(job, lat, sampler_name="euler", scheduler="simple", steps=3, seed=3):
-    return run_node(stock_node("KSampler"), model=job["model"], positive=job["positive"], negative=job["negative"],
-                    latent_image=lat, seed=seed, steps=steps, cfg=job["cfg"], sampler_name=sampler_name,
-                    scheduler=scheduler, denoise=1.0)[0]["samples"]
+    return run_node(
+        stock_node("KSampler"),
+        model=job["model"],
+        positive=job["positive"],
+        negative=job["negative"],
+        latent_image=lat,
+        seed=seed,
+        steps=steps,
+        cfg=job["cfg"],
+        sampler_name=sampler_name,
+        scheduler=scheduler,
+        denoise=1.0,
+    )[0]["samples"]
 
 
 # ---------------------------------------------------------------------------------------------- coordinates
+
 
 def test_fixtures_are_detected_as_flux_and_sd3_with_flow_sampling(pack, flux, sd3):
     import comfy.model_base
@@ -87,7 +61,7 @@ def test_fixtures_are_detected_as_flux_and_sd3_with_flow_sampling(pack, flux, sd
 
 def test_vp_scale_reduces_to_comfyui_calculate_input_on_eps_and_v_models_bit_for_bit(pack, comfy):
     import comfy.samplers
-    from test_nodes_sync import CKPT
+    from model_fixtures import CKPT
 
     sampler = pack.nodes.sync_sampler
     (model, _clip, _vae) = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name=CKPT)
@@ -111,25 +85,30 @@ def test_flow_vp_scale_follows_the_models_own_schedule(pack, flux, sd3):
         sigmas = comfy.samplers.calculate_sigmas(ms, "simple", 6)
         assert float(sigmas[0]) == pytest.approx(1.0) and float(sigmas[-1]) == 0.0
         for t in sigmas.tolist():
-            assert sampler.vp_scale_at(ms, torch.tensor(t)) == pytest.approx(1 / math.sqrt((1 - t) ** 2 + t ** 2),
-                                                                               rel=1e-6)
+            assert sampler.vp_scale_at(ms, torch.tensor(t)) == pytest.approx(
+                1 / math.sqrt((1 - t) ** 2 + t**2), rel=1e-6
+            )
 
 
 # ---------------------------------------------------------------------------------------------- stock parity
 
-@pytest.mark.parametrize("sampler_name,scheduler", [("euler", "simple"), ("dpmpp_2m", "beta"),
-                                                    ("euler_ancestral", "normal")])
+
+@pytest.mark.parametrize(
+    "sampler_name,scheduler", [("euler", "simple"), ("dpmpp_2m", "beta"), ("euler_ancestral", "normal")]
+)
 def test_one_full_view_without_sync_equals_stock_ksampler(pack, family, sampler_name, scheduler):
     lat = empty16(8, 8)
     steps = 2 if family["family"] == "flux" else 3
-    ours = run_sync(pack, family, lat, window=64, stride=64, sampler_name=sampler_name, scheduler=scheduler,
-                    steps=steps)
+    ours = run_sync(
+        pack, family, lat, window=64, stride=64, sampler_name=sampler_name, scheduler=scheduler, steps=steps
+    )
     theirs = stock(family, lat, sampler_name=sampler_name, scheduler=scheduler, steps=steps)
     assert torch.isfinite(theirs).all() and theirs.abs().mean() > 0
     assert torch.allclose(ours, theirs, atol=1e-5 * theirs.abs().max().item(), rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------- plain oracles
+
 
 def x0_function(job, diffusion_model=None):
     """CFG'd x0 of a flow model written out: x0 = x - t * v, v = v_u + cfg (v_c - v_u) from a plain call of the
@@ -184,8 +163,8 @@ def test_many_views_without_sync_equal_a_plain_multidiffusion_loop_in_flow_coord
             t, t_next = sigmas[i], sigmas[i + 1]
             value, count = torch.zeros_like(x), torch.zeros_like(x)
             for c in (0, 4, 8):
-                value[..., c:c + 8] += x0(x[..., c:c + 8], t)
-                count[..., c:c + 8] += 1
+                value[..., c : c + 8] += x0(x[..., c : c + 8], t)
+                count[..., c : c + 8] += 1
             x = x + (t_next - t) * (x - value / count) / t
     expected = family["model"].model.latent_format.process_out(x)
     assert rel_err(ours, expected) < 1e-5
@@ -216,8 +195,20 @@ def test_sync_step_equals_a_plain_reimplementation_in_vp_coordinates(pack, sd3, 
     then each view takes its own Euler step and the stepped views are averaged (sync at step 1 of 3)."""
     steps, weight, w_at_1 = 3, 400.0, 400.0  # sync_freq 2, sync_steps 2: only step 1 syncs; decay 1
     lat = empty16(8, 16)
-    ours = run_sync(pack, sd3, lat, window=64, stride=32, steps=steps, scheduler="simple", sync_weight=weight,
-                    sync_decay=1.0, sync_freq=2, sync_steps=2, lpips=lpips_alex)
+    ours = run_sync(
+        pack,
+        sd3,
+        lat,
+        window=64,
+        stride=32,
+        steps=steps,
+        scheduler="simple",
+        sync_weight=weight,
+        sync_decay=1.0,
+        sync_freq=2,
+        sync_steps=2,
+        lpips=lpips_alex,
+    )
     unsynced = run_sync(pack, sd3, lat, window=64, stride=32, steps=steps, scheduler="simple")
     sigmas = flow_sigmas(sd3, steps)
     x = start_latent(sd3, lat, sigmas[0])
@@ -226,9 +217,9 @@ def test_sync_step_equals_a_plain_reimplementation_in_vp_coordinates(pack, sd3, 
     cols, anchor = (0, 4, 8), 1
     for i in range(steps):
         t, t_next = sigmas[i], sigmas[i + 1]
-        xs = [x[..., c:c + 8].clone() for c in cols]
+        xs = [x[..., c : c + 8].clone() for c in cols]
         if i == 1:
-            s = 1 / ((1 - t) ** 2 + t ** 2) ** 0.5
+            s = 1 / ((1 - t) ** 2 + t**2) ** 0.5
             with torch.no_grad():
                 ref = 2 * decode(x0(xs[anchor], t)) - 1
             for v in (0, 2):
@@ -239,8 +230,8 @@ def test_sync_step_equals_a_plain_reimplementation_in_vp_coordinates(pack, sd3, 
         with torch.no_grad():
             value, count = torch.zeros_like(x), torch.zeros_like(x)
             for c, xv in zip(cols, xs):
-                value[..., c:c + 8] += xv + (t_next - t) * (xv - x0(xv, t)) / t
-                count[..., c:c + 8] += 1
+                value[..., c : c + 8] += xv + (t_next - t) * (xv - x0(xv, t)) / t
+                count[..., c : c + 8] += 1
             x = value / count
     expected = sd3["model"].model.latent_format.process_out(x)
     assert rel_err(ours, expected) < 1e-4
@@ -252,8 +243,13 @@ def recording(model, calls):
     patched = model.clone()
 
     def wrapper(apply_model, args):
-        calls.append(dict(x=args["input"].detach().clone(), grad=torch.is_grad_enabled(),
-                          c={k: v.detach().clone() for k, v in args["c"].items() if isinstance(v, torch.Tensor)}))
+        calls.append(
+            dict(
+                x=args["input"].detach().clone(),
+                grad=torch.is_grad_enabled(),
+                c={k: v.detach().clone() for k, v in args["c"].items() if isinstance(v, torch.Tensor)},
+            )
+        )
         return apply_model(args["input"], args["timestep"], **args["c"])
 
     patched.set_model_unet_function_wrapper(wrapper)
@@ -265,8 +261,21 @@ def test_sync_update_direction_passes_a_finite_difference_check(pack, sd3, plain
     loss L(x) = LPIPS(D(x0(x)), anchor image) along it: <dL/dx, d> = -|x' - x| s^2 / w for d = (x'-x)/|x'-x|."""
     calls, weight = [], 50.0
     job = {**sd3, "model": recording(sd3["model"], calls)}
-    run_sync(pack, job, empty16(8, 16), window=64, stride=32, steps=3, scheduler="simple", sync_weight=weight,
-             sync_decay=1.0, sync_freq=2, sync_steps=2, lpips=lpips_alex, view_batch_size=1)
+    run_sync(
+        pack,
+        job,
+        empty16(8, 16),
+        window=64,
+        stride=32,
+        steps=3,
+        scheduler="simple",
+        sync_weight=weight,
+        sync_decay=1.0,
+        sync_freq=2,
+        sync_steps=2,
+        lpips=lpips_alex,
+        view_batch_size=1,
+    )
     grad_calls = [k for k, c in enumerate(calls) if c["grad"]]
     assert len(grad_calls) == 2, "views 0 and 2 (the anchor is the middle view) take one gradient pass each"
     anchor_x = calls[grad_calls[0] - 1]["x"][:1]
@@ -274,7 +283,7 @@ def test_sync_update_direction_passes_a_finite_difference_check(pack, sd3, plain
     after = {v: calls[grad_calls[1] + 1 + v]["x"][:1] for v in range(3)}
     assert torch.equal(after[1], anchor_x), "the anchor keeps its latent"
     t = flow_sigmas(sd3, 3)[1]
-    s2 = 1 / ((1 - t) ** 2 + t ** 2)
+    s2 = 1 / ((1 - t) ** 2 + t**2)
     x0 = x0_function(sd3, plain_sd3["dm"])
     decode, lpips = plain_sd3["decode"], plain_sd3["lpips"]
     with torch.no_grad():
@@ -298,8 +307,9 @@ def test_circular_mode_commutes_with_rolls_by_the_stride(pack, sd3, comfy):
     import comfy.sample
 
     node = pack.nodes.sync_nodes
-    sampler = node.SyncDiffusionSampler("euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2),
-                                        sd3["vae"], None)
+    sampler = node.SyncDiffusionSampler(
+        "euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2), sd3["vae"], None
+    )
     model, lat = sd3["model"], torch.zeros(1, 16, 8, 24)
     sigmas = flow_sigmas(sd3, 3)
     noise = torch.randn(1, 16, 8, 24, generator=torch.Generator().manual_seed(5))
@@ -311,6 +321,7 @@ def test_circular_mode_commutes_with_rolls_by_the_stride(pack, sd3, comfy):
     base = run(noise)
     for shift in (4, 8, 16):  # multiples of the stride (4 latent cells)
         assert torch.allclose(torch.roll(base, shift, dims=-1), run(torch.roll(noise, shift, dims=-1)), atol=1e-5)
-    flat = node.SyncDiffusionSampler("euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", False, 1),
-                                     sd3["vae"], None)
+    flat = node.SyncDiffusionSampler(
+        "euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", False, 1), sd3["vae"], None
+    )
     assert not torch.allclose(run(noise, flat), base, atol=1e-4), "circular must differ from the non-wrapping grid"

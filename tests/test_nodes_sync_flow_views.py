@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_fixtures import GUIDANCE, SD3, rel_err
+from test_nodes_sync_flow import empty16, flow_sigmas, recording, run_sync, stock
 
 from comfy_harness import run_node, stock_node
-from test_nodes_sync import lpips_alex, rel_err  # noqa: F401
-from test_nodes_sync_flow import (GUIDANCE, SD3, empty16, flow_sigmas, flux, recording, run_sync, sd3,  # noqa: F401
-                                 stock, vae16)
 
 # ---------------------------------------------------------------------------------------------- per-view conditioning
+
 
 def test_each_flux_view_gets_window_rope_positions_guidance_and_pooled_vector(pack, flux, lpips_alex):
     """Every model call, denoising and gradient pass alike, sees view-sized images with the RoPE image positions of
@@ -28,8 +28,17 @@ def test_each_flux_view_gets_window_rope_positions_guidance_and_pooled_vector(pa
         reference_ids = ids[-1][0]
         ids.clear()
         calls.clear()
-        run_sync(pack, {**flux, "model": recording(flux["model"], calls)}, empty16(8, 16), window=64, stride=32,
-                 steps=2, sync_weight=200.0, sync_steps=1, lpips=lpips_alex)
+        run_sync(
+            pack,
+            {**flux, "model": recording(flux["model"], calls)},
+            empty16(8, 16),
+            window=64,
+            stride=32,
+            steps=2,
+            sync_weight=200.0,
+            sync_steps=1,
+            lpips=lpips_alex,
+        )
     finally:
         hook.remove()
     assert any(c["grad"] for c in calls) and any(not c["grad"] for c in calls)
@@ -46,8 +55,18 @@ def test_each_flux_view_gets_window_rope_positions_guidance_and_pooled_vector(pa
 
 def test_each_sd3_view_gets_the_pooled_output_of_its_prompt(pack, sd3, lpips_alex):
     calls = []
-    run_sync(pack, {**sd3, "model": recording(sd3["model"], calls)}, empty16(8, 16), window=64, stride=32, steps=2,
-             sync_weight=200.0, sync_steps=1, lpips=lpips_alex, view_batch_size=2)
+    run_sync(
+        pack,
+        {**sd3, "model": recording(sd3["model"], calls)},
+        empty16(8, 16),
+        window=64,
+        stride=32,
+        steps=2,
+        sync_weight=200.0,
+        sync_steps=1,
+        lpips=lpips_alex,
+        view_batch_size=2,
+    )
     pos, neg = sd3["positive"][0][1]["pooled_output"], sd3["negative"][0][1]["pooled_output"]
     assert any(c["grad"] for c in calls)
     for c in calls:
@@ -59,8 +78,9 @@ def test_each_sd3_view_gets_the_pooled_output_of_its_prompt(pack, sd3, lpips_ale
 
 
 def test_area_conditioning_is_cropped_per_view_on_a_flow_model(pack, sd3, lpips_alex):
-    (boxed,) = run_node(stock_node("ConditioningSetArea"), conditioning=sd3["positive"], width=48, height=64, x=80,
-                        y=0, strength=1.0)
+    (boxed,) = run_node(
+        stock_node("ConditioningSetArea"), conditioning=sd3["positive"], width=48, height=64, x=80, y=0, strength=1.0
+    )
     (positive,) = run_node(stock_node("ConditioningCombine"), conditioning_1=sd3["positive"], conditioning_2=boxed)
     job, lat, sync = {**sd3, "positive": positive}, empty16(8, 16), dict(steps=2, sync_weight=400.0, sync_steps=1)
     one = run_sync(pack, job, lat, view_batch_size=1, lpips=lpips_alex, **sync)
@@ -71,19 +91,38 @@ def test_area_conditioning_is_cropped_per_view_on_a_flow_model(pack, sd3, lpips_
 
 # ---------------------------------------------------------------------------------------------- nodes, decoder, memory
 
+
 def test_flux_runs_through_both_syncdiffusion_nodes_with_sync_on(pack, flux, lpips_alex):
     lat = empty16(8, 16)
     synced = run_sync(pack, flux, lat, steps=2, sync_weight=400.0, sync_steps=1, lpips=lpips_alex)
     unsynced = run_sync(pack, flux, lat, steps=2)
     assert torch.isfinite(synced).all() and rel_err(synced, unsynced) > 1e-3
-    (sampler,) = run_node(pack.by_id["SDL3D_SyncDiffusionSampler"], vae=flux["vae"], window=64, stride=32,
-                          sync_weight=400.0, sync_decay=0.95, sync_freq=1, sync_steps=1, anchor="middle",
-                          circular=True, view_batch_size=0, sampler_name="euler", lpips=lpips_alex)
+    (sampler,) = run_node(
+        pack.by_id["SDL3D_SyncDiffusionSampler"],
+        vae=flux["vae"],
+        window=64,
+        stride=32,
+        sync_weight=400.0,
+        sync_decay=0.95,
+        sync_freq=1,
+        sync_steps=1,
+        anchor="middle",
+        circular=True,
+        view_batch_size=0,
+        sampler_name="euler",
+        lpips=lpips_alex,
+    )
     (guider,) = run_node(stock_node("BasicGuider"), model=flux["model"], conditioning=flux["positive"])
     (sigmas,) = run_node(stock_node("BasicScheduler"), model=flux["model"], scheduler="simple", steps=2, denoise=1.0)
     (noise,) = run_node(stock_node("RandomNoise"), noise_seed=7)
-    out, _ = run_node(stock_node("SamplerCustomAdvanced"), noise=noise, guider=guider, sampler=sampler,
-                      sigmas=sigmas, latent_image=lat)
+    out, _ = run_node(
+        stock_node("SamplerCustomAdvanced"),
+        noise=noise,
+        guider=guider,
+        sampler=sampler,
+        sigmas=sigmas,
+        latent_image=lat,
+    )
     assert out["samples"].shape == (1, 16, 8, 16) and torch.isfinite(out["samples"]).all()
 
 
@@ -94,13 +133,33 @@ def test_a_vae_with_other_latent_channels_is_refused_naming_node_input_value_and
     message = str(err.value)
     assert "SyncDiffusion KSampler" in message and "input 'vae'" in message and "4-channel" in message
     assert "16-channel" in message and "Fix:" in message and "taesd3" in message
-    (sampler,) = run_node(pack.by_id["SDL3D_SyncDiffusionSampler"], vae=sd_vae, window=64, stride=32,
-                          sync_weight=0.0, sync_decay=0.95, sync_freq=1, sync_steps=1, anchor="middle",
-                          circular=False, view_batch_size=0, sampler_name="euler")
+    (sampler,) = run_node(
+        pack.by_id["SDL3D_SyncDiffusionSampler"],
+        vae=sd_vae,
+        window=64,
+        stride=32,
+        sync_weight=0.0,
+        sync_decay=0.95,
+        sync_freq=1,
+        sync_steps=1,
+        anchor="middle",
+        circular=False,
+        view_batch_size=0,
+        sampler_name="euler",
+    )
     with pytest.raises(ValueError, match="SyncDiffusion Sampler.*input 'vae'"):
-        run_node(stock_node("SamplerCustom"), model=sd3["model"], add_noise=True, noise_seed=1, cfg=4.0,
-                 positive=sd3["positive"], negative=sd3["negative"], sampler=sampler,
-                 sigmas=flow_sigmas(sd3, 2), latent_image=empty16(8, 16))
+        run_node(
+            stock_node("SamplerCustom"),
+            model=sd3["model"],
+            add_noise=True,
+            noise_seed=1,
+            cfg=4.0,
+            positive=sd3["positive"],
+            negative=sd3["negative"],
+            sampler=sampler,
+            sigmas=flow_sigmas(sd3, 2),
+            latent_image=empty16(8, 16),
+        )
 
 
 def test_fast_path_decodes_with_taesd3_and_equals_the_exact_path_with_stock_taesd3(pack, sd3, lpips_alex):
@@ -112,8 +171,7 @@ def test_fast_path_decodes_with_taesd3_and_equals_the_exact_path_with_stock_taes
     assert rel_err(fast, by_hand) < 1e-5 and rel_err(fast, exact) > 1e-4
 
 
-def test_checkpointed_blocks_are_comfyuis_flux_and_mmdit_blocks_and_give_the_same_result(pack, flux, sd3,
-                                                                                         lpips_alex):
+def test_checkpointed_blocks_are_comfyuis_flux_and_mmdit_blocks_and_give_the_same_result(pack, flux, sd3, lpips_alex):
     import comfy.ldm.flux.layers
     import comfy.ldm.modules.diffusionmodules.mmdit
 
@@ -148,8 +206,7 @@ def test_fp8_stored_weights_run_the_gradient_pass(pack, sd3, lpips_alex):
 def test_controlnet_hints_are_cropped_per_view_under_flow_sampling(pack, comfy, lpips_alex):
     """ControlNet under CONST sampling (the SD fixture + its ControlNet, patched by the stock ModelSamplingSD3 node:
     no tiny Flux/SD3 ControlNet fixture exists): one full view equals the stock KSampler, a synced panorama runs."""
-    from test_nodes_sync import CKPT, empty_latent
-    from test_nodes_sync_control import CONTROLNET
+    from model_fixtures import CKPT, CONTROLNET, empty_latent
 
     model, clip, vae = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name=CKPT)
     (flow_model,) = run_node(stock_node("ModelSamplingSD3"), model=model, shift=3.0)
@@ -157,19 +214,42 @@ def test_controlnet_hints_are_cropped_per_view_under_flow_sampling(pack, comfy, 
     (negative,) = run_node(stock_node("CLIPTextEncode"), clip=clip, text="")
     (control,) = run_node(stock_node("ControlNetLoader"), control_net_name=CONTROLNET)
     ramp = torch.linspace(0, 1, 128)
-    hint = torch.stack([ramp.expand(64, 128), ramp.flip(0).expand(64, 128), (ramp * 7 % 1).expand(64, 128)],
-                       dim=-1).unsqueeze(0)
-    pos_c, neg_c = run_node(stock_node("ControlNetApplyAdvanced"), positive=positive, negative=negative,
-                            control_net=control, image=hint[:, :, :64], strength=1.0, start_percent=0.0,
-                            end_percent=1.0)
+    hint = torch.stack(
+        [ramp.expand(64, 128), ramp.flip(0).expand(64, 128), (ramp * 7 % 1).expand(64, 128)], dim=-1
+    ).unsqueeze(0)
+    pos_c, neg_c = run_node(
+        stock_node("ControlNetApplyAdvanced"),
+        positive=positive,
+        negative=negative,
+        control_net=control,
+        image=hint[:, :, :64],
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
     job = dict(model=flow_model, positive=pos_c, negative=neg_c, vae=vae, cfg=5.0, family="sd15-flow")
     square = empty_latent(8, 8)
     ours = run_sync(pack, job, square, window=64, stride=64)
     theirs = stock(job, square, scheduler="normal")
     without = stock({**job, "positive": positive, "negative": negative}, square, scheduler="normal")
     assert torch.allclose(ours, theirs, atol=1e-6) and not torch.allclose(theirs, without, atol=1e-3)
-    pos_w, neg_w = run_node(stock_node("ControlNetApplyAdvanced"), positive=positive, negative=negative,
-                            control_net=control, image=hint, strength=1.0, start_percent=0.0, end_percent=1.0)
-    wide = run_sync(pack, {**job, "positive": pos_w, "negative": neg_w}, empty_latent(8, 16), steps=2,
-                    sync_weight=200.0, sync_steps=1, lpips=lpips_alex)
+    pos_w, neg_w = run_node(
+        stock_node("ControlNetApplyAdvanced"),
+        positive=positive,
+        negative=negative,
+        control_net=control,
+        image=hint,
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
+    wide = run_sync(
+        pack,
+        {**job, "positive": pos_w, "negative": neg_w},
+        empty_latent(8, 16),
+        steps=2,
+        sync_weight=200.0,
+        sync_steps=1,
+        lpips=lpips_alex,
+    )
     assert wide.shape == (1, 4, 8, 16) and torch.isfinite(wide).all()

@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
-from comfy_harness import run_node, stock_node
+from model_fixtures import cfg_eps, empty_latent, rel_err, sync_ksampler
 from oracles.official_loop import official_sample
-from test_nodes_sync import (cfg_eps, empty_latent, lpips_alex, plain, rel_err, sd, smooth_vae,  # noqa: F401
-                             sync_ksampler)
+
+from comfy_harness import run_node, stock_node
 
 PATCH_ID = "SDL3D_SyncDiffusionModelPatch"
 SEED, STEPS, CFG = 3, 3, 5.0
@@ -37,8 +37,10 @@ def spot_views(step, steps, seed, size_hw, window_hw, stride_hw, circular):
     dy = torch.randint(0, stride_hw[0], (steps,), generator=g)[step].item()
     dx = torch.randint(0, stride_hw[1], (steps,), generator=g)[step].item()
     axes = []
-    for size, win, stride, shift, wrap in ((size_hw[0], window_hw[0], stride_hw[0], dy, False),
-                                           (size_hw[1], window_hw[1], stride_hw[1], dx, circular)):
+    for size, win, stride, shift, wrap in (
+        (size_hw[0], window_hw[0], stride_hw[0], dy, False),
+        (size_hw[1], window_hw[1], stride_hw[1], dx, circular),
+    ):
         if wrap:
             n = math.ceil(size / stride)
             axes.append(sorted(((k * size) // n + shift) % size for k in range(n)))
@@ -71,11 +73,11 @@ def plain_euler(plain, sd, lat, views_at, window_hw, weights=None, sigmas=None):
             value, count = torch.zeros_like(x), torch.zeros_like(x)
             for r, c in views_at(i):
                 cols = [(c + k) % width for k in range(ww)]
-                xv = x[..., r:r + wh, cols]
-                denoised = xv - s * eps_fn(xv / (1 + s ** 2) ** 0.5, ms.timestep(s))
+                xv = x[..., r : r + wh, cols]
+                denoised = xv - s * eps_fn(xv / (1 + s**2) ** 0.5, ms.timestep(s))
                 for k, col in enumerate(cols):
-                    value[..., r:r + wh, col] += w[:, k] * denoised[..., k]
-                    count[..., r:r + wh, col] += w[:, k]
+                    value[..., r : r + wh, col] += w[:, k] * denoised[..., k]
+                    count[..., r : r + wh, col] += w[:, k]
             x = x + (s_next - s) * (x - value / count) / s
     return x / plain["scale"]
 
@@ -97,13 +99,26 @@ def patched(pack, model, **kw):
 
 
 def stock(model, sd, lat, node="KSampler", **kw):
-    params = dict(model=model, positive=sd["positive"], negative=sd["negative"], latent_image=lat, cfg=CFG,
-                  sampler_name="euler", scheduler="normal")
+    params = dict(
+        model=model,
+        positive=sd["positive"],
+        negative=sd["negative"],
+        latent_image=lat,
+        cfg=CFG,
+        sampler_name="euler",
+        scheduler="normal",
+    )
     if node == "KSampler":
         params.update(seed=SEED, steps=STEPS, denoise=1.0)
     else:
-        params.update(add_noise="enable", noise_seed=SEED, steps=STEPS, start_at_step=0, end_at_step=10000,
-                      return_with_leftover_noise="disable")
+        params.update(
+            add_noise="enable",
+            noise_seed=SEED,
+            steps=STEPS,
+            start_at_step=0,
+            end_at_step=10000,
+            return_with_leftover_noise="disable",
+        )
     params.update(kw)
     return run_node(stock_node(node), **params)[0]["samples"]
 
@@ -138,34 +153,62 @@ def test_window_larger_than_the_image_is_clamped(pack, sd):
 
 # ------------------------------------------------------------------ sync on: fusion vs the official DDIM loop
 @pytest.mark.parametrize("fusion", ["gaussian", "spot"])
-def test_fusion_with_sync_matches_the_official_ddim_loop_with_weights(pack, sd, plain, lpips_alex, smooth_vae, comfy,
-                                                                      fusion):
+def test_fusion_with_sync_matches_the_official_ddim_loop_with_weights(
+    pack, sd, plain, lpips_alex, smooth_vae, comfy, fusion
+):
     import comfy.sample
     from diffusers import DDIMScheduler
 
     lat, steps, weight, decay, sync_steps = empty_latent(8, 24), 4, 1000.0, 0.9, 2
     stride_px = 32 if fusion == "gaussian" else 64
-    ours = sync_ksampler(pack, sd, lat, window=64, stride=stride_px, steps=steps, cfg=CFG, scheduler="ddim_uniform",
-                         sync_weight=weight, sync_decay=decay, sync_steps=sync_steps, lpips=lpips_alex, vae=smooth_vae,
-                         fusion=fusion)
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True,
-                              steps_offset=1, prediction_type="epsilon")
+    ours = sync_ksampler(
+        pack,
+        sd,
+        lat,
+        window=64,
+        stride=stride_px,
+        steps=steps,
+        cfg=CFG,
+        scheduler="ddim_uniform",
+        sync_weight=weight,
+        sync_decay=decay,
+        sync_steps=sync_steps,
+        lpips=lpips_alex,
+        vae=smooth_vae,
+        fusion=fusion,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
     ms = plain["model_sampling"]
     scheduler.set_timesteps(steps)
     sigma0 = ms.sigma(scheduler.timesteps[:1].float())[0]
-    start = comfy.sample.prepare_noise(lat["samples"], SEED) * sigma0 / (1 + sigma0 ** 2) ** 0.5
+    start = comfy.sample.prepare_noise(lat["samples"], SEED) * sigma0 / (1 + sigma0**2) ** 0.5
     decoder = smooth_vae.first_stage_model
     decode = lambda z: ((decoder.decode(z / plain["scale"])[:, :3] + 1) / 2).clamp(0, 1)  # noqa: E731
     as_slices = lambda cells: [(r, r + 8, c, c + 8) for r, c in cells]  # noqa: E731
-    kwargs = dict(window=8, stride=stride_px // 8, sync_weight=weight, sync_decay_rate=decay ** (50 / steps),
-                  sync_freq=1, sync_thres=sync_steps)
+    kwargs = dict(
+        window=8,
+        stride=stride_px // 8,
+        sync_weight=weight,
+        sync_decay_rate=decay ** (50 / steps),
+        sync_freq=1,
+        sync_thres=sync_steps,
+    )
     if fusion == "gaussian":
         kwargs.update(views=as_slices(grid((8, 24), (8, 8), (4, 4))), view_weights=gaussian(8, 8))
     else:
         kwargs.update(views_fn=lambda i: as_slices(spot_views(i, steps, SEED, (8, 24), (8, 8), (8, 8), False)))
-    oracle = official_sample(cfg_eps(plain, sd, CFG), decode, lambda a, b: lpips_alex.model(a, b), scheduler, start,
-                             steps, **kwargs)
+    oracle = official_sample(
+        cfg_eps(plain, sd, CFG), decode, lambda a, b: lpips_alex.model(a, b), scheduler, start, steps, **kwargs
+    )
     assert rel_err(ours, oracle / plain["scale"]) < 1e-4
 
 

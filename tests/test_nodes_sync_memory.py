@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_fixtures import empty_latent, rel_err, sync_ksampler
 
 from comfy_harness import run_node, stock_node
-from test_nodes_sync import empty_latent, lpips_alex, rel_err, sd, smooth_vae, sync_ksampler  # noqa: F401
-from test_nodes_sync_control import controlled, hint  # noqa: F401
 
 SYNC = dict(sync_weight=800.0, sync_steps=2, steps=3)
 
@@ -41,8 +40,9 @@ def run_sampler(pack, sd, latent, vae, lpips, **settings):
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", SYNC["steps"])
     noise = comfy.sample.prepare_noise(latent["samples"], 3)
     with torch.inference_mode():
-        return comfy.sample.sample_custom(model, noise, 5.0, sampler, sigmas, sd["positive"], sd["negative"],
-                                          latent["samples"], seed=3)
+        return comfy.sample.sample_custom(
+            model, noise, 5.0, sampler, sigmas, sd["positive"], sd["negative"], latent["samples"], seed=3
+        )
 
 
 def test_batched_auto_and_checkpointed_runs_equal_the_one_view_plain_run(pack, sd, lpips_alex, smooth_vae):
@@ -58,13 +58,14 @@ def test_batched_auto_and_checkpointed_runs_equal_the_one_view_plain_run(pack, s
 
 
 @pytest.mark.parametrize("conditioning", ["area", "controlnet"])
-def test_view_specific_conditioning_gives_the_same_sync_at_view_batch_4_as_at_1(pack, sd, lpips_alex, smooth_vae,
-                                                                                  controlled, conditioning):
+def test_view_specific_conditioning_gives_the_same_sync_at_view_batch_4_as_at_1(
+    pack, sd, lpips_alex, smooth_vae, controlled, conditioning
+):
     if conditioning == "area":
-        (boxed,) = run_node(stock_node("ConditioningSetArea"), conditioning=sd["positive"], width=48, height=64,
-                            x=80, y=0, strength=1.0)
-        (positive,) = run_node(stock_node("ConditioningCombine"), conditioning_1=sd["positive"],
-                               conditioning_2=boxed)
+        (boxed,) = run_node(
+            stock_node("ConditioningSetArea"), conditioning=sd["positive"], width=48, height=64, x=80, y=0, strength=1.0
+        )
+        (positive,) = run_node(stock_node("ConditioningCombine"), conditioning_1=sd["positive"], conditioning_2=boxed)
         job = {**sd, "positive": positive}
     else:
         job = {**sd, "positive": controlled[0], "negative": controlled[1]}
@@ -79,11 +80,21 @@ def test_view_specific_conditioning_gives_the_same_sync_at_view_batch_4_as_at_1(
 def test_the_planner_sets_the_batch_sizes_the_model_sees(pack, sd, lpips_alex, smooth_vae):
     lat = empty_latent(8, 24)  # 5 views: 4 non-anchor views in the gradient pass
     runs = {}
-    for name, overrides in {"auto": dict(view_batch_size=0), "one": dict(view_batch_size=1),
-                            "tiny_budget": dict(view_batch_size=0, memory_budget_gb=1e-6)}.items():
+    for name, overrides in {
+        "auto": dict(view_batch_size=0),
+        "one": dict(view_batch_size=1),
+        "tiny_budget": dict(view_batch_size=0, memory_budget_gb=1e-6),
+    }.items():
         calls = []
-        sync_ksampler(pack, {**sd, "model": recording_model(sd["model"], calls)}, lat, vae=smooth_vae,
-                      lpips=lpips_alex, **SYNC, **overrides)
+        sync_ksampler(
+            pack,
+            {**sd, "model": recording_model(sd["model"], calls)},
+            lat,
+            vae=smooth_vae,
+            lpips=lpips_alex,
+            **SYNC,
+            **overrides,
+        )
         runs[name] = ({rows for rows, grad in calls if not grad}, {rows for rows, grad in calls if grad})
     # rows = views x (cond + uncond); CPU "free memory" is the machine's RAM: auto batches all 5 views (the anchor's
     # own x0 before the gradient pass is one view: 2 rows)
@@ -127,8 +138,7 @@ def test_fast_path_without_taesd_names_the_file_and_folder(pack, sd, lpips_alex,
     import folder_paths
 
     real = folder_paths.get_filename_list
-    monkeypatch.setattr(folder_paths, "get_filename_list",
-                        lambda name: [] if name == "vae_approx" else real(name))
+    monkeypatch.setattr(folder_paths, "get_filename_list", lambda name: [] if name == "vae_approx" else real(name))
     with pytest.raises(ValueError, match=r"input 'sync_fast'.*taesd_decoder.*vae_approx"):
         sync_ksampler(pack, sd, empty_latent(8, 24), lpips=lpips_alex, sync_fast=True, **SYNC)
 
@@ -151,8 +161,12 @@ def test_noise_sampler_rule(pack):
         assert got is not None and not isinstance(got, k.BrownianTreeNoiseSampler), name
     for name in ("euler", "dpmpp_2m", "dpm_fast", "uni_pc", "heun"):
         assert chosen(name) is None, name
-    assert sampler.persistent_noise_sampler("euler_ancestral", k.sample_euler_ancestral, x, sigmas, 1,
-                                            {"noise_sampler": object()}) is None  # the user's own is kept
+    assert (
+        sampler.persistent_noise_sampler(
+            "euler_ancestral", k.sample_euler_ancestral, x, sigmas, 1, {"noise_sampler": object()}
+        )
+        is None
+    )  # the user's own is kept
 
 
 def test_synced_view_latents_are_never_dropped_silently(pack, sd):
@@ -184,8 +198,15 @@ def test_interrupt_inside_the_gradient_pass_restores_every_module(pack, sd, lpip
     model.set_model_unet_function_wrapper(interrupt_on_first_gradient_call)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            sync_ksampler(pack, {**sd, "model": model}, empty_latent(8, 24), vae=smooth_vae, lpips=lpips_alex,
-                          view_batch_size=1, **SYNC)
+            sync_ksampler(
+                pack,
+                {**sd, "model": model},
+                empty_latent(8, 24),
+                vae=smooth_vae,
+                lpips=lpips_alex,
+                view_batch_size=1,
+                **SYNC,
+            )
     finally:
         comfy.model_management.interrupt_current_processing(False)
     assert calls, "the interrupt must have been raised inside the gradient pass"

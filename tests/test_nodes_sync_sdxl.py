@@ -4,23 +4,37 @@ SDXL's `y` = [pooled text (1280) | sinusoidal embeddings (256 each) of height, w
 target_width]. Each view is denoised as an image of the view's size (crop 0), so the oracle below rebuilds `y` from
 the closed-form embedding and checks every UNet call against it.
 """
+
 import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from model_fixtures import empty_latent, stock_ksampler, sync_ksampler
 
 from comfy_harness import run_node, stock_node
-from test_nodes_sync import empty_latent, lpips_alex, stock_ksampler, sync_ksampler  # noqa: F401
 
 POOLED, EMB = 1280, 256
 # num_head_channels: ComfyUI forces 64 for SDXL configs (unet_extra_config)
 TINY_SDXL_UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=64, num_res_blocks=[1], channel_mult=[1],
-    num_head_channels=64, use_spatial_transformer=True, transformer_depth=[1], transformer_depth_output=[1, 1],
-    transformer_depth_middle=1, context_dim=2048, use_linear_in_transformer=True, legacy=False,
-    num_classes="sequential", adm_in_channels=2816, use_temporal_attention=False,
+    image_size=32,
+    in_channels=4,
+    out_channels=4,
+    model_channels=64,
+    num_res_blocks=[1],
+    channel_mult=[1],
+    num_head_channels=64,
+    use_spatial_transformer=True,
+    transformer_depth=[1],
+    transformer_depth_output=[1, 1],
+    transformer_depth_middle=1,
+    context_dim=2048,
+    use_linear_in_transformer=True,
+    legacy=False,
+    num_classes="sequential",
+    adm_in_channels=2816,
+    use_temporal_attention=False,
 )
 
 
@@ -42,8 +56,9 @@ def sdxl(comfy):
     import comfy.supported_models
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    spec = importlib.util.spec_from_file_location("sdl3d_fixture_build_sdxl",
-                                                  Path(__file__).with_name("fixtures") / "build.py")
+    spec = importlib.util.spec_from_file_location(
+        "sdl3d_fixture_build_sdxl", Path(__file__).with_name("fixtures") / "build.py"
+    )
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
 
@@ -80,8 +95,17 @@ def recording(model):
 
 def test_each_view_gets_its_own_size_conditioning(pack, sdxl, lpips_alex):
     model, calls = recording(sdxl["model"])
-    out = sync_ksampler(pack, {**sdxl, "model": model}, empty_latent(8, 24), window=64, stride=32, steps=2,
-                        sync_weight=20.0, sync_steps=2, lpips=lpips_alex)
+    out = sync_ksampler(
+        pack,
+        {**sdxl, "model": model},
+        empty_latent(8, 24),
+        window=64,
+        stride=32,
+        steps=2,
+        sync_weight=20.0,
+        sync_steps=2,
+        lpips=lpips_alex,
+    )
     assert torch.isfinite(out).all()
     view_size = expected_size_embedding(64, 64)
     pooled = {tuple(c[0][1]["pooled_output"][0, :4].tolist()) for c in (sdxl["positive"], sdxl["negative"])}
@@ -102,8 +126,9 @@ def test_size_conditioning_set_in_the_prompt_is_kept(pack, sdxl):
     sizes = dict(width=4096, height=1024, crop_w=0, crop_h=0, target_width=4096, target_height=1024)
     positive = [[sdxl["positive"][0][0], {**sdxl["positive"][0][1], **sizes}]]
     model, calls = recording(sdxl["model"])
-    sync_ksampler(pack, {**sdxl, "model": model, "positive": positive}, empty_latent(8, 16), window=64, stride=32,
-                  steps=1)
+    sync_ksampler(
+        pack, {**sdxl, "model": model, "positive": positive}, empty_latent(8, 16), window=64, stride=32, steps=1
+    )
     prompt_size = torch.cat([sinusoid(v) for v in (1024, 4096, 0, 0, 1024, 4096)])
     rows = torch.cat([y for _, y in calls])
     kept = torch.isclose(rows[:, POOLED:], prompt_size, atol=1e-5).all(dim=1)

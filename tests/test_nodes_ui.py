@@ -61,11 +61,14 @@ def test_ldm3d_loader_lists_only_ldm3d_models(pack, comfy, tmp_path):
     assert {"ldm3d", "ldm3d-4c", "ldm3d-pano"} <= set(names)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("ldm3d-pano-v2", "Intel/ldm3d-pano-v2 diffusers folder"),
-    ("diffusers/ldm3d-sr-x", "ComfyUI/models/diffusers/ldm3d-sr-x"),
-    ("my_rgbd.safetensors", "checkpoint file 'my_rgbd.safetensors'"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("ldm3d-pano-v2", "Intel/ldm3d-pano-v2 diffusers folder"),
+        ("diffusers/ldm3d-sr-x", "ComfyUI/models/diffusers/ldm3d-sr-x"),
+        ("my_rgbd.safetensors", "checkpoint file 'my_rgbd.safetensors'"),
+    ],
+)
 def test_missing_ldm3d_model_message_names_that_model(pack, name, expected):
     with pytest.raises(ValueError) as err:
         run_node(pack.by_id["SDL3D_LDM3DLoader"], model_name=name)
@@ -89,9 +92,23 @@ def test_mesh_all_format_reports_every_written_file(pack, comfy):
     image = torch.rand(1, h, w, 3)
     depth = torch.rand(1, h, w) * 0.8 + 0.1
     (model_file,), ui = run_node_ui(
-        pack.by_id["SDL3D_SaveDepthMesh"], image=image, depth=depth, format="all", mesh_width=16, mesh_height=8,
-        depth_mode="sphere_displace", near_m=1.0, far_m=20.0, invert_depth=False, metric_scale_m=10.0,
-        sphere_radius_m=6.0, displacement_m=4.0, cull_edges=False, edge_ratio_tau=0.2, filename_prefix="ui_test/m")
+        pack.by_id["SDL3D_SaveDepthMesh"],
+        image=image,
+        depth=depth,
+        format="all",
+        mesh_width=16,
+        mesh_height=8,
+        depth_mode="sphere_displace",
+        near_m=1.0,
+        far_m=20.0,
+        invert_depth=False,
+        metric_scale_m=10.0,
+        sphere_radius_m=6.0,
+        displacement_m=4.0,
+        cull_edges=False,
+        edge_ratio_tau=0.2,
+        filename_prefix="ui_test/m",
+    )
     reported = [item for values in ui.values() for item in values]
     names = sorted(os.path.splitext(item["filename"])[1] for item in reported)
     assert names == [".glb", ".mtl", ".obj", ".ply", ".png"], reported

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from comfy_harness import run_node, stock_node
 
 CKPT = "sdl3d_tiny_sd15.safetensors"
@@ -40,8 +41,11 @@ def panorama_latent(channels: int, h: int = 16, w: int = 64, seed: int = 0) -> t
     for c in range(channels):
         for k in range(1, 4):
             phase = torch.rand(2, generator=g) * 2 * math.pi
-            z[0, c] += torch.randn(1, generator=g) * torch.cos(2 * math.pi * k * xx / w + phase[0]) \
+            z[0, c] += (
+                torch.randn(1, generator=g)
+                * torch.cos(2 * math.pi * k * xx / w + phase[0])
                 * torch.cos(math.pi * k * yy / h + phase[1])
+            )
     return z + 0.3 * torch.randn(z.shape, generator=g)
 
 
@@ -119,8 +123,10 @@ def test_tiled_encode_round_trips_like_the_stock_encode(pack, vae):
     interior = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # away from the stock encoder's borders
     vs_circular = ((tiled["samples"] - circ["samples"]).abs().mean() / scale).item()
     vs_stock = ((tiled["samples"] - stock["samples"])[interior].abs().mean() / scale).item()
-    print(f"{vae.latent_channels}ch tiled encode: relative mean error {vs_circular:.3f} vs circular untiled, "
-          f"{vs_stock:.3f} vs stock (interior)")
+    print(
+        f"{vae.latent_channels}ch tiled encode: relative mean error {vs_circular:.3f} vs circular untiled, "
+        f"{vs_stock:.3f} vs stock (interior)"
+    )
     assert vs_circular < ENCODE_RELATIVE_TOLERANCE and vs_stock < ENCODE_RELATIVE_TOLERANCE
 
 

@@ -24,8 +24,10 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, prepare_base  # noqa: E402
+from robustness_cases import CASES  # noqa: E402
+from robustness_graphs import load_depth  # noqa: E402
+
 from comfy_runner.local import offline_models_tree  # noqa: E402
-from robustness_cases import CASES, load_depth  # noqa: E402
 
 pytestmark = pytest.mark.server
 MEMORY_LIMIT_MB = 3072
@@ -62,8 +64,14 @@ def env(fixture_models, tmp_path_factory):
         else:
             os.environ["SDL3D_MEMORY_LIMIT_MB"] = previous
     try:
-        yield {"server": srv, "client": ComfyClient(srv.url), "base": base, "outside": outside,
-               "before_outside": before_outside, "before_base": before_base}
+        yield {
+            "server": srv,
+            "client": ComfyClient(srv.url),
+            "base": base,
+            "outside": outside,
+            "before_outside": before_outside,
+            "before_base": before_base,
+        }
     finally:
         srv.stop()
 
@@ -107,10 +115,12 @@ def test_bad_input_is_refused_naming_the_input(env, case_id, build, input_name, 
         assert status == 400, f"{case_id}: expected HTTP 400, got {status}: {answer}"
         errors = answer.get("node_errors", {}).get("t", {}).get("errors", [])
         assert errors, f"{case_id}: no node_errors for the node under test: {answer}"
-        named = [e for e in errors if (e["type"] == "custom_validation_failed" and f"input '{input_name}'" in
-                                       e.get("details", "")) or (e["type"] != "custom_validation_failed"
-                                                                 and e.get("extra_info", {}).get("input_name") ==
-                                                                 input_name)]
+        named = [
+            e
+            for e in errors
+            if (e["type"] == "custom_validation_failed" and f"input '{input_name}'" in e.get("details", ""))
+            or (e["type"] != "custom_validation_failed" and e.get("extra_info", {}).get("input_name") == input_name)
+        ]
         assert named, f"{case_id}: no error names input '{input_name}': {errors}"
         text = named[0].get("details", "") or named[0].get("message", "")
     else:
@@ -154,10 +164,9 @@ def test_server_stayed_up_wrote_nothing_outside_and_kept_memory_bounded(env):
     status = Path(f"/proc/{env['server'].process.pid}/status")
     if status.exists():
         peak_kib = int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM")))
-        assert peak_kib / 2 ** 20 < RSS_BOUND_GIB, f"server peak RSS {peak_kib / 2 ** 20:.2f} GiB"
-        print(f"server peak RSS {peak_kib / 2 ** 20:.2f} GiB over {len(CASES)} cases")
+        assert peak_kib / 2**20 < RSS_BOUND_GIB, f"server peak RSS {peak_kib / 2**20:.2f} GiB"
+        print(f"server peak RSS {peak_kib / 2**20:.2f} GiB over {len(CASES)} cases")
     assert env["server"].process.poll() is None, "the server died"
     table = os.environ.get("SDL3D_ROBUSTNESS_TABLE")
     if table:  # docs/hardening.md's table is made from this
-        Path(table).write_text("".join(f"| {case_id} | {RESULTS.get(case_id, 'not run')} |\n"
-                                       for case_id, *_ in CASES))
+        Path(table).write_text("".join(f"| {case_id} | {RESULTS.get(case_id, 'not run')} |\n" for case_id, *_ in CASES))

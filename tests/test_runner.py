@@ -24,10 +24,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from comfy_runner.graph import load_workflow, ui_to_api  # noqa: E402
+from headless import ComfyClient, ComfyServer, free_port, prepare_base  # noqa: E402
+
+from comfy_runner.graph import ui_to_api  # noqa: E402
 from comfy_runner.local import offline_models_tree  # noqa: E402
 from comfy_runner.outputs import file_sha256, read_manifest  # noqa: E402
-from headless import ComfyClient, ComfyServer, free_port, prepare_base  # noqa: E402
 
 RUNNER = REPO_ROOT / "scripts" / "run_batch.py"
 TXT2RGBD = REPO_ROOT / "workflows" / "ldm3d_txt2rgbd.json"
@@ -44,8 +45,10 @@ def servers(fixture_models, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runner_servers")
     models = offline_models_tree(fixture_models, root / "models_offline")
-    pool = [ComfyServer(comfyui_dir(), prepare_base(root / f"server-{i}", models, REPO_ROOT / "workflows" / "inputs"))
-            for i in range(3)]
+    pool = [
+        ComfyServer(comfyui_dir(), prepare_base(root / f"server-{i}", models, REPO_ROOT / "workflows" / "inputs"))
+        for i in range(3)
+    ]
     try:
         with concurrent.futures.ThreadPoolExecutor(len(pool)) as executor:
             list(executor.map(lambda server: server.start(timeout=300), pool))
@@ -61,14 +64,19 @@ def object_info(servers):
 
 
 def run_runner(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
 
 
 def write_batch(path: Path, count: int, first_ipd_mm: int) -> Path:
     """A JSONL batch for STEREO: one job a line, each with its own eye distance (so each one really runs)."""
-    path.write_text("".join(json.dumps({"id": f"pano-{i:02d}", "Stereo 360 (ODS).ipd_m": (first_ipd_mm + 7 * i) / 1000})
-                            + "\n" for i in range(count)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"pano-{i:02d}", "Stereo 360 (ODS).ipd_m": (first_ipd_mm + 7 * i) / 1000}) + "\n"
+            for i in range(count)
+        )
+    )
     return path
 
 
@@ -105,8 +113,16 @@ def test_conversion_follows_reroutes_primitives_and_bypass_and_drops_notes_and_m
     def add_node(kind, mode=0, inputs=(), widgets=None):
         nonlocal next_id
         next_id += 1
-        ui["nodes"].append({"id": next_id, "type": kind, "mode": mode, "inputs": list(inputs), "outputs": [],
-                            "widgets_values": widgets or []})
+        ui["nodes"].append(
+            {
+                "id": next_id,
+                "type": kind,
+                "mode": mode,
+                "inputs": list(inputs),
+                "outputs": [],
+                "widgets_values": widgets or [],
+            }
+        )
         return next_id
 
     def reroute_link(link_id, via_kind, mode=0):
@@ -146,8 +162,9 @@ def test_one_server_runs_one_job_with_graph_in_png_and_16bit_depth(servers, tmp_
     from PIL import Image
 
     out = tmp_path / "out"
-    result = run_runner(TXT2RGBD, "--url", servers[0].url, *SMALL, "--seed", 11, "--prompt", "a red room",
-                        "--output-dir", out)
+    result = run_runner(
+        TXT2RGBD, "--url", servers[0].url, *SMALL, "--seed", 11, "--prompt", "a red room", "--output-dir", out
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("done: 1 jobs (1 ok)")
     (record,) = read_manifest(out / "manifest.jsonl")
@@ -178,8 +195,7 @@ def test_three_servers_run_twelve_jobs(servers, tmp_path):
     out = tmp_path / "out"
     batch = write_batch(tmp_path / "jobs.jsonl", 12, first_ipd_mm=20)
     started = time.monotonic()
-    result = run_runner(STEREO, "--batch", batch, "--output-dir", out,
-                        *[a for s in servers for a in ("--url", s.url)])
+    result = run_runner(STEREO, "--batch", batch, "--output-dir", out, *[a for s in servers for a in ("--url", s.url)])
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     records = final_records(out)
@@ -195,9 +211,24 @@ def test_three_servers_run_twelve_jobs(servers, tmp_path):
 def test_resume_after_interrupted_run_finishes_only_what_is_missing(servers, tmp_path):
     out = tmp_path / "out"
     batch = write_batch(tmp_path / "jobs.jsonl", 6, first_ipd_mm=21)
-    first = subprocess.Popen([sys.executable, str(RUNNER), STEREO, "--batch", batch, "--output-dir", out,
-                              "--url", servers[1].url, "--depth", "1"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(RUNNER),
+            STEREO,
+            "--batch",
+            batch,
+            "--output-dir",
+            out,
+            "--url",
+            servers[1].url,
+            "--depth",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and first.poll() is None:
@@ -211,8 +242,9 @@ def test_resume_after_interrupted_run_finishes_only_what_is_missing(servers, tmp
     done_before = {r["job"] for r in read_manifest(out / "manifest.jsonl") if r["status"] == "ok"}
     assert 2 <= len(done_before) < 6
 
-    result = run_runner(STEREO, "--batch", batch, "--output-dir", out, "--resume",
-                        "--url", servers[1].url, "--url", servers[0].url)
+    result = run_runner(
+        STEREO, "--batch", batch, "--output-dir", out, "--resume", "--url", servers[1].url, "--url", servers[0].url
+    )
     assert result.returncode == 0, result.stderr
     records = final_records(out)
     assert len(records) == 6
@@ -223,8 +255,18 @@ def test_resume_after_interrupted_run_finishes_only_what_is_missing(servers, tmp
 
 def test_validation_error_gives_its_exit_code_and_is_not_retried(servers, tmp_path):
     out = tmp_path / "out"
-    result = run_runner(TXT2RGBD, "--url", servers[0].url, "--url", servers[1].url, *SMALL,
-                        "--set", "KSampler.steps=0", "--output-dir", out)
+    result = run_runner(
+        TXT2RGBD,
+        "--url",
+        servers[0].url,
+        "--url",
+        servers[1].url,
+        *SMALL,
+        "--set",
+        "KSampler.steps=0",
+        "--output-dir",
+        out,
+    )
     assert result.returncode == 3, result.stderr
     assert "FAILED" in result.stderr.strip().splitlines()[-1]
     (record,) = read_manifest(out / "manifest.jsonl")
@@ -235,12 +277,23 @@ def test_validation_error_gives_its_exit_code_and_is_not_retried(servers, tmp_pa
 def test_execution_error_gives_its_exit_code_with_the_servers_message(servers, tmp_path):
     """A graph that passes validation and fails in execution: LDM3D Decode given an SD (TAESD) VAE."""
     out = tmp_path / "out"
-    graph = {"vae": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
-             "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-             "dec": {"class_type": "SDL3D_LDM3DDecode",
-                     "inputs": {"samples": ["lat", 0], "vae": ["vae", 0], "depth_6ch": "exact", "tiled": False,
-                                "tile_size": 512, "overlap": 128, "circular": False}},
-             "out": {"class_type": "PreviewImage", "inputs": {"images": ["dec", 0]}}}
+    graph = {
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
+        "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "dec": {
+            "class_type": "SDL3D_LDM3DDecode",
+            "inputs": {
+                "samples": ["lat", 0],
+                "vae": ["vae", 0],
+                "depth_6ch": "exact",
+                "tiled": False,
+                "tile_size": 512,
+                "overlap": 128,
+                "circular": False,
+            },
+        },
+        "out": {"class_type": "PreviewImage", "inputs": {"images": ["dec", 0]}},
+    }
     path = tmp_path / "wrong_vae.api.json"
     path.write_text(json.dumps(graph))
     result = run_runner(path, "--url", servers[0].url, "--output-dir", out)
@@ -259,8 +312,9 @@ def test_unreachable_url_gives_its_exit_code_and_records_the_jobs(tmp_path):
 
 
 def test_bad_override_is_a_usage_error_before_anything_runs(servers, tmp_path):
-    result = run_runner(TXT2RGBD, "--url", servers[0].url, "--set", "No such node.seed=1",
-                        "--output-dir", tmp_path / "out")
+    result = run_runner(
+        TXT2RGBD, "--url", servers[0].url, "--set", "No such node.seed=1", "--output-dir", tmp_path / "out"
+    )
     assert result.returncode == 2
     assert "no node 'No such node'" in result.stderr and "'KSampler'" in result.stderr
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
@@ -271,9 +325,22 @@ def test_killed_server_mid_batch_has_its_jobs_requeued(servers, tmp_path):
     victim = servers[2]
     out = tmp_path / "out"
     batch = write_batch(tmp_path / "jobs.jsonl", 12, first_ipd_mm=22)
-    runner = subprocess.Popen([sys.executable, str(RUNNER), STEREO, "--batch", batch, "--output-dir", out,
-                               *[a for s in servers for a in ("--url", s.url)]],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            str(RUNNER),
+            STEREO,
+            "--batch",
+            batch,
+            "--output-dir",
+            out,
+            *[a for s in servers for a in ("--url", s.url)],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     try:
         deadline = time.monotonic() + 300
         killed = False

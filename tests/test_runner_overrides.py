@@ -15,24 +15,46 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from comfy_runner.overrides import (OverrideError, apply_row, apply_set, apply_shortcut, find_node,  # noqa: E402
-                                    parse_set, read_batch, text_encoders)
+from comfy_runner.overrides import (  # noqa: E402
+    OverrideError,
+    apply_row,
+    apply_set,
+    apply_shortcut,
+    find_node,
+    parse_set,
+    read_batch,
+    text_encoders,
+)
 
 PANORAMA = json.loads((REPO_ROOT / "workflows" / "api" / "panorama_360_stereo.api.json").read_text())
 INFO = {
-    "SDL3D_SyncDiffusionKSampler": {"display_name": "SyncDiffusion KSampler", "input": {"required": {
-        "seed": ["INT", {"min": 0}], "steps": ["INT", {"min": 1}], "circular": ["BOOLEAN", {}],
-        "cfg": ["FLOAT", {}], "anchor": [["left", "middle", "right"], {}]}}},
+    "SDL3D_SyncDiffusionKSampler": {
+        "display_name": "SyncDiffusion KSampler",
+        "input": {
+            "required": {
+                "seed": ["INT", {"min": 0}],
+                "steps": ["INT", {"min": 1}],
+                "circular": ["BOOLEAN", {}],
+                "cfg": ["FLOAT", {}],
+                "anchor": [["left", "middle", "right"], {}],
+            }
+        },
+    },
     "CLIPTextEncode": {"display_name": "CLIP Text Encode (Prompt)", "input": {"required": {"text": ["STRING", {}]}}},
-    "EmptyLatentImage": {"display_name": "Empty Latent Image", "input": {"required": {
-        "width": ["INT", {}], "height": ["INT", {}], "batch_size": ["INT", {}]}}},
+    "EmptyLatentImage": {
+        "display_name": "Empty Latent Image",
+        "input": {"required": {"width": ["INT", {}], "height": ["INT", {}], "batch_size": ["INT", {}]}},
+    },
     "SDL3D_LDM3DLoader": {"display_name": "LDM3D Loader", "input": {"required": {"model_name": [["ldm3d-pano"], {}]}}},
 }
 
 
 def test_parse_set_keeps_dots_in_titles_and_equals_in_values():
     assert parse_set("Load Checkpoint (SD 1.5).ckpt_name=a=b.safetensors") == (
-        "Load Checkpoint (SD 1.5)", "ckpt_name", "a=b.safetensors")
+        "Load Checkpoint (SD 1.5)",
+        "ckpt_name",
+        "a=b.safetensors",
+    )
     for bad in ("seed=7", "KSampler.seed", ".seed=1"):
         with pytest.raises(OverrideError):
             parse_set(bad)
@@ -72,8 +94,14 @@ def test_shortcuts_find_their_nodes():
     prompt, changes = copy.deepcopy(PANORAMA), {}
     assert text_encoders(prompt, "positive") == [("2", "text")]
     assert text_encoders(prompt, "negative") == [("3", "text")]
-    for key, value in (("prompt", "a lake"), ("negative", "fog"), ("seed", "9"), ("size", "1024x512"),
-                       ("steps", 20), ("checkpoint", "ldm3d-pano")):
+    for key, value in (
+        ("prompt", "a lake"),
+        ("negative", "fog"),
+        ("seed", "9"),
+        ("size", "1024x512"),
+        ("steps", 20),
+        ("checkpoint", "ldm3d-pano"),
+    ):
         apply_shortcut(prompt, key, value, INFO, changes)
     assert prompt["2"]["inputs"]["text"] == "a lake" and prompt["3"]["inputs"]["text"] == "fog"
     assert (prompt["4"]["inputs"]["width"], prompt["4"]["inputs"]["height"]) == (1024, 512)
@@ -87,7 +115,7 @@ def test_batch_files_jsonl_and_csv(tmp_path):
     jsonl = tmp_path / "jobs.jsonl"
     jsonl.write_text('{"id": "a", "seed": 1, "6.steps": 3}\n\n# comment\n{"set": ["Prompt.text=x"]}\n')
     csv_file = tmp_path / "jobs.csv"
-    csv_file.write_text("id,seed,Prompt.text\nb,2,a, quoted\nc,,\"hello, world\"\n")
+    csv_file.write_text('id,seed,Prompt.text\nb,2,a, quoted\nc,,"hello, world"\n')
     rows = read_batch(jsonl)
     assert [r.get("id") for r in rows] == ["a", None] and rows[1]["_where"].endswith(":4")
     prompt, changes = copy.deepcopy(PANORAMA), {}
@@ -95,7 +123,7 @@ def test_batch_files_jsonl_and_csv(tmp_path):
     assert (prompt["6"]["inputs"]["seed"], prompt["6"]["inputs"]["steps"]) == (1, 3)
     with pytest.raises(OverrideError, match="more cells than header"):
         read_batch(csv_file)
-    csv_file.write_text("id,seed,Prompt.text\nb,2,x\nc,,\"hello, world\"\n")
+    csv_file.write_text('id,seed,Prompt.text\nb,2,x\nc,,"hello, world"\n')
     rows = read_batch(csv_file)
     assert rows[1] == {"id": "c", "Prompt.text": "hello, world", "_where": f"{csv_file}:3"}
     apply_row(prompt, rows[0], INFO, changes)

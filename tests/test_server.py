@@ -16,8 +16,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import ComfyClient, ComfyServer, WorkflowError, output_files, prepare_base  # noqa: E402
-from comfy_runner.local import missing_inputs, offline_models_tree, offline_prompt  # noqa: E402
 from object_info_check import check_api, check_ui  # noqa: E402
+
+from comfy_runner.local import missing_inputs, offline_models_tree, offline_prompt  # noqa: E402
 from workflow_overrides import shrink_workflow  # noqa: E402
 
 API_WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.api.json"))
@@ -104,8 +105,11 @@ def test_object_info_check_catches_each_kind_of_mistake(object_info, compatible)
     prompt = json.loads((REPO_ROOT / "workflows" / "api" / "stereo360_mesh.api.json").read_text())
     assert check_ui(ui, object_info, compatible) == [] and check_api(prompt, object_info, compatible) == []
     mesh_id = next(k for k, v in prompt.items() if v["class_type"] == "SDL3D_SaveDepthMesh")
-    int_name, int_spec = next((k, v) for k, v in object_info["SDL3D_SaveDepthMesh"]["input"]["required"].items()
-                              if v[0] == "INT" and "max" in v[1])
+    int_name, int_spec = next(
+        (k, v)
+        for k, v in object_info["SDL3D_SaveDepthMesh"]["input"]["required"].items()
+        if v[0] == "INT" and "max" in v[1]
+    )
     link_input = next(k for k, v in prompt[mesh_id]["inputs"].items() if isinstance(v, list))
     mistakes = {
         "unknown node type": lambda p: p[mesh_id].update(class_type="NoSuchNode"),
@@ -121,9 +125,11 @@ def test_object_info_check_catches_each_kind_of_mistake(object_info, compatible)
         bad = json.loads(json.dumps(prompt))
         mutate(bad)
         assert any(needle in problem for problem in check_api(bad, object_info, compatible)), needle
-    for needle, mutate in {"left over": lambda w, n: n["widgets_values"].append(1),
-                           "does not fit": lambda w, n: w["links"][0].__setitem__(1, n["id"]),
-                           "is not one of": lambda w, n: n["widgets_values"].__setitem__(0, "gif")}.items():
+    for needle, mutate in {
+        "left over": lambda w, n: n["widgets_values"].append(1),
+        "does not fit": lambda w, n: w["links"][0].__setitem__(1, n["id"]),
+        "is not one of": lambda w, n: n["widgets_values"].__setitem__(0, "gif"),
+    }.items():
         bad_ui = json.loads(json.dumps(ui))
         mutate(bad_ui, next(n for n in bad_ui["nodes"] if n["type"] == "SDL3D_SaveDepthMesh"))
         assert any(needle in problem for problem in check_ui(bad_ui, object_info, compatible)), needle

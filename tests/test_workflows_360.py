@@ -9,23 +9,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_harness import run_api_graph, run_node, stock_node
 from test_nodes_vae360 import seam_ratio
+
+from comfy_harness import run_api_graph, run_node, stock_node
 from workflow_overrides import shrink_workflow
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 CKPT = "sdl3d_tiny_sd15.safetensors"
 
 
-@pytest.mark.parametrize("name,sampler_node,decode_node", [("panorama_360_sd", "6", "7"),
-                                                          ("panorama_360_upscale", "8", "9")])
+@pytest.mark.parametrize(
+    "name,sampler_node,decode_node", [("panorama_360_sd", "6", "7"), ("panorama_360_upscale", "8", "9")]
+)
 def test_360_workflow_output_is_seam_free(comfy, pack, name, sampler_node, decode_node):
     # shipped at real sizes; shrunk for the CPU, with enough steps that the random-weight decode settles
     graph = shrink_workflow(json.loads((WORKFLOWS / "api" / f"{name}.api.json").read_text()), steps=8)
     for spec in graph.values():
         if "sync_steps" in spec["inputs"]:
             spec["inputs"]["sync_steps"] = 2
-        if spec["class_type"] in ("SDL3D_VAEDecode360", "SDL3D_VAEEncodeTiled"):  # one piece, wrap padding of 8 latent cells
+        if spec["class_type"] in (
+            "SDL3D_VAEDecode360",
+            "SDL3D_VAEEncodeTiled",
+        ):  # one piece, wrap padding of 8 latent cells
             spec["inputs"].update(tile_size=0, overlap=64)
     for spec in graph.values():  # every widget given, so the graph survives default changes
         cls = pack.by_id.get(spec["class_type"])

@@ -12,8 +12,15 @@ MAX_TEST_WIDTH = 256
 TEST_STEPS = 3
 MESH_MAX = (256, 128)  # mesh_width, mesh_height
 # input name -> (minimum, multiple) of the scaled value
-SCALED = {"width": (64, 8), "height": (64, 8), "window": (64, 8), "stride": (8, 8), "tile_size": (64, 64),
-          "overlap": (8, 8), "resolution": (0, 8)}
+SCALED = {
+    "width": (64, 8),
+    "height": (64, 8),
+    "window": (64, 8),
+    "stride": (8, 8),
+    "tile_size": (64, 64),
+    "overlap": (8, 8),
+    "resolution": (0, 8),
+}
 
 
 def _scale(value: int, factor: int, minimum: int, multiple: int) -> int:
@@ -27,9 +34,11 @@ def shrink_workflow(prompt: dict, max_width: int = MAX_TEST_WIDTH, steps: int = 
     capped, SyncDiffusion views halved-overlapping, meshes capped at MESH_MAX. Nodes without size inputs are
     untouched."""
     out = copy.deepcopy(prompt)
-    widths = [n["inputs"]["width"] for n in out.values()
-              if n["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage")
-              and isinstance(n["inputs"].get("width"), int)]
+    widths = [
+        n["inputs"]["width"]
+        for n in out.values()
+        if n["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage") and isinstance(n["inputs"].get("width"), int)
+    ]
     factor = max(1, -(-max(widths, default=0) // max_width))
     for node in out.values():
         inputs = node["inputs"]

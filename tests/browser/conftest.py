@@ -21,20 +21,35 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import PACK_DIR_NAME, ComfyServer, prepare_base  # noqa: E402
+
 from comfy_runner.local import offline_models_tree  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 VIEWPORT = {"width": 1920, "height": 1080}  # the window make_ui_workflow.py lays graphs out for
 FRONTEND_VERSIONS: set[str] = set()  # what the pages reported, printed at the end
-ARTIFACTS = Path(os.environ.get("SDL3D_ARTIFACTS") or REPO_ROOT / ".cache" / "browser-artifacts" /
-                 time.strftime("%Y%m%d-%H%M%S"))
+ARTIFACTS = Path(
+    os.environ.get("SDL3D_ARTIFACTS") or REPO_ROOT / ".cache" / "browser-artifacts" / time.strftime("%Y%m%d-%H%M%S")
+)
 
 
 def chromium_path() -> str | None:
     """SDL3D_CHROMIUM, else a chromium on PATH, else Debian's binary."""
-    for candidate in (os.environ.get("SDL3D_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                      "/usr/lib/chromium/chromium"):
+    for candidate in (
+        os.environ.get("SDL3D_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/lib/chromium/chromium",
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -85,8 +100,10 @@ def ui_server(fixture_models, tmp_path_factory):
     if frontend := os.environ.get("SDL3D_FRONTEND_ROOT"):  # another frontend build: a folder with index.html
         root = Path(frontend).resolve()
         if not (root / "index.html").is_file():
-            raise pytest.UsageError(f"SDL3D_FRONTEND_ROOT={frontend!r} has no index.html (point it at a frontend "
-                                    "package's static folder, e.g. <wheel>/comfyui_frontend_package/static)")
+            raise pytest.UsageError(
+                f"SDL3D_FRONTEND_ROOT={frontend!r} has no index.html (point it at a frontend "
+                "package's static folder, e.g. <wheel>/comfyui_frontend_package/static)"
+            )
         extra = ("--front-end-root", str(root))
     server = ComfyServer(comfyui, base, extra_args=extra)
     server.start()
@@ -122,8 +139,9 @@ class Page:
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         self.page.on("console", self._console)
         self.page.goto(url + "/")
-        self.page.wait_for_function("() => window.app && window.app.graph && window.app.canvas && window.app.api",
-                                    timeout=120_000)
+        self.page.wait_for_function(
+            "() => window.app && window.app.graph && window.app.canvas && window.app.api", timeout=120_000
+        )
         self.page.evaluate("""() => { window.__done = {}; for (const t of ['execution_success', 'execution_error'])
             app.api.addEventListener(t, e => { window.__done[e.detail.prompt_id] = t; }); }""")
         self.frontend_version = self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? 'unknown'")

@@ -21,14 +21,15 @@ NODE_BOXES = """() => app.graph._nodes.map(n => { const b = n.getBounding ? n.ge
     const c = n.computeSize(); return {id: n.id, type: n.type, comfyClass: n.comfyClass, has_errors: !!n.has_errors,
     box: b ? [b[0], b[1], b[2], b[3]] : [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30],
     size: [n.size[0], n.size[1]], compute: [c[0], c[1]],
-    outputs: (n.outputs || []).map(o => ({name: o.name, label: o.label || o.localized_name || null, type: o.type}))}; })"""
+    outputs: (n.outputs || []).map(o => ({name: o.name, label: o.label || o.localized_name || null,
+                                         type: o.type}))}; })"""
 
 
 def _overlaps(nodes: list[dict]) -> list[str]:
     """Pairs of nodes whose boxes (title bar included) overlap."""
     found = []
     for i, a in enumerate(nodes):
-        for b in nodes[i + 1:]:
+        for b in nodes[i + 1 :]:
             ax, ay, aw, ah = a["box"]
             bx, by, bw, bh = b["box"]
             if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
@@ -73,13 +74,17 @@ def test_workflow_opens_readable(ui, ui_server, path, artifacts):
         assert n["size"][0] >= n["compute"][0] - 1 and n["size"][1] >= n["compute"][1] - 1, (n["type"], n)
     assert _overlaps(nodes) == []  # title bar included (getBounding)
     # the first view shows every node, clear of the sidebar, tab bar, run bar and minimap
-    hidden = page.evaluate("""(boxes) => { const c = app.canvas.canvas, ds = app.canvas.ds, bad = [];
+    hidden = page.evaluate(
+        """(boxes) => { const c = app.canvas.canvas, ds = app.canvas.ds, bad = [];
         for (const n of boxes) { const [x, y, w, h] = n.box;
           for (const [px, py] of [[x + 4, y + 4], [x + w - 4, y + 4], [x + 4, y + h - 4], [x + w - 4, y + h - 4]]) {
             const sx = (px + ds.offset[0]) * ds.scale, sy = (py + ds.offset[1]) * ds.scale;
             const el = document.elementFromPoint(sx, sy);
-            if (!el || (el !== c && !el.closest('.dom-widget'))) { bad.push([n.type, n.id, sx, sy, el && el.className]); break; }
-          } } return bad; }""", nodes)
+            if (!el || (el !== c && !el.closest('.dom-widget'))) {
+              bad.push([n.type, n.id, sx, sy, el && el.className]); break; }
+          } } return bad; }""",
+        nodes,
+    )
     assert hidden == [], f"covered or off-screen at first view: {hidden}"
     # readable: the frontend draws titles and widget text at this zoom (it stops below its low-quality threshold)
     zoom = page.evaluate("() => ({scale: app.canvas.ds.scale, low: app.canvas.low_quality ?? null})")
@@ -98,8 +103,10 @@ def test_run_button_executes_a_workflow_with_previews_and_the_360_viewer(ui, art
     page.wait_for_function("(pid) => pid in window.__done", arg=prompt_id, timeout=300_000)
     assert page.evaluate("(pid) => window.__done[pid]", prompt_id) == "execution_success"
     shown = "() => app.graph._nodes.filter(n => n.imgs && n.imgs.length).map(n => n.type)"
-    page.wait_for_function(f"() => {{ const t = ({shown})(); return t.includes('SDL3D_SaveStereo360') "
-                           f"&& t.includes('PreviewImage'); }}", timeout=30_000)
+    page.wait_for_function(
+        f"() => {{ const t = ({shown})(); return t.includes('SDL3D_SaveStereo360') && t.includes('PreviewImage'); }}",
+        timeout=30_000,
+    )
     # the viewer appears in the Save Stereo 360 node (a top-bottom stereo pair) and renders
     panel = ".sdl3d-viewer360[data-node-type=SDL3D_SaveStereo360]"
     viewer = page.locator(panel)
@@ -108,10 +115,13 @@ def test_run_button_executes_a_workflow_with_previews_and_the_360_viewer(ui, art
     page.wait_for_timeout(1500)
 
     def pixels():
-        return page.evaluate("""(sel) => { const c = document.querySelector(sel + ' .sdl3d-viewer360-canvas');
+        return page.evaluate(
+            """(sel) => { const c = document.querySelector(sel + ' .sdl3d-viewer360-canvas');
             const t = document.createElement('canvas'); t.width = 64; t.height = 32;
             const g = t.getContext('2d'); g.drawImage(c, 0, 0, 64, 32);
-            return Array.from(g.getImageData(0, 0, 64, 32).data); }""", panel)
+            return Array.from(g.getImageData(0, 0, 64, 32).data); }""",
+            panel,
+        )
 
     def stats(px):
         values = [v for i, v in enumerate(px) if i % 4 != 3]

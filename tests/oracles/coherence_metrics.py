@@ -8,6 +8,7 @@ tests; independent of ``sync_core`` on purpose: one model call per crop pair, Gr
   ``crop`` (torchvision ``Resize``); ImageNet normalisation; Gram ``F F^T / (C H W)`` of the first five conv
   outputs (before ReLU); ``mse_loss`` per layer summed; SUM over pairs, then mean over panoramas.
 """
+
 import torch
 import torchvision
 
@@ -28,7 +29,10 @@ def plain_boxes(height, width, crop, stride):
 def plain_intra_lpips(model, images, crop):
     values = []
     for image in images:
-        crops = [image[:, t:b, l:r] * 2 - 1 for t, b, l, r in plain_boxes(image.shape[1], image.shape[2], crop, crop)]
+        crops = [
+            image[:, top:bottom, left:right] * 2 - 1
+            for top, bottom, left, right in plain_boxes(image.shape[1], image.shape[2], crop, crop)
+        ]
         total, count = 0.0, 0
         for i in range(len(crops)):
             for j in range(i + 1, len(crops)):
@@ -46,7 +50,7 @@ def _gram_by_hand(feature):
 
 def plain_intra_style(vgg19_state_dict, images, crop):
     features = torchvision.models.vgg19(weights=None).features
-    features.load_state_dict({k[len("features."):]: v for k, v in vgg19_state_dict.items()})
+    features.load_state_dict({k[len("features.") :]: v for k, v in vgg19_state_dict.items()})
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     resize = torchvision.transforms.Resize(crop, antialias=True)  # the official loader's Resize(512), on a tensor
@@ -67,7 +71,10 @@ def plain_intra_style(vgg19_state_dict, images, crop):
     values = []
     for image in images:
         image = resize(image[None])[0]
-        crops = [image[:, t:b, l:r] for t, b, l, r in plain_boxes(image.shape[1], image.shape[2], crop, crop)]
+        crops = [
+            image[:, top:bottom, left:right]
+            for top, bottom, left, right in plain_boxes(image.shape[1], image.shape[2], crop, crop)
+        ]
         total = 0.0
         for i in range(len(crops)):
             for j in range(i + 1, len(crops)):

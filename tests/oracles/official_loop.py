@@ -31,6 +31,7 @@ views of step ``i`` (SpotDiffusion's shifted grids), the anchor then being ``len
 Import from tests (pytest puts ``tests/`` on ``sys.path``; it has no ``__init__.py``):
 ``from oracles.official_loop import official_sample, get_views``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,12 +55,26 @@ def get_views(panorama_height, panorama_width, window_size=64, stride=16):
 
 
 def exponential_decay_list(init_weight, decay_rate, num_steps):
-    return [init_weight * (decay_rate ** i) for i in range(num_steps)]
+    return [init_weight * (decay_rate**i) for i in range(num_steps)]
 
 
-def official_sample(eps_fn, decode_fn, lpips_fn, scheduler, latent, num_inference_steps, window=64, stride=16,
-                    sync_weight=20.0, sync_decay_rate=0.95, sync_freq=1, sync_thres=50, views=None,
-                    view_weights=None, views_fn=None):
+def official_sample(
+    eps_fn,
+    decode_fn,
+    lpips_fn,
+    scheduler,
+    latent,
+    num_inference_steps,
+    window=64,
+    stride=16,
+    sync_weight=20.0,
+    sync_decay_rate=0.95,
+    sync_freq=1,
+    sync_thres=50,
+    views=None,
+    view_weights=None,
+    views_fn=None,
+):
     latent = latent.detach().clone()
     if views is None:
         views = get_views(latent.shape[-2], latent.shape[-1], window, stride)
