@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import tomllib
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,14 @@ def test_registry_metadata():
     project, comfy = data["project"], data["tool"]["comfy"]
     assert project["name"] == "syncdiffusion-ldm3d"
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
-    assert project["license"] == {"file": "LICENSE"} and (REPO_ROOT / "LICENSE").exists()
+    # PEP 639: an SPDX expression plus the file (the table form is deprecated by setuptools; the registry reads both)
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (REPO_ROOT / "LICENSE").read_text().startswith("MIT License")
     assert project["urls"]["Repository"]
-    assert comfy["requires-comfyui"] == ">=0.3.75" and comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"]
+    assert comfy["requires-comfyui"] == ">=0.3.75" and comfy["PublisherId"] and comfy["DisplayName"]
+    # the registry icon: a file in this repository (served from main), square, at most 400 px
+    icon = REPO_ROOT / comfy["Icon"].split("/main/", 1)[1]
+    with Image.open(icon) as picture:
+        assert picture.size[0] == picture.size[1] <= 400, picture.size
     ignored = (REPO_ROOT / ".comfyignore").read_text().split()
     assert "tests/" in ignored and "scripts/" in ignored
