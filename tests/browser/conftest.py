@@ -21,20 +21,35 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from headless import PACK_DIR_NAME, ComfyServer, prepare_base  # noqa: E402
+
 from comfy_runner.local import offline_models_tree  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 VIEWPORT = {"width": 1920, "height": 1080}  # the window make_ui_workflow.py lays graphs out for
 FRONTEND_VERSIONS: set[str] = set()  # what the pages reported, printed at the end
-ARTIFACTS = Path(os.environ.get("SDL3D_ARTIFACTS") or REPO_ROOT / ".cache" / "browser-artifacts" /
-                 time.strftime("%Y%m%d-%H%M%S"))
+ARTIFACTS = Path(
+    os.environ.get("SDL3D_ARTIFACTS") or REPO_ROOT / ".cache" / "browser-artifacts" / time.strftime("%Y%m%d-%H%M%S")
+)
 
 
 def chromium_path() -> str | None:
     """SDL3D_CHROMIUM, else a chromium on PATH, else Debian's binary."""
-    for candidate in (os.environ.get("SDL3D_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                      "/usr/lib/chromium/chromium"):
+    for candidate in (
+        os.environ.get("SDL3D_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/lib/chromium/chromium",
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -85,8 +100,10 @@ def ui_server(fixture_models, tmp_path_factory):
     if frontend := os.environ.get("SDL3D_FRONTEND_ROOT"):  # another frontend build: a folder with index.html
         root = Path(frontend).resolve()
         if not (root / "index.html").is_file():
-            raise pytest.UsageError(f"SDL3D_FRONTEND_ROOT={frontend!r} has no index.html (point it at a frontend "
-                                    "package's static folder, e.g. <wheel>/comfyui_frontend_package/static)")
+            raise pytest.UsageError(
+                f"SDL3D_FRONTEND_ROOT={frontend!r} has no index.html (point it at a frontend "
+                "package's static folder, e.g. <wheel>/comfyui_frontend_package/static)"
+            )
         extra = ("--front-end-root", str(root))
     server = ComfyServer(comfyui, base, extra_args=extra)
     server.start()
@@ -97,17 +114,22 @@ def ui_server(fixture_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="package")
-def browser():
+def playwright():
     """Playwright's sync API keeps its event loop marked running while it is open, which breaks asyncio.run in the
-    in-process tests: the browser lives only for this package, and the root conftest orders it last."""
+    in-process tests: it lives only for this package, and the root conftest orders it last."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+@pytest.fixture(scope="package")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 class Page:
@@ -122,8 +144,9 @@ class Page:
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         self.page.on("console", self._console)
         self.page.goto(url + "/")
-        self.page.wait_for_function("() => window.app && window.app.graph && window.app.canvas && window.app.api",
-                                    timeout=120_000)
+        self.page.wait_for_function(
+            "() => window.app && window.app.graph && window.app.canvas && window.app.api", timeout=120_000
+        )
         self.page.evaluate("""() => { window.__done = {}; for (const t of ['execution_success', 'execution_error'])
             app.api.addEventListener(t, e => { window.__done[e.detail.prompt_id] = t; }); }""")
         self.frontend_version = self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? 'unknown'")
@@ -145,6 +168,16 @@ class Page:
         self.page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
         self.page.wait_for_timeout(300)
 
+    def run(self, timeout_ms: int = 300_000) -> str:
+        """Queue the open graph from the Run button, wait for it to finish; returns the prompt id."""
+        with self.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as ans:
+            self.page.get_by_role("button", name="Run", exact=True).click()
+        assert ans.value.ok, ans.value.text()
+        prompt_id = ans.value.json()["prompt_id"]
+        self.page.wait_for_function("(pid) => pid in window.__done", arg=prompt_id, timeout=timeout_ms)
+        assert self.page.evaluate("(pid) => window.__done[pid]", prompt_id) == "execution_success"
+        return prompt_id
+
     def close(self) -> None:
         self.context.close()
 
@@ -152,6 +185,26 @@ class Page:
 @pytest.fixture
 def ui(browser, ui_server):
     page = Page(browser, ui_server.url)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="package")
+def browser_without_webgl(playwright):
+    """A second Chromium with WebGL switched off (as where the GPU and its software fallback are blocklisted)."""
+    args = [a for a in CHROMIUM_ARGS if "swiftshader" not in a] + ["--disable-webgl", "--disable-3d-apis"]
+    b = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=args)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def ui_without_webgl(browser_without_webgl, ui_server):
+    page = Page(browser_without_webgl, ui_server.url)
     try:
         yield page
     finally:
