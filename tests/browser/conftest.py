@@ -114,17 +114,22 @@ def ui_server(fixture_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="package")
-def browser():
+def playwright():
     """Playwright's sync API keeps its event loop marked running while it is open, which breaks asyncio.run in the
-    in-process tests: the browser lives only for this package, and the root conftest orders it last."""
+    in-process tests: it lives only for this package, and the root conftest orders it last."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+@pytest.fixture(scope="package")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 class Page:
@@ -163,6 +168,16 @@ class Page:
         self.page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
         self.page.wait_for_timeout(300)
 
+    def run(self, timeout_ms: int = 300_000) -> str:
+        """Queue the open graph from the Run button, wait for it to finish; returns the prompt id."""
+        with self.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as ans:
+            self.page.get_by_role("button", name="Run", exact=True).click()
+        assert ans.value.ok, ans.value.text()
+        prompt_id = ans.value.json()["prompt_id"]
+        self.page.wait_for_function("(pid) => pid in window.__done", arg=prompt_id, timeout=timeout_ms)
+        assert self.page.evaluate("(pid) => window.__done[pid]", prompt_id) == "execution_success"
+        return prompt_id
+
     def close(self) -> None:
         self.context.close()
 
@@ -170,6 +185,26 @@ class Page:
 @pytest.fixture
 def ui(browser, ui_server):
     page = Page(browser, ui_server.url)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="package")
+def browser_without_webgl(playwright):
+    """A second Chromium with WebGL switched off (as where the GPU and its software fallback are blocklisted)."""
+    args = [a for a in CHROMIUM_ARGS if "swiftshader" not in a] + ["--disable-webgl", "--disable-3d-apis"]
+    b = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=args)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def ui_without_webgl(browser_without_webgl, ui_server):
+    page = Page(browser_without_webgl, ui_server.url)
     try:
         yield page
     finally:

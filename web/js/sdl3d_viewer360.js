@@ -1,12 +1,13 @@
 // syncdiffusion-ldm3d: a 360 viewer inside the nodes that show the pack's equirect images.
 //
 // Nodes that get it: the pack's image-saving nodes, and stock SaveImage / PreviewImage fed by a pack node.
-// When such a node has shown an image whose shape is an equirect (2:1), a top-bottom stereo pair (1:1, from
-// Save Stereo 360) or a side-by-side pair (4:1), a "360 view" panel appears in the node: drag to look, wheel
-// to zoom, reset; left / right / anaglyph for stereo; a depth toggle when the graph also shows the depth of
-// the same picture; "Enter VR" where WebXR is available. The viewer takes the plain preview's place; without
-// WebGL nothing is added and the plain preview stays. The mesh node gets an "open in 3D preview" button that
-// wires ComfyUI's own Preview3D node.
+// What an image is comes from the graph, checked against its shape: a packed stereo pair only from the pack's
+// stereo outputs (Save Stereo 360, Stereo 360's 'stereo', Pack Eyes; top-bottom = square, side-by-side = 4:1),
+// anything else only when it is an equirect (2:1). A square LDM3D picture or a 4:1 flat panorama gets no viewer.
+// Where it fits, a "360 view" panel appears in the node: drag to look, wheel to zoom, reset; left / right /
+// anaglyph for stereo; a depth toggle when the graph also shows the depth of the same picture; "Enter VR" where
+// WebXR is available. The viewer takes the plain preview's place; without WebGL nothing is added and the plain
+// preview stays. The mesh node gets an "open in 3D preview" button that wires ComfyUI's own Preview3D node.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { Viewer360, hasWebGL } from "./viewer360.js";
@@ -16,6 +17,7 @@ const IMAGE_NODES = new Set(["SaveImage", "PreviewImage", "SDL3D_SaveStereo360",
                              "SDL3D_SaveDepthMesh"]);
 const PANEL_HEIGHT = 260; // scripts/make_ui_workflow.py leaves this room (VIEWER_W x VIEWER_H) in the shipped graphs
 const PANEL_MIN_WIDTH = 360;
+const STEREO_LAYOUTS = new Set(["top_bottom", "side_by_side"]);
 const PLAIN_PREVIEW = "$$canvas-image-preview"; // the frontend's image preview widget (same name in 1.32 to 1.58)
 const state = { webgl: null, outputs: new Map() };
 
@@ -33,13 +35,42 @@ function measure(url) {
   });
 }
 
-function layoutOf(size, node) {
+/** What the graph says the shown image is: "top_bottom" / "side_by_side" (a packed stereo frame of a known
+ * layout), "stereo" (packed, layout unknown) or null (a plain picture). Only the pack's stereo outputs make
+ * packed frames: Save Stereo 360 (its file suffix _360_TB / _360_LR says the layout), and an image input fed,
+ * directly or through single-input nodes, by Stereo 360's 'stereo' output or Pack Eyes (their 'layout' widget). */
+function declaredLayout(node, info) {
+  const packed = (n) => {
+    const value = n.widgets?.find((w) => w.name === "layout")?.value;
+    if (value === "anaglyph") return null; // one red-cyan picture, not a packed pair
+    return STEREO_LAYOUTS.has(value) ? value : "stereo";
+  };
+  if (node.comfyClass === "SDL3D_SaveStereo360") {
+    const suffix = /_360_(TB|LR)\.\w+$/i.exec(info?.filename ?? "")?.[1]?.toUpperCase();
+    return suffix ? (suffix === "TB" ? "top_bottom" : "side_by_side") : packed(node);
+  }
+  let current = node;
+  for (let i = 0; i < 4; i++) {
+    const origins = inputOrigins(current);
+    if (origins.length !== 1) return null;
+    const { node: o, slot } = origins[0];
+    if (o.comfyClass === "SDL3D_StereoPack") return packed(o);
+    if (o.comfyClass === "SDL3D_Stereo360") return o.outputs?.[slot]?.name === "stereo" ? packed(o) : null;
+    if (o.comfyClass?.startsWith(PACK_PREFIX)) return null; // another pack output: one picture
+    current = o;
+  }
+  return null;
+}
+
+/** The viewer's layout for an image of `size` that the graph declares as `declared` (see declaredLayout), or null
+ * for no viewer: a plain picture must be an equirect (2:1); a packed pair must have its layout's shape (top-bottom
+ * of two 2:1 eyes is square, side-by-side is 4:1). A square LDM3D picture or a 4:1 panorama gets no viewer. */
+function layoutOf(size, declared) {
   if (!size) return null;
-  const r = size.w / size.h;
-  if (Math.abs(r - 2) < 0.02) return "mono";
-  const stereoNode = node.comfyClass === "SDL3D_SaveStereo360" || node.comfyClass === "PreviewImage";
-  if (Math.abs(r - 1) < 0.02 && stereoNode) return "top_bottom";
-  if (Math.abs(r - 4) < 0.04) return "side_by_side";
+  const near = (ratio) => Math.abs(size.w / size.h - ratio) < 0.01 * ratio;
+  if (!declared) return near(2) ? "mono" : null;
+  if (declared !== "side_by_side" && near(1)) return "top_bottom";
+  if (declared !== "top_bottom" && near(4)) return "side_by_side";
   return null;
 }
 
@@ -119,6 +150,7 @@ function makePanel(node) {
   const root = document.createElement("div");
   root.className = "sdl3d-viewer360";
   root.dataset.nodeType = node.comfyClass ?? node.type;
+  root.dataset.nodeId = String(node.id);
   root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;box-sizing:border-box;";
   const bar = document.createElement("div");
   bar.className = "sdl3d-viewer360-bar";
@@ -155,11 +187,13 @@ async function showViewer(node, output) {
   if (!images?.length || !fedByPack(node)) return;
   if (state.webgl === null) state.webgl = hasWebGL();
   if (!state.webgl) {
+    node.sdl3dViewerState = "no-webgl";
     console.info("[syncdiffusion-ldm3d] WebGL is not available: 360 view off, the plain preview stays.");
     return;
   }
   const colorUrl = imageUrl(images[0]);
-  const layout = layoutOf(await measure(colorUrl), node);
+  const layout = layoutOf(await measure(colorUrl), declaredLayout(node, images[0]));
+  node.sdl3dViewerState = layout ?? "not-360"; // what the last image was taken for (read by the browser tests)
   if (!layout) return;
   if (!node.sdl3dViewer) {
     const panel = makePanel(node);
@@ -218,24 +252,46 @@ function refreshDepth() {
   }
 }
 
+/** The model the mesh node saved last (what its model_file output carried), from its "3d" UI output. */
+function lastModelFile(node) {
+  const model = state.outputs.get(String(node.id))?.["3d"]?.[0];
+  if (!model?.filename) return null;
+  return model.subfolder ? `${model.subfolder}/${model.filename}` : model.filename;
+}
+
+/** Wire ComfyUI's own Preview3D node to the mesh node's model_file output (once; a second click re-uses it). When
+ * the mesh exists already, Preview3D is told to show it right away (its "Last Time Model File" property, which it
+ * loads when it is created, as after a reload); else it shows the mesh on the next run. Nothing is queued here. */
+function openInPreview3D(node) {
+  const graph = node.graph ?? app.graph;
+  const slot = node.outputs?.findIndex((o) => o.name === "model_file") ?? -1;
+  if (slot < 0) return null;
+  const linked = (node.outputs[slot].links ?? []).map((id) => graph.links?.[id] ?? graph.links?.get?.(id))
+    .map((l) => l && graph.getNodeById(l.target_id)).find((n) => n?.type === "Preview3D");
+  if (linked) return linked;
+  const preview = globalThis.LiteGraph.createNode("Preview3D");
+  if (!preview) return null;
+  const modelFile = lastModelFile(node);
+  if (modelFile) {
+    preview.properties ??= {};
+    preview.properties["Last Time Model File"] = modelFile;
+    const widget = preview.widgets?.find((w) => w.name === "model_file");
+    if (widget) widget.value = modelFile;
+  }
+  preview.pos = [node.pos[0] + node.size[0] + 40, node.pos[1]];
+  graph.add(preview);
+  const input = preview.inputs?.findIndex((i) => i.name === "model_file") ?? -1;
+  if (input >= 0) node.connect(slot, preview, input);
+  node.setDirtyCanvas?.(true, true);
+  return preview;
+}
+
 function addPreview3DButton(node) {
   const hasPreview3D = !!globalThis.LiteGraph?.registered_node_types?.Preview3D;
   if (!hasPreview3D || node.widgets?.some((w) => w.name === "open in 3D preview")) return;
-  node.addWidget("button", "open in 3D preview", null, () => {
-    const graph = node.graph ?? app.graph;
-    const slot = node.outputs?.findIndex((o) => o.name === "model_file") ?? -1;
-    if (slot < 0) return;
-    const existing = (node.outputs[slot].links ?? []).map((id) => graph.links?.[id] ?? graph.links?.get?.(id))
-      .map((l) => l && graph.getNodeById(l.target_id)).find((n) => n?.type === "Preview3D");
-    if (existing) return;
-    const preview = globalThis.LiteGraph.createNode("Preview3D");
-    preview.pos = [node.pos[0] + node.size[0] + 40, node.pos[1]];
-    graph.add(preview);
-    const input = preview.inputs?.findIndex((i) => i.name === "model_file") ?? -1;
-    if (input >= 0) node.connect(slot, preview, input);
-    app.queuePrompt?.(0);
-  }, { serialize: false });
-  node.widgets[node.widgets.length - 1].serialize = false; // never part of widgets_values
+  const widget = node.addWidget("button", "open in 3D preview", null, () => openInPreview3D(node), { serialize: false });
+  widget.serialize = false; // never part of widgets_values
+  widget.tooltip = "Show the saved mesh in ComfyUI's 3D preview (adds a Preview 3D node linked to model_file)";
 }
 
 app.registerExtension({
