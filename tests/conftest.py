@@ -69,6 +69,12 @@ def lpips_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def comfyui_root() -> Path:
+    """The ComfyUI source tree the server tests start (COMFYUI_DIR or the bootstrapped one)."""
+    return comfyui_dir()
+
+
+@pytest.fixture(scope="session")
 def fixture_models() -> Path:
     """The fixture models tree (checkpoints/, vae_approx/, lpips/, ldm3d/ ...), built on first use."""
     _put_comfy_on_path()

@@ -38,9 +38,7 @@ RSS_BOUND_GIB = 8.0
 
 
 @pytest.fixture(scope="module")
-def env(fixture_models, tmp_path_factory):
-    from conftest import comfyui_dir
-
+def env(fixture_models, comfyui_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("robust_base")
     outside = tmp_path_factory.mktemp("robust_outside")
     models = offline_models_tree(fixture_models, base / "models_offline")
@@ -55,7 +53,7 @@ def env(fixture_models, tmp_path_factory):
     before_base = _files(base, skip=("output", "temp", "user", "models_offline"))
     previous = os.environ.get("SDL3D_MEMORY_LIMIT_MB")
     os.environ["SDL3D_MEMORY_LIMIT_MB"] = str(MEMORY_LIMIT_MB)
-    srv = ComfyServer(comfyui_dir(), base)
+    srv = ComfyServer(comfyui_root, base)
     try:
         srv.start()
     finally:

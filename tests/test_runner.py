@@ -40,13 +40,11 @@ pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
-def servers(fixture_models, tmp_path_factory):
-    from conftest import comfyui_dir
-
+def servers(fixture_models, comfyui_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("runner_servers")
     models = offline_models_tree(fixture_models, root / "models_offline")
     pool = [
-        ComfyServer(comfyui_dir(), prepare_base(root / f"server-{i}", models, REPO_ROOT / "workflows" / "inputs"))
+        ComfyServer(comfyui_root, prepare_base(root / f"server-{i}", models, REPO_ROOT / "workflows" / "inputs"))
         for i in range(3)
     ]
     try:

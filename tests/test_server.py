@@ -27,13 +27,11 @@ pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
-def server(fixture_models, tmp_path_factory):
-    from conftest import comfyui_dir
-
+def server(fixture_models, comfyui_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("server_base")
     models = offline_models_tree(fixture_models, base / "models_offline")
     prepare_base(base, models, REPO_ROOT / "workflows" / "inputs")
-    srv = ComfyServer(comfyui_dir(), base)
+    srv = ComfyServer(comfyui_root, base)
     srv.start()
     try:
         yield srv
