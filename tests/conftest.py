@@ -13,7 +13,6 @@ skip and say why.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import shutil
@@ -26,10 +25,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ["model_fixtures"]  # model fixtures shared by the sampler test modules
 CACHE_DIR = REPO_ROOT / ".cache"
-PACK_MODULE = "syncdiffusion_ldm3d"
 
 # The repo root must never shadow ComfyUI's own `nodes` module (python -m pytest puts the cwd first).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import comfy_inprocess  # noqa: E402  (the one in-process loader, shared with the scripts)
 
 
 def comfyui_dir() -> Path:
@@ -47,12 +47,7 @@ def _put_comfy_on_path() -> Path:
             f"needs ComfyUI (not found at {root}): run scripts/bootstrap.sh or set COMFYUI_DIR; "
             'the core tier runs without it: pytest -m "not slow"'
         )
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    return root
+    return comfy_inprocess.put_comfy_first(root, cpu=True)
 
 
 @pytest.fixture(scope="session")
@@ -96,17 +91,15 @@ def comfy(fixture_models, tmp_path_factory):
     folder_paths.set_input_directory(str(base / "input"))
     folder_paths.set_output_directory(str(base / "output"))
     folder_paths.set_temp_directory(str(base / "temp"))
-    for folder in sorted(p for p in fixture_models.iterdir() if p.is_dir()):
-        folder_paths.add_model_folder_path(folder.name, str(folder), is_default=True)
+    comfy_inprocess.add_model_folders(fixture_models)
     inputs_dir = REPO_ROOT / "workflows" / "inputs"
     if inputs_dir.is_dir():
         for item in inputs_dir.iterdir():
             shutil.copy(item, base / "input" / item.name)  # copies: the pack refuses links leaving input/
 
+    comfy_inprocess.init_stock_nodes()
     import nodes
 
-    if "SamplerCustomAdvanced" not in nodes.NODE_CLASS_MAPPINGS:
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     return SimpleNamespace(root=root, base=base, models=fixture_models, folder_paths=folder_paths, nodes=nodes)
 
 
@@ -131,20 +124,13 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def pack(comfy):
     """The pack imported as a package (like ComfyUI's loader does), with its model folders registered."""
-    if PACK_MODULE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_MODULE] = module
-        spec.loader.exec_module(module)
-    module = sys.modules[PACK_MODULE]
-    extension = asyncio.run(module.comfy_entrypoint())
-    node_classes = asyncio.run(extension.get_node_list())
+    module = comfy_inprocess.import_pack()
+    node_classes = comfy_inprocess.pack_node_classes(module)
+    package = comfy_inprocess.PACK_MODULE
     return SimpleNamespace(
         module=module,
-        nodes=importlib.import_module(f"{PACK_MODULE}.nodes"),
-        node_module=lambda name: importlib.import_module(f"{PACK_MODULE}.nodes.{name}"),
+        nodes=importlib.import_module(f"{package}.nodes"),
+        node_module=lambda name: importlib.import_module(f"{package}.nodes.{name}"),
         node_classes=node_classes,
         by_id={cls.GET_SCHEMA().node_id: cls for cls in node_classes},
     )
