@@ -10,6 +10,9 @@ Convention:
     with the pixel-centre convention of ``ods``. Triangles wind counter-clockwise seen from the sphere centre
     (inward-facing); degenerate pole triangles are not emitted.
     UV per format: glTF (origin top-left) ``(u, t)``; OBJ and PLY (OpenGL, origin bottom-left) ``(u, 1 - t)``.
+
+Memory: the mesh itself is 55 bytes per vertex (positions, UVs, colours, radii, two triangles); everything else is
+computed and written in blocks of about ``CHUNK`` vertices or faces, so that no full-size temporary exists.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+CHUNK = 1 << 20  # vertices, faces or pixels per block of work
 
 
 @dataclass
@@ -55,23 +61,32 @@ def sample_equirect(values: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndar
     x1i = np.mod(x0i + 1, width)
     y0i = y0.astype(np.int64)
     y1i = np.minimum(y0i + 1, height - 1)
-    v = values.astype(np.float64, copy=False)
+    v = np.asarray(values)  # gathered values are promoted to float64 below (no float64 copy of the whole image)
     top = v[y0i, x0i] * (1 - fx) + v[y0i, x1i] * fx
     bot = v[y1i, x0i] * (1 - fx) + v[y1i, x1i] * fx
     return top * (1 - fy) + bot * fy
 
 
 def sphere_faces(mesh_w: int, mesh_h: int) -> np.ndarray:
-    """Inward-facing triangles of the (mesh_h) x (mesh_w + 1) grid without the degenerate pole triangles."""
+    """Inward-facing triangles of the (mesh_h) x (mesh_w + 1) grid without the degenerate pole triangles.
+
+    Order: the (a, c, b) triangles of rows 1 .. mesh_h - 2, then the (b, c, d) triangles of rows 0 .. mesh_h - 3,
+    each row by column, where a = j * (mesh_w + 1) + i, b = a + 1, c = a + mesh_w + 1, d = c + 1.
+    """
     cols = mesh_w + 1
-    j, i = np.meshgrid(np.arange(mesh_h - 1), np.arange(mesh_w), indexing="ij")
-    a = j * cols + i
-    b = a + 1
-    c = a + cols
-    d = c + 1
-    tri1 = np.stack([a, c, b], -1)[1:]  # row 0: a and b are both the north pole
-    tri2 = np.stack([b, c, d], -1)[:-1]  # last row: c and d are both the south pole
-    return np.concatenate([tri1.reshape(-1, 3), tri2.reshape(-1, 3)]).astype(np.uint32)
+    per_row = mesh_w
+    faces = np.empty((2 * per_row * (mesh_h - 2), 3), dtype=np.uint32)
+    half = per_row * (mesh_h - 2)
+    step = max(1, CHUNK // per_row)
+    i = np.arange(mesh_w, dtype=np.int64)
+    for j0 in range(0, mesh_h - 2, step):
+        j = np.arange(j0, min(j0 + step, mesh_h - 2), dtype=np.int64)[:, None]
+        rows = slice(j0 * per_row, (j0 + len(j)) * per_row)
+        a1 = (j + 1) * cols + i  # tri1 rows start at 1: row 0's a and b are both the north pole
+        faces[rows] = np.stack([a1, a1 + cols, a1 + 1], -1).reshape(-1, 3)
+        a2 = j * cols + i  # tri2 rows end at mesh_h - 3: the last row's c and d are both the south pole
+        faces[half + rows.start : half + rows.stop] = np.stack([a2 + 1, a2 + cols, a2 + cols + 1], -1).reshape(-1, 3)
+    return faces
 
 
 def build_sphere_mesh(
@@ -82,12 +97,13 @@ def build_sphere_mesh(
     mesh_h: int = 512,
     cull_tau: float | None = None,
 ) -> SphereMesh:
-    """Displaced sphere of an equirect (see the module Convention).
+    """Displaced sphere of an equirect (see the module Convention), built in blocks of rows.
 
     Args:
         depth: D [H, W] in [0, 1] (white = near).
         image: [H, W, 3] float in [0, 1].
-        to_distance: maps sampled D (float64 array) to radius in metres (e.g. ``distance.depth_to_distance``).
+        to_distance: maps sampled D (float64 array) to radius in metres (e.g. ``distance.depth_to_distance``);
+            called once per block of rows.
         mesh_w, mesh_h: grid size (>= 3 each); vertices = (mesh_w + 1) * mesh_h.
         cull_tau: if set, drop triangles with ``max(r) / min(r) > 1 + cull_tau`` (depth discontinuities).
     """
@@ -96,34 +112,57 @@ def build_sphere_mesh(
     if depth.shape[:2] != image.shape[:2]:
         raise ValueError(f"depth {depth.shape[:2]} and image {image.shape[:2]} sizes differ")
     cols = mesh_w + 1
-    u = np.arange(cols, dtype=np.float64) / mesh_w
-    t = np.arange(mesh_h, dtype=np.float64) / (mesh_h - 1)
-    uu, tt = np.meshgrid(u, t)
-    d = sample_equirect(np.asarray(depth, dtype=np.float64)[..., None], uu, tt)[..., 0]
-    r = np.asarray(to_distance(d), dtype=np.float64)
-    if not np.isfinite(r).all() or (r <= 0).any():
-        raise ValueError("the depth mapping gave non-finite or non-positive radii; use a finite far distance")
-    r[:, -1] = r[:, 0]  # exact seam duplication
-    alpha = (uu - 0.5) * 2.0 * math.pi
-    beta = (0.5 - tt) * math.pi
-    pos = np.stack([np.cos(beta) * np.sin(alpha), np.sin(beta), -np.cos(beta) * np.cos(alpha)], -1) * r[..., None]
-    pos[:, -1] = pos[:, 0]
-    pos[0] = (0.0, 1.0, 0.0) * r[0, :, None]  # collapsed poles
-    pos[-1] = (0.0, -1.0, 0.0) * r[-1, :, None]
-    rgb = sample_equirect(np.asarray(image, dtype=np.float64), uu, tt)
-    colors = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    u = (np.arange(cols, dtype=np.float64) / mesh_w)[None, :]
+    t_all = np.arange(mesh_h, dtype=np.float64) / (mesh_h - 1)
+    alpha = (u - 0.5) * 2.0 * math.pi
+    sin_a, cos_a = np.sin(alpha), np.cos(alpha)
+    depth3 = np.asarray(depth)[..., None]
+    positions = np.empty((mesh_h * cols, 3), dtype=np.float32)
+    uv = np.empty((mesh_h * cols, 2), dtype=np.float32)
+    colors = np.empty((mesh_h * cols, 3), dtype=np.uint8)
+    radius = np.empty((mesh_h, cols), dtype=np.float64)
+    step = max(1, CHUNK // cols)
+    for j0 in range(0, mesh_h, step):
+        j1 = min(j0 + step, mesh_h)
+        t = t_all[j0:j1, None]
+        flat = slice(j0 * cols, j1 * cols)
+        d = sample_equirect(depth3, u, t)[..., 0]
+        r = np.asarray(to_distance(d), dtype=np.float64)
+        if not np.isfinite(r).all() or (r <= 0).any():
+            raise ValueError("the depth mapping gave non-finite or non-positive radii; use a finite far distance")
+        r[:, -1] = r[:, 0]  # exact seam duplication
+        radius[j0:j1] = r
+        beta = (0.5 - t) * math.pi
+        cos_b = np.cos(beta)
+        pos = np.stack([cos_b * sin_a, np.broadcast_to(np.sin(beta), r.shape), -cos_b * cos_a], -1) * r[..., None]
+        pos[:, -1] = pos[:, 0]
+        if j0 == 0:
+            pos[0] = (0.0, 1.0, 0.0) * r[0, :, None]  # collapsed poles
+        if j1 == mesh_h:
+            pos[-1] = (0.0, -1.0, 0.0) * r[-1, :, None]
+        positions[flat] = pos.reshape(-1, 3)
+        rgb = sample_equirect(image, u, t)
+        colors[flat] = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8).reshape(-1, 3)
+        uv[flat, 0] = np.broadcast_to(u, r.shape).reshape(-1)
+        uv[flat, 1] = np.broadcast_to(t, r.shape).reshape(-1)
     faces = sphere_faces(mesh_w, mesh_h)
-    rflat = r.reshape(-1)
+    rflat = radius.reshape(-1)
     if cull_tau is not None:
-        rf = rflat[faces.astype(np.int64)]
-        faces = faces[rf.max(1) <= rf.min(1) * (1.0 + cull_tau)]
-    uv = np.stack([uu, tt], -1).reshape(-1, 2).astype(np.float32)
-    return SphereMesh(pos.reshape(-1, 3).astype(np.float32), uv, colors.reshape(-1, 3), rflat, faces, (mesh_h, cols))
+        keep = np.empty(len(faces), dtype=bool)
+        for f0 in range(0, len(faces), CHUNK):
+            rf = rflat[faces[f0 : f0 + CHUNK]]
+            keep[f0 : f0 + CHUNK] = rf.max(1) <= rf.min(1) * (1.0 + cull_tau)
+        faces = faces[keep]
+    return SphereMesh(positions, uv, colors, rflat, faces, (mesh_h, cols))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
     """Encode [H, W, 3] float [0, 1] as 8-bit PNG bytes."""
-    arr = np.clip(np.round(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    image = np.asarray(image)
+    arr = np.empty(image.shape, dtype=np.uint8)
+    step = max(1, CHUNK // max(1, image.shape[1]))
+    for y in range(0, image.shape[0], step):  # float64 math in blocks of rows
+        arr[y : y + step] = np.clip(np.round(np.asarray(image[y : y + step], dtype=np.float64) * 255.0), 0, 255)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", compress_level=4)
     return buf.getvalue()
@@ -136,23 +175,28 @@ def _pad4(data: bytes, fill: bytes = b"\0") -> bytes:
 def glb_bytes(mesh: SphereMesh, texture_png: bytes, name: str = "ldm3d_sphere") -> bytes:
     """A binary glTF 2.0 with positions, TEXCOORD_0 (top-left origin), uint32 indices and the embedded PNG
     texture on an unlit, double-sided material (viewer at the centre)."""
+    buf = io.BytesIO()
+    _write_glb(buf, mesh, texture_png, name)
+    return buf.getvalue()
+
+
+def _write_glb(handle: BinaryIO, mesh: SphereMesh, texture_png: bytes, name: str) -> None:
+    """``glb_bytes`` streamed into a binary file object: the arrays are written as they are, never copied."""
     parts = [
-        mesh.positions.astype("<f4").tobytes(),
-        mesh.uv.astype("<f4").tobytes(),
-        mesh.faces.astype("<u4").tobytes(),
-        texture_png,
+        np.ascontiguousarray(mesh.positions, dtype="<f4"),
+        np.ascontiguousarray(mesh.uv, dtype="<f4"),
+        np.ascontiguousarray(mesh.faces, dtype="<u4"),
+        np.frombuffer(texture_png, dtype=np.uint8),
     ]
-    views, blob, offset = [], b"", 0
+    views, offset = [], 0
     for k, data in enumerate(parts):
-        view = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
+        view = {"buffer": 0, "byteOffset": offset, "byteLength": data.nbytes}
         if k < 2:
             view["target"] = 34962  # ARRAY_BUFFER
         elif k == 2:
             view["target"] = 34963  # ELEMENT_ARRAY_BUFFER
         views.append(view)
-        padded = _pad4(data)
-        blob += padded
-        offset += len(padded)
+        offset += data.nbytes + (-data.nbytes % 4)
     n = len(mesh.positions)
     doc = {
         "asset": {"version": "2.0", "generator": "syncdiffusion-ldm3d"},
@@ -203,24 +247,22 @@ def glb_bytes(mesh: SphereMesh, texture_png: bytes, name: str = "ldm3d_sphere") 
             {"bufferView": 2, "componentType": 5125, "count": int(mesh.faces.size), "type": "SCALAR"},
         ],
         "bufferViews": views,
-        "buffers": [{"byteLength": len(blob)}],
+        "buffers": [{"byteLength": offset}],
     }
     js = _pad4(json.dumps(doc, separators=(",", ":")).encode("utf-8"), b" ")
-    total = 12 + 8 + len(js) + 8 + len(blob)
-    return b"".join(
-        [
-            struct.pack("<III", 0x46546C67, 2, total),
-            struct.pack("<II", len(js), 0x4E4F534A),
-            js,
-            struct.pack("<II", len(blob), 0x004E4942),
-            blob,
-        ]
-    )
+    total = 12 + 8 + len(js) + 8 + offset
+    handle.write(struct.pack("<III", 0x46546C67, 2, total))
+    handle.write(struct.pack("<II", len(js), 0x4E4F534A))
+    handle.write(js)
+    handle.write(struct.pack("<II", offset, 0x004E4942))
+    for data in parts:
+        handle.write(data.reshape(-1).view(np.uint8))
+        handle.write(b"\0" * (-data.nbytes % 4))
 
 
 def write_glb(path: str, mesh: SphereMesh, texture_png: bytes) -> str:
     with open(path, "wb") as f:
-        f.write(glb_bytes(mesh, texture_png, os.path.splitext(os.path.basename(path))[0]))
+        _write_glb(f, mesh, texture_png, os.path.splitext(os.path.basename(path))[0])
     return path
 
 
@@ -233,15 +275,18 @@ def write_obj(path: str, mesh: SphereMesh, texture_png: bytes) -> list[str]:
         f.write(texture_png)
     with open(mtl_path, "w", encoding="utf-8") as f:
         f.write(f"newmtl equirect\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd {base}.png\n")
-    vt = mesh.uv.astype(np.float64).copy()
-    vt[:, 1] = 1.0 - vt[:, 1]
     with open(path, "w", encoding="utf-8") as f:
         f.write(f"# syncdiffusion-ldm3d displaced sphere: -Z forward, +X right, +Y up\nmtllib {base}.mtl\no {base}\n")
-        np.savetxt(f, mesh.positions, fmt="v %.6f %.6f %.6f")
-        np.savetxt(f, vt, fmt="vt %.7f %.7f")
+        for k in range(0, len(mesh.positions), CHUNK):
+            np.savetxt(f, mesh.positions[k : k + CHUNK], fmt="v %.6f %.6f %.6f")
+        for k in range(0, len(mesh.uv), CHUNK):
+            vt = mesh.uv[k : k + CHUNK].astype(np.float64)
+            vt[:, 1] = 1.0 - vt[:, 1]
+            np.savetxt(f, vt, fmt="vt %.7f %.7f")
         f.write("usemtl equirect\n")
-        idx = mesh.faces.astype(np.int64) + 1
-        np.savetxt(f, np.repeat(idx, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+        for k in range(0, len(mesh.faces), CHUNK):
+            idx = mesh.faces[k : k + CHUNK].astype(np.int64) + 1
+            np.savetxt(f, np.repeat(idx, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
     return [path, mtl_path, png_path]
 
 
@@ -267,17 +312,19 @@ def write_ply(path: str, mesh: SphereMesh, texture_name: str | None = None) -> s
         "end_header",
     ]
     vdt = np.dtype([("p", "<f4", 3), ("c", "u1", 3), ("st", "<f4", 2)])
-    verts = np.empty(n, dtype=vdt)
-    verts["p"] = mesh.positions
-    verts["c"] = mesh.colors
-    verts["st"][:, 0] = mesh.uv[:, 0]
-    verts["st"][:, 1] = 1.0 - mesh.uv[:, 1]
     fdt = np.dtype([("k", "u1"), ("i", "<i4", 3)])
-    faces = np.empty(nf, dtype=fdt)
-    faces["k"] = 3
-    faces["i"] = mesh.faces.astype(np.int32)
     with open(path, "wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
-        f.write(verts.tobytes())
-        f.write(faces.tobytes())
+        for k in range(0, n, CHUNK):
+            verts = np.empty(min(CHUNK, n - k), dtype=vdt)
+            verts["p"] = mesh.positions[k : k + CHUNK]
+            verts["c"] = mesh.colors[k : k + CHUNK]
+            verts["st"][:, 0] = mesh.uv[k : k + CHUNK, 0]
+            verts["st"][:, 1] = 1.0 - mesh.uv[k : k + CHUNK, 1]
+            f.write(verts)
+        for k in range(0, nf, CHUNK):
+            faces = np.empty(min(CHUNK, nf - k), dtype=fdt)
+            faces["k"] = 3
+            faces["i"] = mesh.faces[k : k + CHUNK].astype(np.int32)
+            f.write(faces)
     return path

@@ -60,6 +60,7 @@ def forward_splat(
     dx, dy, visible = ods_shift_px(r, s, geom, dtype)
     dev = r.device
     sx = torch.round(dx).to(torch.int32)  # |sx| <= W/4 + 1 since |delta| <= pi/2
+    del dx  # here and below: per-pixel temporaries go as soon as they are used (the peak is ~45 B/px)
     ys = torch.arange(height, device=dev, dtype=torch.int32)[:, None]
     xs = torch.arange(width, device=dev, dtype=torch.int32)[None, :]
     xt = torch.remainder(xs + sx, width)
@@ -67,18 +68,26 @@ def forward_splat(
         target = ys * width + xt
     else:
         target = (ys + torch.round(dy).to(torch.int32)).clamp_(0, height - 1) * width + xt
+    del dy, xt
     # tie-break: source row, then the displacement along the eye's direction (roll- and mirror-invariant)
     tie = (ys.to(torch.int64) << kbits) + (width // 2 - s * sx).to(torch.int64)
+    del sx
     bits = torch.where(visible, r.float().abs().contiguous().view(torch.int32), _INVISIBLE)
+    del visible
     key = ((bits.to(torch.int64) << 32) | tie).reshape(-1)
+    del bits, tie
     best = torch.full((n,), _EMPTY, dtype=torch.int64, device=dev)
     best.scatter_reduce_(0, target.reshape(-1).to(torch.int64), key, reduce="amin", include_self=True)
+    del key, target
     hole = best >= (_INVISIBLE << 32)
     low = (best & 0xFFFFFFFF).masked_fill_(hole, width // 2)  # holes decode to "themselves"
+    del best
     src_y = low >> kbits
     back = (s * ((low & ((1 << kbits) - 1)) - width // 2)).to(torch.int32)  # x_src - x_target
+    del low
     tgt_x = torch.arange(width, device=dev, dtype=torch.int32).repeat(height)
     src = src_y * width + torch.remainder(tgt_x + back, width).to(torch.int64)
+    del src_y, back, tgt_x
     out = image.reshape(n, -1)[src].masked_fill_(hole[:, None], 0)
     out_r = r.reshape(-1)[src].to(torch.float32).masked_fill_(hole, float("inf"))
     return EyeResult(out.reshape(image.shape), out_r.reshape(height, width), hole.reshape(height, width))
@@ -213,7 +222,10 @@ def render_eye(
     if supersample == 2:
         img2 = image.repeat_interleave(2, 0).repeat_interleave(2, 1)
         r2 = r.repeat_interleave(2, 0).repeat_interleave(2, 1)
-        big = fill_holes(forward_splat(img2, r2, eye, geom, dtype), eye, fill, 2 * crack_px, tau)
+        splat = forward_splat(img2, r2, eye, geom, dtype)
+        del img2, r2  # 4x the input: not kept through the filling
+        big = fill_holes(splat, eye, fill, 2 * crack_px, tau)
+        del splat
         hole = _area_down2(big.hole[..., None].float())[..., 0] > 0
         rmin = -F.max_pool2d(-big.r[None, None], 2)[0, 0]
         return EyeResult(_area_down2(big.image), rmin, hole)
@@ -237,7 +249,8 @@ class _RowSampler:
         idx, frac = where
         padded = torch.cat([values, values[:, :1]], dim=1).reshape(-1, values.shape[-1])
         v0, v1 = padded[idx], padded[idx + 1]
-        return v0 + (v1 - v0) * frac.to(values.dtype)[..., None]
+        del padded
+        return v1.sub_(v0).mul_(frac.to(values.dtype)[..., None]).add_(v0)  # v0 + (v1 - v0) * frac, in place
 
 
 def backward_warp(
@@ -268,6 +281,7 @@ def backward_warp(
     for _ in range(max(1, int(iterations))):  # dx at the nearest column: one gather per iteration
         near = torch.remainder(torch.round(xk).to(torch.int32), width).to(torch.int64)
         xk = xs - flat[base + near]
+    del near, flat, dx
     where = rows.locate(xk)
     out = rows.sample(image, where)
     nearest = torch.remainder(torch.round(xk).to(torch.int32), width).to(torch.int64)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import torch
 
+from .tiled_norm import WholeImageNorm, owned_ranges
+
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -94,11 +96,12 @@ def decode_tiled(
     scale: int,
     circular_x: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    whole_image: WholeImageNorm | None = None,
 ) -> torch.Tensor:
     """Decode `latent` tile by tile and blend (see module Convention). Returns [B,Co,h*scale,w*scale] float32."""
     if latent.ndim != 4:
         raise ValueError(f"latent must be [B,C,h,w], got shape {tuple(latent.shape)}")
-    return tiled_apply(latent, decode_fn, tile, overlap, 1, scale, circular_x=circular_x, progress=progress)
+    return tiled_apply(latent, decode_fn, tile, overlap, 1, scale, circular_x, progress, whole_image)
 
 
 def encode_tiled(
@@ -109,6 +112,7 @@ def encode_tiled(
     scale: int,
     circular_x: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    whole_image: WholeImageNorm | None = None,
 ) -> torch.Tensor:
     """Encode pixels [B,Ci,H,W] (H, W multiples of `scale`) tile by tile -> latent [B,C,H/scale,W/scale] float32.
     `tile`/`overlap` in latent pixels; blending as in the module Convention (weights ramp in latent pixels)."""
@@ -116,7 +120,7 @@ def encode_tiled(
         raise ValueError(f"pixels must be [B,C,H,W], got shape {tuple(pixels.shape)}")
     if pixels.shape[-2] % scale or pixels.shape[-1] % scale:
         raise ValueError(f"pixel size {tuple(pixels.shape[-2:])} is not a multiple of the VAE scale {scale}")
-    return tiled_apply(pixels, encode_fn, tile, overlap, scale, 1, circular_x=circular_x, progress=progress)
+    return tiled_apply(pixels, encode_fn, tile, overlap, scale, 1, circular_x, progress, whole_image)
 
 
 def tiled_apply(
@@ -128,6 +132,7 @@ def tiled_apply(
     out_scale: int,
     circular_x: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    whole_image: WholeImageNorm | None = None,
 ) -> torch.Tensor:
     """Apply `fn` tile by tile on a grid of [h, w] = x.shape[-2:] // in_scale units and blend the outputs.
 
@@ -137,6 +142,8 @@ def tiled_apply(
     on interior edges (all edges of wrapping tiles), so a border-free fn is reproduced exactly.
     circular_x: tiles wrap around the x seam; a single tile spanning the width uses `apply_circular` with
     `overlap` units of wrap padding instead.
+    whole_image: GroupNorm statistics and attention over the whole image (ldm3d_core.tiled_norm); the tiles then
+    run together (their outputs are kept until blended).
     """
     h, w = x.shape[-2] // in_scale, x.shape[-1] // in_scale
     ys = tile_starts(h, tile, overlap)
@@ -145,6 +152,9 @@ def tiled_apply(
     if circular_x and len(xs) == 1:  # one tile spans the whole width: run it with wrapped context
         tw = w
     s_in, s_out = in_scale, out_scale
+    synced = None
+    if whole_image and len(ys) * len(xs) > 1 and not (circular_x and len(xs) == 1):
+        synced = iter(_run_whole_image(x, fn, whole_image, ys, xs, (th, tw), (h, w), s_in, circular_x))
     out = None
     weight = torch.zeros(h * s_out, w * s_out, dtype=torch.float32)
     total, done = len(ys) * len(xs), 0
@@ -157,12 +167,16 @@ def tiled_apply(
                     result = apply_circular(rows_in, fn, overlap, s_in, s_out)
                     wx = torch.ones(w * s_out)
                 else:
-                    cols = (x0 * s_in + torch.arange(tw * s_in)) % (w * s_in)
-                    result = fn(rows_in.index_select(3, cols.to(x.device))).float()
+                    if synced is not None:
+                        result = next(synced).float()
+                    else:
+                        cols = (x0 * s_in + torch.arange(tw * s_in)) % (w * s_in)
+                        result = fn(rows_in.index_select(3, cols.to(x.device))).float()
                     wx = ramp_weights(tw * s_out, overlap * s_out, True, True)
                 out_cols = (x0 * s_out + torch.arange(tw * s_out)) % (w * s_out)
             else:
-                result = fn(rows_in[..., x0 * s_in : (x0 + tw) * s_in]).float()
+                part = None if synced is not None else rows_in[..., x0 * s_in : (x0 + tw) * s_in]
+                result = (next(synced) if part is None else fn(part)).float()
                 wx = ramp_weights(tw * s_out, overlap * s_out, x0 > 0, x0 + tw < w)
                 out_cols = x0 * s_out + torch.arange(tw * s_out)
             expected = (th * s_out, tw * s_out)
@@ -184,3 +198,28 @@ def tiled_apply(
             if progress is not None:
                 progress(done, total)
     return out / weight.to(out.device)
+
+
+def _run_whole_image(
+    x: torch.Tensor,
+    fn: DecodeFn,
+    whole_image: WholeImageNorm,
+    ys: list[int],
+    xs: list[int],
+    tile_hw: tuple[int, int],
+    canvas_hw: tuple[int, int],
+    s_in: int,
+    circular_x: bool,
+) -> list[torch.Tensor]:
+    """All tiles of `tiled_apply` through `whole_image.run`, in its (row-major) order."""
+    th, tw = tile_hw
+    rows, cols = owned_ranges(ys, th, canvas_hw[0]), owned_ranges(xs, tw, canvas_hw[1], circular_x)
+    inputs, origins, owned = [], [], []
+    for y0, rows_owned in zip(ys, rows):
+        for x0, cols_owned in zip(xs, cols):
+            col_ids = (x0 * s_in + torch.arange(tw * s_in)) % (canvas_hw[1] * s_in)
+            part = x[:, :, y0 * s_in : (y0 + th) * s_in].index_select(3, col_ids.to(x.device))
+            inputs.append(part)
+            origins.append((y0, x0))
+            owned.append((rows_owned, cols_owned))
+    return whole_image.run(fn, inputs, origins, owned, tile_hw, canvas_hw, circular_x)

@@ -15,8 +15,8 @@ and ``eval_code/eval_style_loss.py``); docs/coherence_metrics.md lists every det
 - Both: the dataset value is the mean over panoramas.
 
 Cost: each crop goes through a backbone once per feature batch (see :func:`intra_lpips`); pair comparisons reuse
-the cached features. LPIPS features of a 512x512 crop take ~120 MB in fp32, so at most ``2 * crop_batch`` crops
-are held at once; Gram matrices are tiny and cached for all crops.
+the cached features, ``pair_batch`` pairs per vectorised call. LPIPS features of a 512x512 crop take ~120 MB in
+fp32, so at most ``2 * crop_batch`` crops are held at once; Gram matrices are tiny and cached for all crops.
 
 Convention:
     images are ``[N, 3, H, W]`` float tensors in [0, 1] (values outside are clamped, like an 8-bit file); N is a
@@ -33,14 +33,14 @@ Convention:
 from __future__ import annotations
 
 import itertools
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .perceptual import PerceptualLoss
+from .style_backbone import STYLE_BACKBONE_FILE, STYLE_LAYERS, StyleWeightsMissing, build_style_vgg, find_style_weights
 
 __all__ = [
     "STYLE_BACKBONE_FILE",
@@ -64,19 +64,11 @@ __all__ = [
     "intra_style_loss",
 ]
 
-STYLE_BACKBONE_FILE = "vgg19-dcbb9e9d.pth"
-#: indices in torchvision's ``vgg19().features`` of conv1_1, conv1_2, conv2_1, conv2_2, conv3_1
-STYLE_LAYERS = (0, 2, 5, 7, 10)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_VGG19_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 Box = tuple[int, int, int, int]
 Progress = Callable[[int, int], None]
-
-
-class StyleWeightsMissing(FileNotFoundError):
-    """torchvision's VGG19 ImageNet file for Intra-Style-L was not found in any searched folder."""
 
 
 @dataclass(frozen=True)
@@ -154,92 +146,7 @@ def _boxes_with_pairs(height: int, width: int, crop: int, stride: int | None, wh
     return boxes
 
 
-# ---- VGG19 for the style loss --------------------------------------------------------------------------------------
-def _search_order(search_dirs: Sequence[str]) -> list[str]:
-    dirs = [os.fspath(d) for d in search_dirs if d]
-    hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-    return dirs if hub in dirs else [*dirs, hub]
-
-
-def find_style_weights(search_dirs: Sequence[str]) -> str | None:
-    """Path of ``vgg19-dcbb9e9d.pth`` in ``search_dirs`` (in order), then in torch's hub cache; None if absent."""
-    for d in _search_order(search_dirs):
-        path = os.path.join(d, STYLE_BACKBONE_FILE)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _load_vgg19_features(features: torch.nn.Sequential, state_dict: Mapping[str, Tensor]) -> None:
-    src = {}
-    for key, value in state_dict.items():
-        k = key[len("module.") :] if key.startswith("module.") else key
-        if k.startswith("features."):
-            src[k[len("features.") :]] = value
-    needed = [f"{i}.{p}" for i in STYLE_LAYERS for p in ("weight", "bias")]
-    missing = [f"features.{k}" for k in needed if k not in src]
-    if missing:
-        raise ValueError(
-            f"the style backbone state dict is not a torchvision VGG19 checkpoint: missing {missing[:4]}"
-            f" (found {len(src)} features.* keys)"
-        )
-    deep = any(int(k.split(".")[0]) > STYLE_LAYERS[-1] for k in src if k.split(".")[0].isdigit())
-    if deep and any(f"{i}.weight" not in src for i in _VGG19_CONVS):
-        raise ValueError(
-            "the style backbone file holds a VGG with fewer convolutions than VGG19 (VGG16?): use "
-            f"torchvision's VGG19 ImageNet file '{STYLE_BACKBONE_FILE}'"
-        )
-    target = features.state_dict()
-    for k in (k for k in src if k in target):
-        if tuple(src[k].shape) != tuple(target[k].shape):
-            raise ValueError(
-                f"the style backbone tensor features.{k} has shape {tuple(src[k].shape)}, expected "
-                f"{tuple(target[k].shape)}: not VGG19"
-            )
-    features.load_state_dict({k: v for k, v in src.items() if k in target}, strict=deep)
-
-
-def build_style_vgg(
-    backbone_path: str | None = None,
-    search_dirs: Sequence[str] = (),
-    backbone_state_dict: Mapping[str, Tensor] | None = None,
-) -> torch.nn.Sequential:
-    """torchvision's ``vgg19().features`` up to conv3_1 (layers 0..10), ImageNet weights from a torchvision-format
-    file or state dict (the full checkpoint or its ``features.*`` part); eval mode, frozen, CPU, fp32, ReLUs not
-    in place. Priority: ``backbone_state_dict``, ``backbone_path``, then ``search_dirs`` + the torch hub cache.
-    Raises :class:`StyleWeightsMissing` when no file is found (nothing is downloaded)."""
-    if backbone_state_dict is None:
-        path = backbone_path
-        if path is not None and not os.path.isfile(path):
-            raise StyleWeightsMissing(
-                f"Intra-Style-L backbone file {path!r} does not exist; expected torchvision's '{STYLE_BACKBONE_FILE}'"
-            )
-        if path is None:
-            path = find_style_weights(search_dirs)
-        if path is None:
-            searched = _search_order(search_dirs)
-            raise StyleWeightsMissing(
-                f"Intra-Style-L needs torchvision's VGG19 ImageNet file '{STYLE_BACKBONE_FILE}', which was not found."
-                " Searched: " + ", ".join(repr(d) for d in searched) + f". Put '{STYLE_BACKBONE_FILE}' (from "
-                f"torchvision, e.g. https://download.pytorch.org/models/{STYLE_BACKBONE_FILE}) into {searched[0]!r};"
-                " no download is attempted."
-            )
-        backbone_state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    from torchvision.models import vgg as tv_vgg  # local import: only needed here
-
-    features = tv_vgg.make_layers(tv_vgg.cfgs["E"])  # exactly torchvision's vgg19().features
-    _load_vgg19_features(features, backbone_state_dict)
-    trunk = torch.nn.Sequential(
-        *[
-            torch.nn.ReLU(inplace=False) if isinstance(m, torch.nn.ReLU) else m
-            for m in list(features)[: STYLE_LAYERS[-1] + 1]
-        ]
-    )
-    trunk.eval()
-    trunk.requires_grad_(False)
-    return trunk
-
-
+# ---- the style loss -------------------------------------------------------------------------------------------------
 def gram_matrix(features: Tensor) -> Tensor:
     """``[N, C, H, W]`` -> ``[N, C, C]``: ``F F^T / (C*H*W)`` per sample (the official normalisation)."""
     n, c, h, w = features.shape
@@ -287,41 +194,56 @@ def _groups(num: int, size: int) -> list[range]:
     return [range(s, min(s + size, num)) for s in range(0, num, size)]
 
 
-def _pairwise_lpips(model: torch.nn.Module, crops: Tensor, crop_batch: int, progress: Progress | None) -> Tensor:
-    """LPIPS of every pair of ``crops`` ([K,3,c,c] in [0,1], any device), in :func:`crop_pairs` order; features
-    of at most ``2 * crop_batch`` crops live at once (computed once each when K <= crop_batch)."""
+def _block_pairs(ga: range, gb: range, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Local indices of the pairs of two crop groups: ``i < j`` within one group, every ``(i, j)`` across two."""
+    if ga == gb:
+        ia, ib = torch.triu_indices(len(ga), len(ga), offset=1, device=device)
+        return ia, ib
+    return torch.arange(len(ga), device=device).repeat_interleave(len(gb)), torch.arange(len(gb), device=device).repeat(
+        len(ga)
+    )
+
+
+def _lpips_steps(num_crops: int, crop_batch: int, pair_batch: int) -> int:
+    """Progress steps of one panorama in :func:`intra_lpips`: one per pair chunk (at least one) of every group pair."""
+    groups = _groups(num_crops, crop_batch)
+    sizes = [
+        len(a) * (len(a) - 1) // 2 if a == b else len(a) * len(b) for i, a in enumerate(groups) for b in groups[i:]
+    ]
+    return sum(max(1, -(-n // pair_batch)) for n in sizes)
+
+
+def _pairwise_lpips_sum(
+    model: torch.nn.Module, crops: Tensor, crop_batch: int, pair_batch: int, progress: Progress | None
+) -> Tensor:
+    """Sum (float64) of the LPIPS of every pair of ``crops`` ([K,3,c,c] in [0,1], any device). Features of at most
+    ``2 * crop_batch`` crops live at once (each computed once when K <= crop_batch); pairs are compared
+    ``pair_batch`` at a time in one vectorised call (no Python loop over pairs)."""
     param = next(model.parameters())
     groups = _groups(crops.shape[0], crop_batch)
-    total, done = len(groups) * (len(groups) + 1) // 2, 0
-    values: dict[tuple[int, int], Tensor] = {}
+    total = _lpips_steps(crops.shape[0], crop_batch, pair_batch)
+    done, result = 0, torch.zeros((), dtype=torch.float64)
 
     def feats(group: range) -> list[Tensor]:
         x = crops[group.start : group.stop].to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
         return lpips_features(model, x)
 
-    def compare(fa: list[Tensor], ga: range, fb: list[Tensor], gb: range, pairs: list[tuple[int, int]]) -> None:
-        for chunk in (pairs[s : s + crop_batch] for s in range(0, len(pairs), crop_batch)):
-            ia = torch.tensor([i - ga.start for i, _ in chunk], device=param.device)
-            ib = torch.tensor([j - gb.start for _, j in chunk], device=param.device)
-            d = lpips_distance(model, [f.index_select(0, ia) for f in fa], [f.index_select(0, ib) for f in fb])
-            for pair, v in zip(chunk, d.double().cpu()):
-                values[pair] = v
-
     for a, ga in enumerate(groups):
         fa = feats(ga)
-        compare(fa, ga, fa, ga, list(itertools.combinations(ga, 2)))
-        done += 1
-        if progress is not None:
-            progress(done, total)
-        for gb in groups[a + 1 :]:
-            fb = feats(gb)
-            compare(fa, ga, fb, gb, list(itertools.product(ga, gb)))
+        for gb in groups[a:]:
+            fb = fa if gb == ga else feats(gb)
+            ia, ib = _block_pairs(ga, gb, param.device)
+            for s in range(0, max(1, ia.numel()), pair_batch):
+                if ia.numel():
+                    ca, cb = ia[s : s + pair_batch], ib[s : s + pair_batch]
+                    d = lpips_distance(model, [f.index_select(0, ca) for f in fa], [f.index_select(0, cb) for f in fb])
+                    result += d.double().sum().cpu()
+                done += 1
+                if progress is not None:
+                    progress(done, total)
             del fb
-            done += 1
-            if progress is not None:
-                progress(done, total)
         del fa
-    return torch.stack([values[p] for p in crop_pairs(crops.shape[0])])
+    return result
 
 
 @torch.no_grad()
@@ -332,19 +254,20 @@ def intra_lpips(
     stride: int | None = None,
     crop_batch: int = 4,
     progress: Progress | None = None,
+    pair_batch: int = 64,
 ) -> CoherenceScores:
     """Intra-LPIPS of each panorama: the mean LPIPS over all pairs of its crops (see the module Convention).
 
     ``model`` is an ``lpips.LPIPS`` v0.1 (e.g. :func:`sync_core.perceptual.build_lpips`); it runs on its own
-    device and dtype, crops are moved there ``crop_batch`` at a time. ``progress(done, total)`` is called after
-    every feature batch (total counts all panoramas)."""
+    device and dtype, crops are moved there ``crop_batch`` at a time and pairs compared ``pair_batch`` at a time.
+    ``progress(done, total)`` is called after every pair chunk (total counts all panoramas)."""
     _check_lpips(model)
     images = _check_images(images)
     boxes = _boxes_with_pairs(images.shape[-2], images.shape[-1], crop, stride, "Intra-LPIPS")
-    if crop_batch < 1:
-        raise ValueError(f"crop_batch must be >= 1, got {crop_batch}")
-    per_group = len(_groups(len(boxes), crop_batch))
-    per_image_steps = per_group * (per_group + 1) // 2
+    if crop_batch < 1 or pair_batch < 1:
+        raise ValueError(f"crop_batch and pair_batch must be >= 1, got {crop_batch}, {pair_batch}")
+    per_image_steps = _lpips_steps(len(boxes), crop_batch, pair_batch)
+    pairs = len(boxes) * (len(boxes) - 1) // 2
     scores = []
     for n, image in enumerate(images):
         inner = (
@@ -352,8 +275,8 @@ def intra_lpips(
             if progress is None
             else (lambda d, t, n=n: progress(n * per_image_steps + d, images.shape[0] * per_image_steps))
         )
-        scores.append(_pairwise_lpips(model, extract_crops(image, boxes), crop_batch, inner).mean())
-    return CoherenceScores(torch.stack(scores), crops=len(boxes), pairs=len(crop_pairs(len(boxes))))
+        scores.append(_pairwise_lpips_sum(model, extract_crops(image, boxes), crop_batch, pair_batch, inner) / pairs)
+    return CoherenceScores(torch.stack(scores), crops=len(boxes), pairs=pairs)
 
 
 @torch.no_grad()
@@ -364,13 +287,15 @@ def intra_style_loss(
     stride: int | None = None,
     crop_batch: int = 4,
     progress: Progress | None = None,
+    pair_batch: int = 256,
 ) -> CoherenceScores:
     """Intra-Style-L of each panorama: the SUM of the style loss over all pairs of its crops, after resizing the
     shorter side to ``crop`` (see the module Convention). ``vgg`` comes from :func:`build_style_vgg`; crops go
-    through it ``crop_batch`` at a time on its device and dtype."""
+    through it ``crop_batch`` at a time on its device and dtype; the Gram matrices of all crops are kept and
+    compared ``pair_batch`` pairs at a time."""
     images = _check_images(images)
-    if crop_batch < 1:
-        raise ValueError(f"crop_batch must be >= 1, got {crop_batch}")
+    if crop_batch < 1 or pair_batch < 1:
+        raise ValueError(f"crop_batch and pair_batch must be >= 1, got {crop_batch}, {pair_batch}")
     crop_boxes(images.shape[-2], images.shape[-1], crop, stride)  # the image itself must hold a crop
     param = next(vgg.parameters())
     steps_done, scores = 0, []
@@ -390,7 +315,11 @@ def intra_style_loss(
             if progress is not None:
                 progress(steps_done, images.shape[0] * len(groups))
         layers = [torch.cat([g[k] for g in grams]) for k in range(len(STYLE_LAYERS))]
-        ia, ib = (torch.tensor(idx, device=layers[0].device) for idx in zip(*crop_pairs(len(boxes))))
-        loss = sum(((g.index_select(0, ia) - g.index_select(0, ib)) ** 2).mean(dim=(1, 2)) for g in layers)
-        scores.append(loss.double().sum().cpu())
-    return CoherenceScores(torch.stack(scores), crops=len(boxes), pairs=len(crop_pairs(len(boxes))))
+        ia, ib = torch.triu_indices(len(boxes), len(boxes), offset=1, device=layers[0].device)
+        total = torch.zeros((), dtype=torch.float64)
+        for s in range(0, ia.numel(), pair_batch):
+            ca, cb = ia[s : s + pair_batch], ib[s : s + pair_batch]
+            loss = sum(((g.index_select(0, ca) - g.index_select(0, cb)) ** 2).mean(dim=(1, 2)) for g in layers)
+            total += loss.double().sum().cpu()
+        scores.append(total)
+    return CoherenceScores(torch.stack(scores), crops=len(boxes), pairs=len(boxes) * (len(boxes) - 1) // 2)

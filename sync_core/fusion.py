@@ -13,10 +13,16 @@ Convention:
       axes; the two agree for square views). Fused value = sum(w * x) / sum(w).
     - ``spot`` (SpotDiffusion): at sampling step ``i`` the grid is shifted by ``(dy_i, dx_i)``, each uniform in
       ``[0, stride)`` and drawn from ``torch.Generator().manual_seed(seed)`` (rows first, then columns, one pair
-      per step), then fused uniformly. A circular x axis rolls the grid (views wrap, as in SpotDiffusion's
-      ``torch.roll``); a non-circular axis shifts the grid inside the image (offsets ``shift - stride + k*stride``
-      clamped to ``[0, size - window]``, duplicates dropped), so opposite borders are never mixed. Shift 0 gives the
-      unshifted grid.
+      per step). A circular x axis rolls the grid (views wrap, as in SpotDiffusion's ``torch.roll``). A plain axis
+      uses the infinite lattice ``shift + k * stride`` (k any integer) of windows, keeps those that meet the image
+      and crops them to it; a cropped window is evaluated as the full window clamped inside the image
+      (``clamp(o, 0, size - window)``, so every evaluated view has the window size and never mixes opposite
+      borders) but contributes only on its cropped part. Lattice windows sharing an evaluated view add their 0/1
+      masks into that view's weight (a per-view weight ``[h, w]``, the outer product of the row and column masks);
+      fusion is ``sum(w * x) / sum(w)``. Every interior border is a lattice border ``shift + k * stride`` or
+      ``shift + k * stride + window``, so all of them move with the shift: no border stays fixed over the steps
+      (the old clamped grid kept them at ``window`` and ``size - window``). Per axis this evaluates at most one
+      view more than the unshifted grid (docs/syncdiffusion.md has the measured cost).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .views import View, add_view, axis_offsets, build_view_grid
+from .views import View, add_view, axis_offsets
 
 FUSIONS = ("uniform", "gaussian", "spot")
 GAUSSIAN_VAR = 0.01
@@ -37,8 +43,8 @@ __all__ = [
     "check_fusion",
     "gaussian_weights",
     "spot_shifts",
-    "shifted_axis_offsets",
-    "shifted_view_grid",
+    "spot_axis",
+    "spot_grid",
     "weighted_average",
     "weight_sum",
 ]
@@ -77,38 +83,47 @@ def spot_shifts(seed: int, steps: int, stride: tuple[int, int]) -> list[tuple[in
     return list(zip(dy.tolist(), dx.tolist()))
 
 
-def shifted_axis_offsets(size: int, window: int, stride: int, shift: int, circular: bool = False) -> list[int]:
-    """Offsets of the grid along one axis shifted by ``shift`` (0 <= shift < stride; module Convention)."""
-    base = axis_offsets(size, window, stride, circular=circular)
-    if shift == 0:
-        return base
+def spot_axis(size: int, window: int, stride: int, shift: int, circular: bool = False) -> list[tuple[int, Tensor]]:
+    """One axis of the step's spot grid: ``(offset, mask)`` per evaluated view, ``mask`` ``[window]`` float64 counts
+    of the lattice windows it stands for (module Convention); offsets ascending, distinct."""
     if circular:
-        return sorted((o + shift) % size for o in base)
-    last = size - window
-    return sorted({min(max(o, 0), last) for o in range(shift - stride, last + stride, stride)})
+        return [
+            ((o + shift) % size, torch.ones(window, dtype=torch.float64))
+            for o in axis_offsets(size, window, stride, True)
+        ]
+    axis_offsets(size, window, stride)  # validates the geometry
+    masks: dict[int, Tensor] = {}
+    o = shift % stride - stride * math.ceil(window / stride)
+    while o < size:
+        if o + window > 0:
+            at = min(max(o, 0), size - window)
+            mask = masks.setdefault(at, torch.zeros(window, dtype=torch.float64))
+            mask[max(o, 0) - at : min(o + window, size) - at] += 1
+        o += stride
+    return sorted(masks.items(), key=lambda item: item[0])
 
 
-def shifted_view_grid(
+def spot_grid(
     latent_h: int,
     latent_w: int,
     window: tuple[int, int],
     stride: tuple[int, int],
     shift: tuple[int, int],
     circular: bool = False,
-) -> list[View]:
-    """The view grid shifted by ``shift = (dy, dx)`` (row-major); equals ``build_view_grid`` for (0, 0)."""
-    if shift == (0, 0):
-        return build_view_grid(latent_h, latent_w, window, stride, circular=circular)
-    rows = shifted_axis_offsets(latent_h, window[0], stride[0], shift[0], circular=False)
-    cols = shifted_axis_offsets(latent_w, window[1], stride[1], shift[1], circular=circular)
-    return [View(r, c, window[0], window[1]) for r in rows for c in cols]
+) -> tuple[list[View], Tensor]:
+    """The step's spot grid for ``shift = (dy, dx)``: views (row-major) and their weights ``[V, h, w]`` float32."""
+    rows = spot_axis(latent_h, window[0], stride[0], shift[0], circular=False)
+    cols = spot_axis(latent_w, window[1], stride[1], shift[1], circular=circular)
+    views = [View(r, c, window[0], window[1]) for r, _ in rows for c, _ in cols]
+    weights = torch.stack([torch.outer(mr, mc) for _, mr in rows for _, mc in cols]).float()
+    return views, weights
 
 
 def weight_sum(views: Sequence[View], weights: Tensor, latent_h: int, latent_w: int) -> Tensor:
-    """``[H, W]``: the sum of the per-view weight maps (``weights`` ``[h, w]``, the same for every view)."""
+    """``[H, W]``: the sum of the per-view weight maps (``weights`` ``[h, w]`` for every view, or ``[V, h, w]``)."""
     total = torch.zeros(latent_h, latent_w, device=weights.device, dtype=weights.dtype)
-    for v in views:
-        add_view(total, weights, v)
+    for k, v in enumerate(views):
+        add_view(total, weights[k] if weights.dim() == 3 else weights, v)
     return total
 
 
@@ -116,14 +131,15 @@ def weighted_average(
     tiles: Tensor | Sequence[Tensor], views: Sequence[View], weights: Tensor | None, latent_h: int, latent_w: int
 ) -> Tensor:
     """Fuse view tiles ``[..., h, w]`` into ``[..., H, W]``: ``sum(w * tile) / sum(w)``; ``weights=None`` is the
-    uniform (MultiDiffusion) mean. Positions no view covers stay 0."""
+    uniform (MultiDiffusion) mean, ``[V, h, w]`` one map per view. Positions no view covers stay 0."""
     if len(tiles) != len(views) or len(views) == 0:
         raise ValueError(f"{len(tiles)} tiles for {len(views)} views")
     first = tiles[0]
     ones = torch.ones(views[0].height, views[0].width, device=first.device, dtype=first.dtype)
     w = ones if weights is None else weights.to(device=first.device, dtype=first.dtype)
     value = torch.zeros(*first.shape[:-2], latent_h, latent_w, device=first.device, dtype=first.dtype)
-    for tile, view in zip(tiles, views):
-        add_view(value, tile * w if weights is not None else tile, view)
+    for k, (tile, view) in enumerate(zip(tiles, views)):
+        wk = w[k] if w.dim() == 3 else w
+        add_view(value, tile * wk if weights is not None else tile, view)
     total = weight_sum(views, w, latent_h, latent_w)
     return torch.where(total > 0, value / torch.where(total > 0, total, torch.ones_like(total)), value)

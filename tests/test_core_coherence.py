@@ -106,10 +106,15 @@ def test_intra_lpips_matches_plain_pair_loop(lpips_vgg):
     images = torch.rand(2, 3, 32, 150, generator=g)  # 4 crops (22 px remainder), 6 pairs each
     before = images.clone()
     want, want_each = plain_intra_lpips(lpips_vgg, images, 32)
-    for crop_batch in (1, 3, 8):  # every grouping of the feature cache gives the same numbers
+    for crop_batch, pair_batch in ((1, 1), (3, 2), (8, 64)):  # every grouping of features and pairs: same numbers
         seen = []
         got = intra_lpips(
-            lpips_vgg, images, crop=32, crop_batch=crop_batch, progress=lambda d, t, seen=seen: seen.append((d, t))
+            lpips_vgg,
+            images,
+            crop=32,
+            crop_batch=crop_batch,
+            pair_batch=pair_batch,
+            progress=lambda d, t, seen=seen: seen.append((d, t)),
         )
         assert (got.crops, got.pairs) == (4, 6)
         torch.testing.assert_close(got.per_image, torch.tensor(want_each, dtype=torch.float64), rtol=1e-5, atol=1e-7)
@@ -126,11 +131,13 @@ def test_intra_lpips_grid_rows_for_tall_images(lpips_vgg):
     assert got.value == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("shape,crop_batch", [((2, 3, 64, 256), 4), ((1, 3, 128, 400), 2), ((1, 3, 70, 200), 1)])
-def test_intra_style_matches_plain_gram_loop(style_vgg, vgg19_sd, shape, crop_batch):
+@pytest.mark.parametrize(
+    "shape,crop_batch,pair_batch", [((2, 3, 64, 256), 4, 256), ((1, 3, 128, 400), 2, 1), ((1, 3, 70, 200), 1, 4)]
+)
+def test_intra_style_matches_plain_gram_loop(style_vgg, vgg19_sd, shape, crop_batch, pair_batch):
     images = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
     want, want_each = plain_intra_style(vgg19_sd, images, 64)
-    got = intra_style_loss(style_vgg, images, crop=64, crop_batch=crop_batch)
+    got = intra_style_loss(style_vgg, images, crop=64, crop_batch=crop_batch, pair_batch=pair_batch)
     torch.testing.assert_close(got.per_image, torch.tensor(want_each, dtype=torch.float64), rtol=1e-4, atol=1e-10)
     assert got.value == pytest.approx(want, rel=1e-4)
     assert got.value > 0
@@ -164,7 +171,7 @@ def test_bad_inputs(lpips_vgg, style_vgg, lpips_dir):
         intra_style_loss(style_vgg, torch.rand(1, 3, 32, 400), crop=64)  # never upscaled
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         intra_lpips(lpips_vgg, torch.rand(3, 32, 64), crop=32)
-    with pytest.raises(ValueError, match="crop_batch"):
+    with pytest.raises(ValueError, match="crop_batch and pair_batch"):
         intra_lpips(lpips_vgg, torch.rand(1, 3, 32, 64), crop=32, crop_batch=0)
     spatial = build_lpips("vgg", backbone_path=str(lpips_dir / BACKBONE_FILES["vgg"]))
     spatial.spatial = True

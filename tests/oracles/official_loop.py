@@ -26,7 +26,8 @@ anchor = ``views[len(views)//2]``. Returns the final latent ``[1,C,H,W]`` (not d
 official gradient passes (and discards them).
 Fusion variants (not in the official code; for the pack's fusion options): ``view_weights`` ``[h,w]`` weights
 every view's DDIM result (``value += w * x``, ``count += w``: Mixture of Diffusers); ``views_fn(i)`` gives the
-views of step ``i`` (SpotDiffusion's shifted grids), the anchor then being ``len(views_fn(i)) // 2``.
+views of step ``i`` (SpotDiffusion's shifted grids), the anchor then being ``len(views_fn(i)) // 2``; it may return
+``(views, weights)`` with one ``[h,w]`` weight per view (the spot grid's per-view masks).
 
 Import from tests (pytest puts ``tests/`` on ``sys.path``; it has no ``__init__.py``):
 ``from oracles.official_loop import official_sample, get_views``.
@@ -76,6 +77,7 @@ def official_sample(
     views_fn=None,
 ):
     latent = latent.detach().clone()
+    per_view_weights = None
     if views is None:
         views = get_views(latent.shape[-2], latent.shape[-1], window, stride)
     anchor_view_idx = len(views) // 2
@@ -88,6 +90,8 @@ def official_sample(
     for i, t in enumerate(scheduler.timesteps):
         if views_fn is not None:
             views = views_fn(i)
+            if isinstance(views, tuple):
+                views, per_view_weights = views
             anchor_view_idx = len(views) // 2
         count = torch.zeros_like(latent)
         value = torch.zeros_like(latent)
@@ -120,12 +124,13 @@ def official_sample(
             with torch.no_grad():
                 noise_pred_new = eps_fn(latent_view_copy, t)
                 latent_view_denoised = scheduler.step(noise_pred_new, t, latent_view_copy)["prev_sample"]
-            if view_weights is None:
+            weights = view_weights if per_view_weights is None else per_view_weights[view_idx]
+            if weights is None:
                 value[:, :, h_start:h_end, w_start:w_end] += latent_view_denoised
                 count[:, :, h_start:h_end, w_start:w_end] += 1
             else:
-                value[:, :, h_start:h_end, w_start:w_end] += view_weights * latent_view_denoised
-                count[:, :, h_start:h_end, w_start:w_end] += view_weights
+                value[:, :, h_start:h_end, w_start:w_end] += weights * latent_view_denoised
+                count[:, :, h_start:h_end, w_start:w_end] += weights
 
         latent = torch.where(count > 0, value / count, value)
     return latent
