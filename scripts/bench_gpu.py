@@ -183,8 +183,8 @@ def main(argv=None) -> int:
     import comfy.model_management as mm
 
     device = mm.get_torch_device()
-    ksampler = sys.modules["syncdiffusion_ldm3d.nodes.sync_nodes"].SyncDiffusionKSampler
-    load_lpips = sys.modules["syncdiffusion_ldm3d.nodes.sync_nodes"].load_lpips
+    ksampler = sys.modules["syncdiffusion_ldm3d.nodes.sync.ksampler_nodes"].SyncDiffusionKSampler
+    load_lpips = sys.modules["syncdiffusion_ldm3d.nodes.sync.ksampler_nodes"].load_lpips
     results = {"device": str(device), "torch": torch.__version__, "cuda": torch.cuda.is_available(), "runs": []}
     if torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name(device)

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from diffusers import DDIMScheduler
     from oracles.official_loop import official_sample
 
-    sync_nodes = sys.modules["syncdiffusion_ldm3d.nodes.sync_nodes"]
+    sync_nodes = sys.modules["syncdiffusion_ldm3d.nodes.sync.ksampler_nodes"]
     device = mm.get_torch_device()
     path = folder_paths.get_full_path_or_raise("checkpoints", ns.checkpoint)
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)

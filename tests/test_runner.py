@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,6 +180,27 @@ def test_one_server_runs_one_job_with_graph_in_png_and_16bit_depth(servers, tmp_
     assert Image.open(by_node["8"]).mode in ("I;16", "I;16B", "I")
 
 
+def test_cpu_preset_progress_lines_and_a_job_longer_than_timeout_that_keeps_progressing(servers, tmp_path):
+    """On CPU servers the preset is applied and said once; log mode prints step lines; --timeout is a stall limit,
+    so a job that runs several times longer than it, but keeps making progress, completes."""
+    out = tmp_path / "out"
+    stall_limit_s = 2
+    started = time.monotonic()
+    result = run_runner(
+        TXT2RGBD, "--url", servers[1].url, "--size", "256x256", "--set", "KSampler.steps=60",
+        "--timeout", stall_limit_s, "--log-every", 1, "--output-dir", out,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    # Relative to the limit, not to this machine's speed: the job must outlast the limit several times over.
+    assert elapsed > 3 * stall_limit_s, f"the job took {elapsed:.1f} s: too short to show the stall limit"
+    assert result.stderr.count("CPU preset (no server has a GPU): ") == 1, result.stderr
+    steps = re.findall(r"job-0001: step (\d+)/(\d+) in node 5 \(KSampler\), \d+ s", result.stderr)
+    assert len(steps) >= 2 and steps[0] != steps[-1], result.stderr
+    (record,) = read_manifest(out / "manifest.jsonl")
+    assert record["status"] == "ok" and record["timings"]["run_s"] > 3 * stall_limit_s, record
+
+
 def test_mesh_outputs_are_downloaded_with_their_companions(servers, tmp_path):
     out = tmp_path / "out"
     result = run_runner(MESH, "--url", servers[0].url, "--output-dir", out)
@@ -270,6 +292,50 @@ def test_validation_error_gives_its_exit_code_and_is_not_retried(servers, tmp_pa
     (record,) = read_manifest(out / "manifest.jsonl")
     assert record["status"] == "validation_error" and len(record["attempts"]) == 1
     assert "steps" in record["error"] and "min" in record["error"], record["error"]
+
+
+def test_partly_rejected_graph_is_a_validation_error_and_is_taken_off_the_server(servers, tmp_path):
+    """ComfyUI answers 200 and runs the rest when only some outputs fail validation (here ipd_m = 999 drops the
+    Stereo 360 branch: outputs 4, 5, 7): the job is a validation error, shown with the node's message."""
+    out = tmp_path / "out"
+    api = REPO_ROOT / "workflows" / "api" / "stereo360_tb.api.json"
+    result = run_runner(api, "--url", servers[0].url, "--set", "SDL3D_Stereo360.ipd_m=999", "--output-dir", out)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("FAILED: 1 jobs (1 validation_error)")
+    assert "(ODS): input 'ipd_m' = 999.0: is above the maximum 0.2. Fix:" in result.stderr, result.stderr
+    (record,) = read_manifest(out / "manifest.jsonl")
+    assert record["status"] == "validation_error" and len(record["attempts"]) == 1
+    assert record["error"].startswith("the server dropped output nodes 4, 5, 7 (failed validation)"), record["error"]
+    assert record["error"].count("input 'ipd_m' = 999.0") == 1, "ComfyUI repeats it per named input; shown once"
+    assert record["error_details"]["node_errors"]["3"]["class_type"] == "SDL3D_Stereo360"
+    assert not (out / "job-0001" / "job.json").exists()
+    with urllib.request.urlopen(servers[0].url + "/queue", timeout=10) as response:
+        queue = json.loads(response.read())
+    listed = {item[1] for key in ("queue_running", "queue_pending") for item in queue[key]}
+    assert record["prompt_id"] not in listed, "the accepted rest of the graph stays queued"
+
+
+def test_output_node_that_reports_nothing_is_not_ok(servers, tmp_path):
+    """VAESave saves a file but reports none: the job ran, the PNG is downloaded, the job is not 'ok'."""
+    out = tmp_path / "out"
+    graph = {
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
+        "save_vae": {"class_type": "VAESave", "inputs": {"vae": ["vae", 0], "filename_prefix": "runner/taesd"}},
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0}},
+        "save_png": {"class_type": "SaveImage", "inputs": {"images": ["img", 0], "filename_prefix": "runner/png"}},
+    }
+    path = tmp_path / "silent_output.api.json"
+    path.write_text(json.dumps(graph))
+    for run in range(2):  # the second run (--resume) must run it again: no job.json was written
+        result = run_runner(path, "--url", servers[0].url, "--output-dir", out, *(["--resume"] if run else []))
+        assert result.returncode == 4, result.stderr
+        assert "1 missing_outputs" in result.stderr.strip().splitlines()[-1]
+        record = list(final_records(out).values())[0]
+        assert record["status"] == "missing_outputs", record
+        assert record["error"] == "output node save_vae (VAESave) produced nothing", record["error"]
+        assert [item["node"] for item in record["outputs"]] == ["save_png"]
+        check_outputs_match_manifest(out, [record])
+        assert not (out / "job-0001" / "job.json").exists()
 
 
 def test_execution_error_gives_its_exit_code_with_the_servers_message(servers, tmp_path):

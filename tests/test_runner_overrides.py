@@ -10,11 +10,14 @@ import copy
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from comfy_runner.cli import make_jobs  # noqa: E402
+from comfy_runner.graph import Workflow  # noqa: E402
 from comfy_runner.overrides import (  # noqa: E402
     OverrideError,
     apply_row,
@@ -25,6 +28,7 @@ from comfy_runner.overrides import (  # noqa: E402
     read_batch,
     text_encoders,
 )
+from comfy_runner.presets import CPU_PRESET, shrink  # noqa: E402
 
 PANORAMA = json.loads((REPO_ROOT / "workflows" / "api" / "panorama_360_stereo.api.json").read_text())
 INFO = {
@@ -131,3 +135,45 @@ def test_batch_files_jsonl_and_csv(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "colour": 1}\n')
     with pytest.raises(OverrideError, match="bad.jsonl:1: unknown column 'colour'"):
         read_batch(tmp_path / "bad.jsonl")
+
+
+def test_cpu_preset_shrinks_the_headline_graph_and_says_what_it_changed():
+    shrunk, summary = shrink(PANORAMA, CPU_PRESET)
+    sampler, latent, lpips = shrunk["6"]["inputs"], shrunk["4"]["inputs"], shrunk["5"]["inputs"]
+    assert (latent["width"], latent["height"]) == (512, 256)
+    assert (sampler["window"], sampler["steps"], sampler["sync_steps"]) == (256, 12, 3)
+    assert sampler["stride"] == 128 and lpips["resolution"] == 128  # views overlap by half; LPIPS at 128 px
+    assert (shrunk["12"]["inputs"]["mesh_width"], shrunk["12"]["inputs"]["mesh_height"]) == (512, 256)
+    assert PANORAMA["6"]["inputs"]["steps"] == 50  # the shipped graph is not touched
+    assert {"width 1024->512", "steps 50->12", "sync_steps 10->3", "LPIPS resolution 0->128"} <= set(summary)
+    assert not any(entry.startswith("stride ") for entry in summary)  # 128 before and after: not a change
+    # Window/stride ratios survive on every shipped API workflow, and nothing grows.
+    for path in sorted((REPO_ROOT / "workflows" / "api").glob("*.api.json")):
+        shipped = json.loads(path.read_text())
+        small, _ = shrink(shipped, CPU_PRESET)
+        for node_id, node in small.items():
+            for name, value in node["inputs"].items():
+                before = shipped[node_id]["inputs"][name]
+                if isinstance(value, int) and name not in ("stride", "seed", "noise_seed") and before > 0:
+                    assert value <= before, (path.name, node_id, name)
+            if "window" in node["inputs"] and isinstance(node["inputs"]["window"], int):
+                assert node["inputs"]["stride"] <= node["inputs"]["window"], (path.name, node_id)
+
+
+def test_overrides_apply_after_the_preset():
+    ns = SimpleNamespace(
+        offline_fixtures=False,
+        shrink_to=CPU_PRESET,
+        prompt=None,
+        negative=None,
+        seed=None,
+        size=None,
+        steps="20",
+        checkpoint=None,
+        sets=["SyncDiffusion KSampler.seed=3"],
+    )
+    workflow = Workflow(path=Path("panorama.api.json"), api=copy.deepcopy(PANORAMA))
+    (job,) = make_jobs(ns, workflow, [{}], INFO, Path("/tmp/unused"))
+    inputs = job.prompt["6"]["inputs"]
+    assert (inputs["steps"], inputs["seed"], inputs["window"]) == (20, 3, 256)
+    assert "steps 50->12" in ns.preset_changes

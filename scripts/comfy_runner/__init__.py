@@ -10,7 +10,10 @@ websocket, downloads what they saved and records everything in a manifest. Modul
 - ``outputs``: downloads, sha256, per-job completion markers (``--resume``), the JSONL manifest.
 - ``progress``: tqdm bars from websocket progress (quiet when not on a TTY).
 - ``local``: starting ComfyUI servers here (the README's main job) and the offline fixture models.
+- ``ray_pool`` / ``ray_actor``: ``--ray``, the same jobs on a Ray cluster (actors owning ComfyUI servers; Ray
+  places them and retries jobs whose actor died); the ``[ray]`` extra.
 - ``cli``: the command line and its exit codes.
 
-Only the standard library, aiohttp and tqdm (both installed with ComfyUI's requirements) are needed.
+Only the standard library, aiohttp and tqdm (both installed with ComfyUI's requirements) are needed; ``--ray``
+also needs Ray (``pip install -e '.[ray]'``).
 """

@@ -2,10 +2,12 @@
 
     python scripts/run_batch.py [WORKFLOW] [--url http://host:port ...] [--batch jobs.jsonl|jobs.csv]
         [--set "Node title.input=value" ...] [--prompt TEXT] [--negative TEXT] [--seed N] [--size WxH]
-        [--steps N] [--checkpoint NAME] [--output-dir DIR] [--resume] [--offline-fixtures]
+        [--steps N] [--checkpoint NAME] [--output-dir DIR] [--resume] [--offline-fixtures] [--full]
 
 WORKFLOW is an API-format file (its UI twin <name>.json is embedded in the PNGs) or a UI-format file, converted
-through the server's /object_info. Without --url, ComfyUI is started here (CPU) with this pack linked in.
+through the server's /object_info. Without --url, ComfyUI is started here (on the GPU when torch sees one) with
+this pack linked in. When no server has a GPU, the CPU preset shrinks the graph (one line says what changed;
+--full runs the shipped settings).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from . import outputs
 from .graph import WorkflowFormatError, load_workflow
 from .overrides import OverrideError, apply_row, apply_set, apply_shortcut, parse_set, read_batch
 from .pool import Job, Pool
+from .presets import CPU_PRESET, shrink
 from .progress import Progress
 from .server import Server
 
@@ -35,8 +38,9 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}    every job succeeded (or was already complete with --resume)
   {EXIT_USAGE}    bad command line, workflow, batch file or override (nothing was run)
-  {EXIT_VALIDATION}    a job failed validation (the server rejected the graph, or a model/input file it lacks)
-  {EXIT_EXECUTION}    a job failed while executing on the server, or timed out
+  {EXIT_VALIDATION}    a job failed validation (the server rejected the graph or dropped one of its output nodes,
+       or a model/input file it lacks)
+  {EXIT_EXECUTION}    a job failed while executing on the server, timed out, or an output node produced nothing
   {EXIT_UNREACHABLE}    servers unreachable: none answered, or jobs were left without a live server
   {EXIT_LOCAL_SERVER}    the local ComfyUI (no --url) did not start or the pack failed to import in it
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); finished jobs are recorded, --resume continues
@@ -64,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a running ComfyUI with this pack; repeat for several (jobs go to the one with the shortest queue)",
     )
     servers.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the jobs on Ray (pip install -e '.[ray]'): 'auto', 'ray://host:10001', or none for a local Ray "
+        "started for the run; each actor owns a ComfyUI on one GPU (README: Scaling past one machine)",
+    )
+    servers.add_argument("--ray-actors", type=int, help="with --ray: actors (default: the cluster's GPUs, or 1)")
+    servers.add_argument(
+        "--ray-models", type=Path, help="with --ray: models folder on every node (default --comfyui/models)"
+    )
+    servers.add_argument("--ray-attach", metavar="URL", help="with --ray: actors use this ComfyUI on their node")
+    servers.add_argument(
         "--local-servers",
         type=int,
         default=1,
@@ -84,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     servers.add_argument(
         "--fixtures", type=Path, default=Path(os.environ.get("SDL3D_FIXTURES", REPO_ROOT / ".cache/fixtures"))
     )
+    servers.add_argument(
+        "--cpu", action="store_true", help="without --url: start the local servers on the CPU even if a GPU is seen"
+    )
+    servers.add_argument(
+        "--preset",
+        choices=("auto", "cpu", "full"),
+        default="auto",
+        help="auto (default): the CPU preset when no server has a GPU, else the workflow's own settings; cpu: "
+        f"always shrink (widest image {CPU_PRESET.max_width} px, <= {CPU_PRESET.steps} steps, <= "
+        f"{CPU_PRESET.sync_steps} sync steps, LPIPS at {CPU_PRESET.lpips_resolution} px, views overlapping by half); "
+        "full: the shipped settings everywhere. --set/--size/--steps and batch rows apply after the preset",
+    )
+    servers.add_argument("--full", action="store_true", help="the same as --preset full")
     jobs = parser.add_argument_group("jobs and overrides (applied to every job; batch rows override them)")
     jobs.add_argument(
         "--set",
@@ -114,7 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--include-temp", action="store_true", help="also download preview (temp) images")
     run = parser.add_argument_group("running")
     run.add_argument("--depth", type=int, default=2, help="jobs queued per server at most (default 2)")
-    run.add_argument("--timeout", type=float, default=3600, help="seconds one job may take (default 3600)")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=1200,
+        help="give up on a job when its server has shown no progress (no step, no node finished) for this many "
+        "seconds (default 1200; 0 = never). A job that keeps making progress is never cut off",
+    )
+    run.add_argument(
+        "--log-every",
+        type=float,
+        default=10,
+        help="without bars (logs, CI): print each running job's step progress this often, in seconds (default 10)",
+    )
     run.add_argument(
         "--max-requeues",
         type=int,
@@ -144,6 +186,17 @@ def main(argv=None) -> int:
     if ns.resume and not ns.output_dir:
         return _fail(EXIT_USAGE, "error: --resume needs the --output-dir of the run to resume")
     out_dir = (ns.output_dir or REPO_ROOT / ".cache" / "outputs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    if ns.ray is not None:
+        from .ray_pool import run_ray
+
+        if ns.url:
+            return _fail(
+                EXIT_USAGE, "error: --ray starts its own servers (or uses --ray-attach); --url is the HTTP pool"
+            )
+        try:
+            return run_ray(ns, workflow, rows, out_dir)
+        except KeyboardInterrupt:
+            return _fail(EXIT_INTERRUPTED, f"interrupted; finished jobs are in {out_dir} (use --resume)")
     local, urls = [], list(ns.url)
     try:
         if not urls:
@@ -156,6 +209,7 @@ def main(argv=None) -> int:
                     ns.offline_fixtures,
                     ns.fixtures.resolve(),
                     lambda text: print(text, file=sys.stderr, flush=True),
+                    cpu=ns.cpu,
                 )
             except (RuntimeError, OSError) as err:
                 return _fail(EXIT_LOCAL_SERVER, f"error: local ComfyUI did not start: {err}")
@@ -169,10 +223,11 @@ def main(argv=None) -> int:
 
 
 async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
-    progress = Progress(total=len(rows), mode=ns.progress, quiet=ns.quiet)
+    progress = Progress(total=len(rows), mode=ns.progress, quiet=ns.quiet, log_every=ns.log_every)
     async with aiohttp.ClientSession() as session:
         servers = [Server(url, session) for url in dict.fromkeys(urls)]
         watchers = await _connect(servers, progress)
+        watchers.append(asyncio.create_task(progress.log_periodically()))
         try:
             alive = [s for s in servers if s.alive]
             if not alive:
@@ -186,10 +241,12 @@ async def run(ns, workflow, rows, urls, out_dir: Path, models_hint: str) -> int:
                 )
             object_info = await alive[0].object_info()
             lpips_available = await _lpips_files(alive[0], not ns.url)
+            ns.shrink_to = await _preset(ns, alive, progress)
             try:
                 if workflow.needs_conversion:
                     workflow.convert(object_info)
                 jobs = make_jobs(ns, workflow, rows, object_info, out_dir)
+                _say_preset(ns, jobs, progress)
             except (WorkflowFormatError, OverrideError) as err:
                 progress.close()
                 return _fail(EXIT_USAGE, f"error: {err}")
@@ -254,6 +311,13 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
             from .local import offline_prompt
 
             prompt = offline_prompt(prompt)
+        if getattr(ns, "shrink_to", None) is not None:  # recorded in `changes` like any override
+            shrunk, ns.preset_changes = shrink(prompt, ns.shrink_to)
+            for node_id, node in shrunk.items():
+                changes.update(
+                    {(node_id, k): v for k, v in node["inputs"].items() if prompt[node_id]["inputs"].get(k) != v}
+                )
+            prompt = shrunk
         for key in ("prompt", "negative", "seed", "size", "steps", "checkpoint"):
             apply_shortcut(prompt, key, getattr(ns, key), object_info, changes)
         for spec in ns.sets:
@@ -281,6 +345,30 @@ def make_jobs(ns, workflow, rows: list[dict], object_info: dict, out_dir: Path) 
 def job_id_for(row: dict, index: int) -> str:
     """The row's 'id' (made safe for a folder name) or job-0001, job-0002, ... by position in the batch."""
     return outputs.safe_name(row["id"]) if row.get("id") not in (None, "") else f"job-{index + 1:04d}"
+
+
+async def _preset(ns, servers: list[Server], progress: Progress):
+    """The Shrink to apply to every job (None: the workflow's own settings), from --preset / --full."""
+    choice = "full" if ns.full else ns.preset
+    ns.preset_reason = ""
+    if choice == "auto":
+        devices = [await server.device_types() for server in servers]
+        if all(types and types <= {"cpu"} for types in devices):
+            choice, ns.preset_reason = "cpu", "no server has a GPU"
+        else:
+            choice = "full"
+    return CPU_PRESET if choice == "cpu" else None
+
+
+def _say_preset(ns, jobs: list[Job], progress: Progress) -> None:
+    """One line saying exactly what the CPU preset shrank and how to run the full settings."""
+    if getattr(ns, "shrink_to", None) is None or not jobs:
+        return
+    changes = ", ".join(getattr(ns, "preset_changes", [])) or "nothing (already small)"
+    why = f" ({ns.preset_reason})" if ns.preset_reason else ""
+    progress.say(
+        f"CPU preset{why}: {changes}; the workflow's own settings: add --full (hours on a CPU, minutes on a GPU)"
+    )
 
 
 def _record_unreachable(rows: list[dict], manifest_path: Path, reasons: str) -> None:
@@ -341,7 +429,7 @@ def summarize(results: dict[str, dict], out_dir: Path, manifest_path: Path) -> i
         else EXIT_VALIDATION
         if "validation_error" in statuses
         else EXIT_EXECUTION
-        if statuses & {"execution_error", "timeout"}
+        if statuses & {"execution_error", "timeout", "missing_outputs"}
         else EXIT_OK
     )
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

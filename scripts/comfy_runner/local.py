@@ -128,16 +128,31 @@ def missing_inputs(
     return problems
 
 
-def start_local_servers(count: int, comfyui: Path, offline: bool, fixtures: Path, say) -> list[ComfyServer]:
-    """Start `count` headless CPU servers with this pack linked in; raise RuntimeError naming what failed."""
+def cuda_devices() -> int:
+    """How many CUDA devices torch sees here (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def start_local_servers(
+    count: int, comfyui: Path, offline: bool, fixtures: Path, say, cpu: bool = False
+) -> list[ComfyServer]:
+    """Start `count` headless servers with this pack linked in, spread over the CUDA devices torch sees (on the
+    CPU when there are none, or with `cpu`); raise RuntimeError naming what failed."""
     root = REPO_ROOT / ".cache" / ("run_offline" if offline else "run")
     models = offline_models_tree(fixtures / "models", root / "models_offline") if offline else comfyui / "models"
+    gpus = 0 if cpu else cuda_devices()
     servers = []
     try:
         for index in range(count):
             base = prepare_base(root / f"server-{index}", models, REPO_ROOT / "workflows" / "inputs")
-            servers.append(ComfyServer(comfyui, base))
-        say(f"starting {count} ComfyUI server(s) from {comfyui} (models: {models}) ...")
+            device = ("--cuda-device", str(index % gpus)) if gpus else ()
+            servers.append(ComfyServer(comfyui, base, extra_args=device, cpu=not gpus))
+        where = f"{gpus} GPU(s)" if gpus else "the CPU"
+        say(f"starting {count} ComfyUI server(s) on {where} from {comfyui} (models: {models}) ...")
         for server in servers:
             server.start()
             errors = server.pack_import_errors()

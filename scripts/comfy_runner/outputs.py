@@ -59,6 +59,29 @@ def reported_files(history_entry: dict, include_temp: bool) -> list[dict]:
     return files
 
 
+def missing_outputs(history_entry: dict) -> list[str]:
+    """The job's expected outputs that a finished prompt did not produce, as 'node <id> (<class>)'.
+
+    Expected outputs are the output nodes the server accepted and ran: the list ComfyUI keeps in the history
+    entry (``prompt[4]``, its ``outputs_to_execute``; output nodes that failed validation were already refused
+    by ``Server.submit``). One is produced when its history ``outputs`` entry holds at least one item (a file
+    in any folder type, or a value such as text). Nodes that report nothing are missing, including nodes that
+    save without reporting (CheckpointSave, VAESave, ...): the runner cannot collect those files. Entries
+    without that list (not ComfyUI's history format) expect nothing.
+    """
+    queued = history_entry.get("prompt")
+    if not isinstance(queued, (list, tuple)) or len(queued) < 5 or not isinstance(queued[4], list):
+        return []
+    graph = queued[2] if isinstance(queued[2], dict) else {}
+    reported = history_entry.get("outputs") or {}
+    missing = []
+    for node_id in sorted(map(str, queued[4]), key=lambda n: (len(n), n)):
+        ui = reported.get(node_id)
+        if not isinstance(ui, dict) or not any(values for values in ui.values()):
+            missing.append(f"node {node_id} ({(graph.get(node_id) or {}).get('class_type', '?')})")
+    return missing
+
+
 def companions(info: dict) -> list[dict]:
     """Same-stem files a mesh writer may have saved beside a reported mesh file."""
     name = Path(info["filename"])

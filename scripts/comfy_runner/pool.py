@@ -5,11 +5,16 @@ the number of our prompts on it, whichever is larger; ties go to the server that
 that queue is shorter than ``depth`` (2 by default: one running, one waiting, so a server never idles between
 jobs and never hoards work another server could take). Every job ends in exactly one manifest record:
 
-- ``ok``: every reported file (and mesh companion) downloaded, job.json written;
+- ``ok``: every expected output produced (``outputs.missing_outputs``), every reported file (and mesh
+  companion) downloaded, job.json written;
 - ``skipped``: ``--resume`` found it complete from an earlier run;
-- ``validation_error``: the server rejected the graph (HTTP 400), with its message; not retried;
+- ``validation_error``: the server rejected the graph (HTTP 400) or dropped some of its output nodes (200 with
+  ``node_errors``), with the nodes' messages; not retried;
 - ``execution_error``: the prompt failed on the server, with the server's message; not retried;
-- ``timeout``: it did not finish within ``--timeout`` seconds (removed from that server's queue);
+- ``missing_outputs``: it ran, but an output node reported nothing; what it did report is downloaded and
+  listed, no job.json (``--resume`` runs it again); not retried;
+- ``timeout``: its server showed no progress for ``--timeout`` seconds while the job was on it (removed from
+  that server's queue); a job that keeps making progress, or waits behind one that does, runs as long as it needs;
 - ``unreachable``: no live server was left, or it was re-queued more than ``max_requeues`` times.
 
 A job whose server dies, refuses work, or loses it (gone from both queue and history) goes back to the front of
@@ -42,8 +47,23 @@ class Job:
     dispatched: float = 0.0
 
 
+def node_label(job: Job, node_id) -> str | None:
+    """'6 (SyncDiffusion KSampler)': a node id with its title (or class) from the job's graph."""
+    if node_id is None:
+        return None
+    node = job.prompt.get(str(node_id)) or {}
+    name = (node.get("_meta") or {}).get("title") or node.get("class_type")
+    return f"{node_id} ({name})" if name else str(node_id)
+
+
 class JobTimeout(Exception):
     pass
+
+
+# Websocket messages that show a server working (steps, nodes starting, finishing or served from cache).
+PROGRESS_MESSAGES = frozenset(
+    {"execution_start", "executing", "executed", "execution_cached", "progress", "progress_state"}
+)
 
 
 class Pool:
@@ -54,7 +74,7 @@ class Pool:
         manifest: outputs.Manifest,
         progress,
         depth: int = 2,
-        timeout: float = 3600,
+        timeout: float = 1200,
         max_requeues: int = 3,
         include_temp: bool = False,
     ):
@@ -70,19 +90,26 @@ class Pool:
         self.results: dict[str, dict] = {}
         self.wake = asyncio.Event()
         self.dispatch_count = {server.url: 0 for server in servers}
+        self.last_activity = {server.url: 0.0 for server in servers}  # monotonic time of its last sign of work
         for server in servers:
             server.on_message = self.on_message
 
     # -- websocket --------------------------------------------------------------------------------------------
     def on_message(self, server: Server, kind: str, data: dict) -> None:
         job = server.running.get(data.get("prompt_id"))
+        if kind in PROGRESS_MESSAGES:
+            self.last_activity[server.url] = time.monotonic()
         if kind == "status":
             self.wake.set()
         elif job is not None and kind == "execution_start":
             self.progress.job_started(job.id, server.url)
         elif job is not None and kind == "progress":
             self.progress.job_started(job.id, server.url)
-            self.progress.job_progress(job.id, int(data.get("value", 0)), int(data.get("max", 1)), data.get("node"))
+            node = node_label(job, data.get("node"))
+            self.progress.job_progress(job.id, int(data.get("value", 0)), int(data.get("max", 1)), node)
+        elif job is not None and kind == "executing" and data.get("node") is not None:
+            self.progress.job_started(job.id, server.url)
+            self.progress.job_node(job.id, node_label(job, data["node"]))
 
     # -- dispatch ---------------------------------------------------------------------------------------------
     def pick(self) -> Server | None:
@@ -143,14 +170,26 @@ class Pool:
                 return
             fetch_started = time.monotonic()
             files = await self.download(server, job, entry)
+            missing = outputs.missing_outputs(entry)
             self.finish(
-                job, "ok", None, server=server, entry=entry, files=files, download_s=time.monotonic() - fetch_started
+                job,
+                "missing_outputs" if missing else "ok",
+                f"output {', '.join(missing)} produced nothing" if missing else None,
+                server=server,
+                entry=entry,
+                files=files,
+                download_s=time.monotonic() - fetch_started,
             )
         except Rejected as err:
             self.finish(job, "validation_error", str(err), server=server, details=err.details)
         except JobTimeout:
             await server.forget([prompt_id])
-            self.finish(job, "timeout", f"not finished within {self.timeout:.0f} s on {server.url}", server=server)
+            self.finish(
+                job,
+                "timeout",
+                f"no progress for {self.timeout:.0f} s on {server.url} (raise --timeout, or 0 for no limit)",
+                server=server,
+            )
         except ServerGone as err:
             self.requeue(job, server, str(err))
         finally:
@@ -161,7 +200,7 @@ class Pool:
     async def wait(self, server: Server, prompt_id: str) -> dict:
         """The prompt's /history entry once it is finished; woken by the websocket, polled as a fallback."""
         event = server.finished[prompt_id]
-        deadline = time.monotonic() + self.timeout
+        submitted = time.monotonic()
         missing_since = None
         while True:
             event.clear()
@@ -183,12 +222,14 @@ class Pool:
                     raise ServerGone(f"{server.url} no longer knows prompt {prompt_id} (restarted?)")
             else:
                 missing_since = None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise JobTimeout()
             poll = 5.0 if server.ws_connected else 1.0
+            if self.timeout > 0:
+                idle = time.monotonic() - max(self.last_activity[server.url], submitted)
+                if idle >= self.timeout:
+                    raise JobTimeout()
+                poll = min(poll, self.timeout - idle)
             waiters = [asyncio.create_task(event.wait()), asyncio.create_task(server.gone.wait())]
-            await asyncio.wait(waiters, timeout=min(poll, remaining), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
 

@@ -3,6 +3,10 @@
 Every call that cannot reach the server probes ``/system_stats``; when that fails too the server is marked gone
 and ``ServerGone`` is raised, so the pool re-queues its jobs elsewhere. A server that answers POST /prompt with
 anything but success or a validation error (HTTP 400) is treated as refusing work, which is the same thing.
+
+ComfyUI also answers 200 when only some output nodes failed validation: it queues the others and lists the
+failures in ``node_errors``. ``submit`` treats that as a validation error too (``Rejected``): the prompt is taken
+off the server (nothing of a half-accepted graph runs) and the job is not retried.
 """
 
 from __future__ import annotations
@@ -98,11 +102,17 @@ class Server:
         except aiohttp.ClientResponseError as err:
             raise await self._lost(f"GET {path} -> HTTP {err.status}", err) from None
 
+    async def device_types(self) -> set[str]:
+        """The kinds of device the server computes on ("cpu", "cuda", "mps", ...), from /system_stats."""
+        stats = await self.get_json("/system_stats")
+        return {str(device.get("type", "")).lower() for device in stats.get("devices", [])} - {""}
+
     async def object_info(self) -> dict:
         return await self.get_json("/object_info", timeout=180)
 
     async def submit(self, prompt: dict, prompt_id: str, extra_data: dict) -> None:
-        """POST /prompt with our prompt id; Rejected on a validation error, ServerGone when it cannot be queued."""
+        """POST /prompt with our prompt id; Rejected on a validation error (HTTP 400, or 200 with node_errors:
+        some output nodes dropped), ServerGone when it cannot be queued."""
         if self.gone.is_set():
             raise ServerGone(self.gone_reason)
         payload = {"prompt": prompt, "prompt_id": prompt_id, "client_id": self.client_id, "extra_data": extra_data}
@@ -111,6 +121,10 @@ class Server:
                 self.url + "/prompt", json=payload, timeout=aiohttp.ClientTimeout(total=120)
             ) as r:
                 body = await r.text()
+                answer = _json_or_text(body) if r.status == 200 else None
+                if r.status == 200 and isinstance(answer, dict) and answer.get("node_errors"):
+                    await self.forget([prompt_id])  # ComfyUI queued the valid rest of the graph: take it off
+                    raise Rejected(dropped_message(answer), answer)
                 if r.status == 200:
                     return
                 if r.status == 400:
@@ -213,18 +227,34 @@ def _json_or_text(body: str):
 
 
 def validation_message(details) -> str:
-    """One readable line from ComfyUI's 400 answer: the error plus every node error."""
+    """One readable line from ComfyUI's 400 answer: the error plus every node error, each once.
+
+    ComfyUI repeats a node's ``validate_inputs`` message for every input the function names, as
+    ``<input> - <message>``: that prefix is dropped and repeats are shown once.
+    """
     if not isinstance(details, dict):
         return str(details)[:500]
     error = details.get("error") or {}
     parts = [error.get("message", "") + (f": {error['details']}" if error.get("details") else "")]
     for node_id, node_error in (details.get("node_errors") or {}).items():
         for item in node_error.get("errors", []):
-            parts.append(
-                f"node {node_id} ({node_error.get('class_type')}): {item.get('message')}"
-                + (f" - {item['details']}" if item.get("details") else "")
-            )
-    return "; ".join(p for p in parts if p) or json.dumps(details)[:500]
+            text = str(item.get("details") or "")
+            named = f"{(item.get('extra_info') or {}).get('input_name')} - "
+            if item.get("type") == "custom_validation_failed" and text.startswith(named):
+                text = text[len(named) :]
+            where = f"node {node_id} ({node_error.get('class_type')})"
+            parts.append(f"{where}: {item.get('message')}" + (f" - {text}" if text else ""))
+    return "; ".join(dict.fromkeys(p for p in parts if p)) or json.dumps(details)[:500]
+
+
+def dropped_message(answer: dict) -> str:
+    """A 200 answer with node_errors: which output nodes the server dropped, and why."""
+    dropped = sorted(
+        {str(o) for error in answer["node_errors"].values() for o in error.get("dependent_outputs") or []},
+        key=lambda o: (len(o), o),
+    )
+    where = f"output node{'s' if len(dropped) > 1 else ''} {', '.join(dropped)}" if dropped else "output nodes"
+    return f"the server dropped {where} (failed validation): {validation_message(answer)}"
 
 
 def execution_message(entry: dict) -> str:
