@@ -35,7 +35,7 @@ def sd(comfy):
 
 @pytest.fixture(scope="module")
 def lpips_alex(pack, comfy):
-    return pack.nodes.sync_nodes.load_lpips("test", "alex")
+    return pack.nodes.sync.ksampler_nodes.load_lpips("test", "alex")
 
 
 @pytest.fixture(scope="module")
@@ -193,12 +193,12 @@ def rel_err(a, b):
 # ---------------------------------------------------------------- LDM3D
 @pytest.fixture(scope="module")
 def ln(pack):
-    return pack.node_module("ldm3d_nodes")
+    return pack.node_module("ldm3d.loader_nodes")
 
 
 @pytest.fixture(scope="module")
 def codec(pack):
-    return pack.node_module("ldm3d_codec_nodes")
+    return pack.node_module("ldm3d.codec_nodes")
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +221,40 @@ def diffusers_vae(comfy, name):
 
 def random_latent(shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+GN_VAE_DDCONFIG = dict(
+    double_z=True,
+    z_channels=4,
+    resolution=256,
+    in_channels=3,
+    out_ch=3,
+    ch=32,
+    ch_mult=[1, 2, 2, 2],
+    num_res_blocks=1,
+    attn_resolutions=[],
+    dropout=0.0,
+)
+
+
+def groupnorm_vae(seed: int = 0):
+    """A small SD-architecture VAE (ComfyUI's own AutoencoderKL: GroupNorm everywhere, attention in the mid blocks,
+    8x downscale) with random weights, small enough for a CPU: ComfyUI's VAE built from its state dict."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    torch.manual_seed(seed)
+    model = AutoencoderKL(ddconfig=dict(GN_VAE_DDCONFIG), embed_dim=4)
+    with torch.no_grad():  # ComfyUI's ops leave parameters uninitialised
+        for name, param in sorted(model.named_parameters()):
+            if param.ndim > 1:
+                param.normal_(0.0, (1.0 / param[0].numel()) ** 0.5)
+            else:
+                param.fill_(1.0) if name.endswith("weight") else param.zero_()
+    config = {"params": {"ddconfig": dict(GN_VAE_DDCONFIG), "embed_dim": 4}}
+    return comfy.sd.VAE(sd=model.state_dict(), config=config)
+
+
+@pytest.fixture(scope="module")
+def gn_vae(comfy):
+    return groupnorm_vae()

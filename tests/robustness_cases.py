@@ -1,5 +1,7 @@
 """The robustness suite's cases (tests/test_robustness_api.py): CASES = (id, graph builder, input at fault, expected
-answer), built from tests/robustness_graphs.py. docs/hardening.md lists them."""
+answer), built from tests/robustness_graphs.py; LONG_CASES = in-range inputs that run long on the CI's CPU (id,
+graph builder, the node whose progress shows, a server log line that must appear): they must show progress or
+say what they changed, and stop on an interrupt. docs/hardening.md lists them."""
 
 from __future__ import annotations
 
@@ -28,10 +30,56 @@ from robustness_graphs import (
     vae360,
     vae_encode_tiled,
 )
+from robustness_graphs_360 import filled_holes, hole_mask, projection, sphere_sampler
+
+# expected: "400" = rejected at queue time; "run" = execution error of node "t" naming its node and the input;
+# "run@<id>" = the error is raised while node <id> runs (the Model Patch's checks run inside the KSampler)
+BIG = (8192, 4096)
 
 NAN, INF = math.nan, math.inf
+LONG_NAME = "t3/" + "\u6df1" * 100  # '深': a 300-byte file name part in UTF-8 (the OS allows 255)
+LONG_PATH = "p" * 99 + "/" + ("p" * 99 + "/") * 41 + "d"  # 4,201 characters in 42 short subfolders
+TAKEN = "taken_by_a_file"  # a file in output/ (planted by the suite): not usable as a subfolder
+NEWLINE = "line\nbreak"
+
+
+def prefix_cases(prefix: str, build) -> list[tuple]:
+    """The prefixes the OS cannot take, for one save node."""
+    return [
+        (f"{prefix}-prefix-name-300-bytes", lambda: build(filename_prefix=LONG_NAME), "filename_prefix", "400"),
+        (f"{prefix}-prefix-path-4201-chars", lambda: build(filename_prefix=LONG_PATH), "filename_prefix", "400"),
+        (f"{prefix}-prefix-subfolder-is-file", lambda: build(filename_prefix=f"{TAKEN}/x"), "filename_prefix", "400"),
+        (f"{prefix}-prefix-newline", lambda: build(filename_prefix=NEWLINE), "filename_prefix", "400"),
+    ]
+
+
+TURN = {"yaw": 0.0, "pitch": 0.0, "roll": 0.0}
+VIEW = {**TURN, "fov": 90.0, "width": 16, "height": 16}
 
 CASES = [
+    # Full sphere: the sampler and the projection nodes
+    ("sphere-fov-nan", lambda: sphere_sampler(fov=NAN), "fov", "400"),
+    ("sphere-sync-until-inf", lambda: sphere_sampler(sync_until=INF), "sync_until", "400"),
+    ("sphere-width-not-16", lambda: sphere_sampler(width=120), "width", "400"),
+    ("sphere-layout-unknown", lambda: sphere_sampler(layout="icosahedron"), "layout", "400"),
+    ("sphere-sampler-unknown", lambda: sphere_sampler(sampler_name="warp_drive"), "sampler_name", "400"),
+    ("to-perspective-yaw-nan", lambda: projection("SDL3D_EquirectToPerspective", **{**VIEW, "yaw": NAN}), "yaw", "400"),
+    ("to-perspective-not-2to1", lambda: projection("SDL3D_EquirectToPerspective", (16, 16), **VIEW), "image", "run"),
+    ("to-equirect-fov-inf", lambda: projection("SDL3D_PerspectiveToEquirect", **{**VIEW, "fov": INF}), "fov", "400"),
+    ("to-cubemap-not-2to1", lambda: projection("SDL3D_EquirectToCubemap", (16, 16), face_size=8), "image", "run"),
+    ("from-cubemap-not-a-strip", lambda: projection("SDL3D_CubemapToEquirect", (16, 8), width=32), "image", "run"),
+    (
+        "to-cubemap-interpolation-unknown",
+        lambda: projection("SDL3D_EquirectToCubemap", face_size=8, mask_interpolation="cubic"),
+        "mask_interpolation",
+        "400",
+    ),
+    ("rotate-pitch-nan", lambda: projection("SDL3D_RotateEquirect", **{**TURN, "pitch": NAN}), "pitch", "400"),
+    # Filled stereo holes
+    ("hole-mask-ipd-nan", lambda: hole_mask(ipd_m=NAN), "ipd_m", "400"),
+    ("hole-mask-grow-above-max", lambda: hole_mask(grow_px=9999), "grow_px", "400"),
+    ("filled-holes-far-nan", lambda: filled_holes(far_m=NAN), "far_m", "400"),
+    ("filled-holes-background-size", lambda: filled_holes(background=(32, 16)), "background", "run"),
     # Stereo 360
     ("stereo-ipd-nan", lambda: stereo(ipd_m=NAN), "ipd_m", "400"),
     ("stereo-ipd-inf", lambda: stereo(ipd_m=INF), "ipd_m", "400"),
@@ -58,6 +106,12 @@ CASES = [
     ("stereo-supersample-above-max", lambda: stereo(supersample=3), "supersample", "400"),
     ("stereo-image-not-2to1", lambda: stereo_sized(16, 16, 16, 16), "image", "run"),
     ("stereo-depth-size-mismatch", lambda: stereo_sized(16, 8, 8, 4), "depth", "run"),
+    (
+        "stereo-8192x4096-supersample-2",
+        lambda: stereo_sized(8192, 4096, 8192, 4096) | {"t": stereo(supersample=2)["t"]},
+        "image",
+        "run",
+    ),
     # Save 360 Depth Mesh
     ("mesh-tau-nan", lambda: mesh(edge_ratio_tau=NAN, cull_edges=True), "edge_ratio_tau", "400"),
     ("mesh-format-unknown", lambda: mesh(format="fbx"), "format", "400"),
@@ -71,6 +125,7 @@ CASES = [
     ("mesh-inverse-infinite-far", lambda: mesh(depth_mode="inverse", far_m=0.0), "far_m", "400"),
     ("mesh-near-inf", lambda: mesh(near_m=INF), "near_m", "400"),
     ("mesh-width-below-min", lambda: mesh(mesh_width=4), "mesh_width", "400"),
+    *prefix_cases("mesh", mesh),
     # Save Stereo 360
     ("save360-prefix-traversal", lambda: save_stereo(filename_prefix="../escape/ods"), "filename_prefix", "400"),
     ("save360-prefix-absolute", lambda: save_stereo(filename_prefix="{outside}/ods"), "filename_prefix", "400"),
@@ -79,12 +134,14 @@ CASES = [
     ("save360-prefix-inner-traversal", lambda: save_stereo(filename_prefix="a/../../ods"), "filename_prefix", "400"),
     ("save360-layout-unknown", lambda: save_stereo(layout="anaglyph"), "layout", "400"),
     ("save360-1x1-frame", lambda: save_stereo(1, 1), "images", "run"),
+    *prefix_cases("save360", save_stereo),
     # Save Depth PNG 16-bit
     ("savedepth-prefix-traversal", lambda: save_depth(filename_prefix="../../escape"), "filename_prefix", "400"),
     ("savedepth-prefix-absolute", lambda: save_depth(filename_prefix="{outside}/d"), "filename_prefix", "400"),
     ("savedepth-prefix-symlink-dir", lambda: save_depth(filename_prefix="link_out/d"), "filename_prefix", "400"),
     ("savedepth-prefix-empty", lambda: save_depth(filename_prefix=""), "filename_prefix", "400"),
     ("savedepth-prefix-no-name", lambda: save_depth(filename_prefix="robust/"), "filename_prefix", "400"),
+    *prefix_cases("savedepth", save_depth),
     # Load Depth PNG (the same refusal whether or not the outside file exists)
     ("loaddepth-traversal-existing", lambda: load_depth("../secret16.png"), "image", "400"),
     ("loaddepth-traversal-missing", lambda: load_depth("../no_such_file.png"), "image", "400"),
@@ -140,4 +197,63 @@ CASES = [
     ("vae-encode-tiled-overlap-below-min", lambda: vae_encode_tiled(overlap=-8), "overlap", "400"),
     ("model-patch-window-below-min", lambda: model_patch(window=8, stride=8), "window", "400"),
     ("coherence-crop-below-min", lambda: coherence(crop_size=8), "crop_size", "400"),
+    # issue 24: cross-input rules at queue time (they failed at run time before)
+    ("vae360-overlap-eq-tile", lambda: vae360(tile_size=1024, overlap=1024), "overlap", "400"),
+    ("vae360-overlap-above-tile", lambda: vae360(tile_size=256, overlap=512), "overlap", "400"),
+    ("vae-encode-tiled-overlap-eq-tile", lambda: vae_encode_tiled(tile_size=512, overlap=512), "overlap", "400"),
+    ("model-patch-window-not-multiple-of-8", lambda: model_patch(window=100), "window", "400"),
+    ("model-patch-window-height-not-multiple-of-8", lambda: model_patch(window_height=100), "window_height", "400"),
+    ("model-patch-stride-above-window", lambda: model_patch(window=64, stride=128), "stride", "400"),
+    (
+        "model-patch-stride-height-above",
+        lambda: model_patch(window_height=64, stride_height=128),
+        "stride_height",
+        "400",
+    ),
+    ("model-patch-fusion-unknown", lambda: model_patch(fusion="mosaic"), "fusion", "400"),
+    ("ksampler-window-height-not-multiple-of-8", lambda: ksampler(window_height=100), "window_height", "400"),
+    ("ksampler-stride-height-above", lambda: ksampler(window_height=64, stride_height=128), "stride_height", "400"),
+    ("ksampler-fusion-unknown", lambda: ksampler(fusion="mosaic"), "fusion", "400"),
+    ("sampler-fusion-unknown", lambda: sync_sampler(fusion="mosaic"), "fusion", "400"),
+    ("model-patch-window-height-8", lambda: model_patch(window_height=8, stride_height=8), "window_height", "400"),
+    ("ksampler-window-height-8", lambda: ksampler(window_height=8, stride_height=8), "window_height", "400"),
+    # issue 24: too much work, refused (with the count and the limit) before anything is allocated
+    ("vae360-tile-64-overlap-56", lambda: vae360((2048, 1024), tile_size=64, overlap=56), "overlap", "run"),
+    (
+        "vae-encode-tiled-tile-64-overlap-56",
+        lambda: vae_encode_tiled((2048, 1024), tile_size=64, overlap=56),
+        "overlap",
+        "run",
+    ),
+    ("model-patch-30129-views", lambda: model_patch((2048, 1024), window=64, stride=8), "stride", "run@ks"),
+    ("coherence-crop-32-on-1024x512", lambda: coherence((1024, 512), crop_size=32), "crop_size", "run"),
+    ("coherence-crop-32-on-8192x4096", lambda: coherence(BIG, crop_size=32), "crop_size", "run"),
+    # issue 24: messages naming the node used, the input to change and the fix
+    ("vae360-flux-vae-on-4-channel-latent", lambda: vae360(vae="taef1"), "vae", "run"),
+    ("vae-encode-tiled-ldm3d-vae", lambda: vae_encode_tiled(ldm3d_vae=True), "vae", "run"),
+]
+
+# (id, graph builder, node id whose progress is expected (None: the warning is the sign), server log line)
+LONG_CASES = [
+    ("vae360-untiled-8192x4096", lambda: vae360(BIG, tile_size=0), "t", "input 'tile_size' = 0: one untiled decode"),
+    ("vae360-tile-8192-on-8192x4096", lambda: vae360(BIG, tile_size=8192), "t", "input 'tile_size' = 8192: a tile"),
+    (
+        "vae-encode-tiled-untiled-8192x4096",
+        lambda: vae_encode_tiled(BIG, circular=False, tile_size=0),
+        "t",
+        "input 'tile_size' = 0: one untiled encode",
+    ),
+    (
+        "model-patch-view-batch-256",
+        lambda: model_patch((2048, 1024), window=512, stride=64, view_batch_size=256),
+        None,
+        "input 'view_batch_size' = 256: 225 views per call",
+    ),
+    (
+        "ksampler-budget-4096-1921-views",
+        lambda: ksampler(7680, 1536, window=512, stride=64, view_batch_size=0, memory_budget_gb=4096.0),
+        None,
+        "input 'memory_budget_gb' = 4096.0: is more than the memory limit",
+    ),
+    ("coherence-batch-64", lambda: coherence((1024, 512), batch=64, crop_size=512), "t", None),
 ]

@@ -6,8 +6,8 @@ from __future__ import annotations
 # ---------------------------------------------------------------- graph pieces (API format)
 
 
-def image(w=16, h=8):
-    return {"class_type": "EmptyImage", "inputs": {"width": w, "height": h, "batch_size": 1, "color": 0x808080}}
+def image(w=16, h=8, batch=1):
+    return {"class_type": "EmptyImage", "inputs": {"width": w, "height": h, "batch_size": batch, "color": 0x808080}}
 
 
 def mask(w=16, h=8, value=0.5):
@@ -140,13 +140,13 @@ def stereo_pack(left=(16, 8), right=(16, 8), **bad):
     return g
 
 
-def sd_base(latent_w=64, latent_h=64):
+def sd_base(latent_w=64, latent_h=64, vae="taesd"):
     return {
         "ck": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdl3d_tiny_sd15.safetensors"}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["ck", 1]}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ck", 1]}},
         "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": latent_w, "height": latent_h, "batch_size": 1}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
     }
 
 
@@ -306,8 +306,9 @@ def upscale(**bad):
 # expected: "400" = rejected at queue time; "run" = execution error naming node and input.
 
 
-def vae360(**bad):
-    g = sd_base()
+def vae360(latent=(64, 64), vae="taesd", **bad):
+    """VAE Decode (360 / Tiled) of an empty latent of ``latent`` = (width, height) pixels."""
+    g = sd_base(*latent, vae=vae)
     g["t"] = {
         "class_type": "SDL3D_VAEDecode360",
         "inputs": {"samples": ["lat", 0], "vae": ["vae", 0], "circular": True, "tile_size": 0, "overlap": 64, **bad},
@@ -316,20 +317,25 @@ def vae360(**bad):
     return g
 
 
-def vae_encode_tiled(**bad):
-    g = sd_base()
-    g["img"] = image(64, 64)
+def vae_encode_tiled(size=(64, 64), ldm3d_vae=False, vae="taesd", **bad):
+    """VAE Encode (Tiled) of a grey image of ``size`` = (width, height); ldm3d_vae: the LDM3D Loader's 6-channel VAE."""
+    g = sd_base(vae=vae)
+    g["img"] = image(*size)
     g["t"] = {
         "class_type": "SDL3D_VAEEncodeTiled",
         "inputs": {"pixels": ["img", 0], "vae": ["vae", 0], "circular": True, "tile_size": 0, "overlap": 64, **bad},
     }
+    if ldm3d_vae:
+        g["ld"] = ldm3d_loader("ldm3d")
+        g["t"]["inputs"]["vae"] = ["ld", 2]
     g["dec"] = {"class_type": "VAEDecode", "inputs": {"samples": ["t", 0], "vae": ["vae", 0]}}
     g["out"] = preview(["dec", 0])
     return g
 
 
-def model_patch(**bad):
-    g = sd_base()
+def model_patch(latent=(64, 64), **bad):
+    """The Model Patch in front of a stock KSampler (1 step) on an empty latent of ``latent`` = (width, height)."""
+    g = sd_base(*latent)
     g["t"] = {
         "class_type": "SDL3D_SyncDiffusionModelPatch",
         "inputs": {"model": ["ck", 0], "window": 64, "stride": 32, "circular": False, "view_batch_size": 0, **bad},
@@ -354,9 +360,9 @@ def model_patch(**bad):
     return g
 
 
-def coherence(**bad):
+def coherence(size=(64, 32), batch=1, **bad):
     return {
-        "img": image(64, 32),
+        "img": image(*size, batch=batch),
         "t": {"class_type": "SDL3D_SyncDiffusionCoherence", "inputs": {"image": ["img", 0], "crop_size": 32, **bad}},
         "out": {"class_type": "PreviewAny", "inputs": {"source": ["t", 2]}},
     }

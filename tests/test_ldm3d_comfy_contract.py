@@ -18,7 +18,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def vae_module(pack):
-    return pack.node_module("ldm3d_vae")
+    return pack.node_module("ldm3d.ldm3d_vae")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ FULL_SIZE_LEVELS = {
 
 @pytest.fixture(scope="module")
 def unet_module(pack):
-    return pack.node_module("ldm3d_unet")
+    return pack.node_module("ldm3d.unet")
 
 
 def _fixture_unet(comfy, name):

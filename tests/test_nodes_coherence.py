@@ -18,7 +18,7 @@ def node(pack):
 
 @pytest.fixture(scope="module")
 def backbones(pack, comfy):
-    lpips_choice = pack.nodes.sync_nodes.load_lpips("test", "vgg")
+    lpips_choice = pack.nodes.sync.ksampler_nodes.load_lpips("test", "vgg")
     vgg19 = torch.load(comfy.models / "lpips" / "vgg19-dcbb9e9d.pth", map_location="cpu", weights_only=True)
     return lpips_choice, vgg19
 
@@ -93,22 +93,23 @@ def test_bad_inputs_name_node_input_value_fix(node, name, shape, crop, match):
 
 
 def test_missing_vgg19_names_file_and_folder(node, comfy, tmp_path, monkeypatch):
-    folder = tmp_path / "lpips"
-    folder.mkdir()
-    paths, exts = comfy.folder_paths.folder_names_and_paths["lpips"]
-    monkeypatch.setitem(
-        comfy.folder_paths.folder_names_and_paths,
-        "lpips",
-        ([str(folder), *[p for p in paths if "fixtures" not in p]], exts),
-    )
+    """The folder relative to ComfyUI's models directory, once; no server path, no repeated sentence."""
+    folder = tmp_path / "models" / "lpips"
+    folder.mkdir(parents=True)
+    _, exts = comfy.folder_paths.folder_names_and_paths["lpips"]
+    monkeypatch.setattr(comfy.folder_paths, "models_dir", str(tmp_path / "models"))
+    monkeypatch.setitem(comfy.folder_paths.folder_names_and_paths, "lpips", ([str(folder)], exts))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     (folder / "vgg16-397923af.pth").symlink_to(comfy.models / "lpips" / "vgg16-397923af.pth")
     with pytest.raises(
         ValueError,
         match=r"SyncDiffusion Coherence: Intra-Style-L needs .*vgg19-dcbb9e9d\.pth.*Fix: "
-        rf"put 'vgg19-dcbb9e9d\.pth' into {folder}",
-    ):
+        r"put 'vgg19-dcbb9e9d\.pth' into ComfyUI's models/lpips \(",
+    ) as err:
         run_node_ui(node, image=torch.rand(1, 32, 96, 3), crop_size=32)
+    message = str(err.value)
+    assert str(tmp_path) not in message and message.count("models/lpips") == 1, message
+    assert message.count("Intra-Style-L needs") == 1, message
 
 
 def test_node_is_interruptible(node):

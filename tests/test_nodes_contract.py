@@ -13,7 +13,7 @@ def test_node_ids_are_prefixed_literals_and_unique(pack):
     assert len(ids) == len(set(ids))
     assert all(node_id.startswith("SDL3D_") for node_id in ids), ids
     literal_ids = set()
-    for path in (REPO_ROOT / "nodes").glob("*.py"):
+    for path in (REPO_ROOT / "nodes").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.keyword) and node.arg == "node_id" and isinstance(node.value, ast.Constant):
                 literal_ids.add(node.value.value)
@@ -62,3 +62,17 @@ def test_no_module_is_over_800_lines():
     for folder in ("nodes", "sync_core", "ldm3d_core", "scripts"):
         for path in (REPO_ROOT / folder).rglob("*.py"):
             assert len(path.read_text().splitlines()) <= 820, path
+
+
+def test_every_node_class_in_a_feature_package_is_registered(pack):
+    """A node written in nodes/<feature>/ but left out of that package's node_classes() would silently vanish
+    (private bases, named with a leading underscore, are not nodes)."""
+    registered = {cls.__name__ for cls in pack.node_classes}
+    declared = set()
+    for path in (REPO_ROOT / "nodes").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and any(
+                isinstance(base, ast.Attribute) and base.attr == "ComfyNode" for base in node.bases
+            ):
+                declared.add(node.name)
+    assert declared and declared <= registered, f"declared but not registered: {sorted(declared - registered)}"

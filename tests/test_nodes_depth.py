@@ -23,7 +23,7 @@ def _ui(node_cls, **inputs) -> dict:
 
 @pytest.fixture(scope="module")
 def dn(pack):
-    return pack.node_module("depth_nodes")
+    return pack.node_module("ldm3d.depth_nodes")
 
 
 def test_registered(pack):

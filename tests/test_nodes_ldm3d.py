@@ -20,7 +20,7 @@ from workflow_overrides import shrink_workflow
 
 @pytest.fixture(scope="module")
 def unet(pack):
-    return pack.node_module("ldm3d_unet")
+    return pack.node_module("ldm3d.unet")
 
 
 def test_loader_lists_and_reads_channels_from_weights(ln, loaded):

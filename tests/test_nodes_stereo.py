@@ -56,17 +56,17 @@ MESH_DEFAULTS = dict(
 
 @pytest.fixture(scope="module")
 def sn(pack):
-    return pack.node_module("stereo_nodes")
+    return pack.node_module("stereo.ods_nodes")
 
 
 @pytest.fixture(scope="module")
 def so(pack):
-    return pack.node_module("stereo_output_nodes")
+    return pack.node_module("stereo.output_nodes")
 
 
 @pytest.fixture(scope="module")
 def mn(pack):
-    return pack.node_module("mesh_nodes")
+    return pack.node_module("stereo.mesh_nodes")
 
 
 def _inputs(b=2, seed=0):

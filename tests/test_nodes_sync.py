@@ -7,6 +7,7 @@ and tests/oracles/official_loop.py, a plain re-implementation of the official DD
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def test_circular_views_commute_with_rolls_by_the_stride(pack, sd, comfy):
     import comfy.sample
     import comfy.samplers
 
-    node = pack.nodes.sync_nodes
+    node = pack.nodes.sync.ksampler_nodes
     settings = node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2)
     sampler = node.SyncDiffusionSampler("euler", settings, sd["vae"], None)
     model, lat = sd["model"], torch.zeros(1, 4, 8, 24)
@@ -289,14 +290,26 @@ def test_latent_and_vae_that_do_not_match_the_model_are_refused(pack, sd, comfy)
 
 
 def test_missing_lpips_weights_offline_name_the_file_and_folder(pack, sd, comfy, monkeypatch, tmp_path):
+    """The folder is named relative to ComfyUI's models directory, once, and no server path is shown."""
     import folder_paths
 
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "lpips", ([str(tmp_path)], {".pth"}))
+    models = tmp_path / "models"
+    (models / "lpips").mkdir(parents=True)
+    monkeypatch.setattr(folder_paths, "models_dir", str(models))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "lpips", ([str(models / "lpips")], {".pth"}))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     with pytest.raises(ValueError) as err:
         sync_ksampler(pack, sd, empty_latent(8, 16), sync_weight=20.0)
     message = str(err.value)
-    assert "vgg16-397923af.pth" in message and str(tmp_path) in message and "input 'lpips'" in message
+    assert "vgg16-397923af.pth" in message and "input 'lpips'" in message
+    assert message.count("models/lpips") == 1 and "Fix: put torchvision's 'vgg16-397923af.pth' into" in message
+    assert str(tmp_path) not in message, message
+    extra = [str(models / "lpips"), str(tmp_path / "elsewhere")]  # a second folder from extra_model_paths.yaml
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "lpips", (extra, {".pth"}))
+    with pytest.raises(ValueError) as err:
+        sync_ksampler(pack, sd, empty_latent(8, 16), sync_weight=20.0)
+    assert "models/lpips (or another 'lpips' folder of extra_model_paths.yaml)" in str(err.value)
+    assert str(tmp_path) not in str(err.value)
 
 
 def test_v_prediction_models_sync_and_match_stock_without_sync(pack, sd, lpips_alex):
@@ -348,3 +361,23 @@ def test_flow_matching_sampling_runs_and_matches_stock_without_sync(pack, sd, lp
     synced = sync_ksampler(pack, flow_sd, empty_latent(8, 16), sync_weight=500.0, sync_steps=2, lpips=lpips_alex)
     plain = sync_ksampler(pack, flow_sd, empty_latent(8, 16))
     assert torch.isfinite(synced).all() and not torch.allclose(synced, plain, atol=1e-4)
+
+
+def test_progress_is_one_bar_over_the_whole_schedule_with_sync_steps(pack, sd, lpips_alex, capfd):
+    """The UI bar (ComfyUI's progress hook) and the terminal bar count every step of the schedule once, in order,
+    with the same total, across sync steps; the base sampler's per-segment bars stay off."""
+    import comfy.utils
+
+    seen = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
+    try:
+        capfd.readouterr()
+        sync_ksampler(pack, sd, empty_latent(8, 16), steps=5, sync_weight=200.0, sync_steps=3, lpips=lpips_alex)
+        terminal = capfd.readouterr().err
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+    assert seen == [(i, 5) for i in range(1, 6)]
+    bars = [line for line in terminal.replace("\r", "\n").splitlines() if re.search(r"\d+/\d+ \[", line)]
+    assert bars and all(line.startswith("SyncDiffusion") and "/5 [" in line for line in bars), bars
+    assert "5/5 [" in bars[-1], bars

@@ -10,7 +10,7 @@ from comfy_harness import run_node, stock_node
 
 
 def test_each_view_gets_its_crop_of_the_canvas_hint_not_the_whole_hint_squashed(pack, controlled, hint, sd):
-    tiling = pack.nodes.sync_tiling
+    tiling = pack.nodes.sync.view_tiler
     import sys
 
     core_views = sys.modules["syncdiffusion_ldm3d.sync_core.views"]
@@ -65,7 +65,7 @@ def test_area_conditioning_is_intersected_with_each_view(pack, sd):
 
     core_views = sys.modules["syncdiffusion_ldm3d.sync_core.views"]
     views = core_views.build_view_grid(8, 24, 8, 4, circular=True)
-    tiler = pack.nodes.sync_tiling.ViewTiler(sd["model"].model, views, (8, 24))
+    tiler = pack.nodes.sync.view_tiler.ViewTiler(sd["model"].model, views, (8, 24))
     area = (8, 6, 0, 10)  # h, w, y, x in latent units: columns [10, 16)
     for view in views:
         got = tiler._area_in_view(area, view)

@@ -54,7 +54,7 @@ def test_fixtures_are_detected_as_flux_and_sd3_with_flow_sampling(pack, flux, sd
     for job in (flux, sd3):
         ms = job["model"].get_model_object("model_sampling")
         assert isinstance(ms, comfy.model_sampling.CONST)
-        assert pack.nodes.sync_sampler.sampling_kind(ms) == "flow"
+        assert pack.nodes.sync.sampler.sampling_kind(ms) == "flow"
         assert job["model"].get_model_object("latent_format").latent_channels == 16
     assert flux["vae"].latent_channels == 16
 
@@ -63,7 +63,7 @@ def test_vp_scale_reduces_to_comfyui_calculate_input_on_eps_and_v_models_bit_for
     import comfy.samplers
     from model_fixtures import CKPT
 
-    sampler = pack.nodes.sync_sampler
+    sampler = pack.nodes.sync.sampler
     (model, _clip, _vae) = run_node(stock_node("CheckpointLoaderSimple"), ckpt_name=CKPT)
     (v_model,) = run_node(stock_node("ModelSamplingDiscrete"), model=model, sampling="v_prediction", zsnr=False)
     for job in (model, v_model):
@@ -79,7 +79,7 @@ def test_vp_scale_reduces_to_comfyui_calculate_input_on_eps_and_v_models_bit_for
 def test_flow_vp_scale_follows_the_models_own_schedule(pack, flux, sd3):
     import comfy.samplers
 
-    sampler = pack.nodes.sync_sampler
+    sampler = pack.nodes.sync.sampler
     for job in (flux, sd3):
         ms = job["model"].get_model_object("model_sampling")
         sigmas = comfy.samplers.calculate_sigmas(ms, "simple", 6)
@@ -306,7 +306,7 @@ def test_sync_update_direction_passes_a_finite_difference_check(pack, sd3, plain
 def test_circular_mode_commutes_with_rolls_by_the_stride(pack, sd3, comfy):
     import comfy.sample
 
-    node = pack.nodes.sync_nodes
+    node = pack.nodes.sync.ksampler_nodes
     sampler = node.SyncDiffusionSampler(
         "euler", node.sync_settings("test", 64, 32, 0.0, 0.95, 1, 10, "middle", True, 2), sd3["vae"], None
     )

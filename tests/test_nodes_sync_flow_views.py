@@ -175,7 +175,7 @@ def test_checkpointed_blocks_are_comfyuis_flux_and_mmdit_blocks_and_give_the_sam
     import comfy.ldm.flux.layers
     import comfy.ldm.modules.diffusionmodules.mmdit
 
-    memory = pack.node_module("sync_memory")
+    memory = pack.node_module("sync.memory_plan")
     for name in ("DoubleStreamBlock", "SingleStreamBlock"):
         assert name in memory.CHECKPOINT_BLOCKS and hasattr(comfy.ldm.flux.layers, name)
     assert "JointBlock" in memory.CHECKPOINT_BLOCKS and hasattr(comfy.ldm.modules.diffusionmodules.mmdit, "JointBlock")

@@ -32,7 +32,9 @@ def gaussian(h: int, w: int) -> torch.Tensor:
 
 def spot_views(step, steps, seed, size_hw, window_hw, stride_hw, circular):
     """SpotDiffusion grid of one step, written out: shifts drawn rows-then-columns from one seeded generator; the
-    circular x axis rolls the offsets, a plain axis shifts them inside the image."""
+    circular x axis rolls the offsets; on a plain axis every lattice window ``shift + k * stride`` that meets the
+    image is evaluated as the window clamped inside it and weighted 1 on its part inside the image only.
+    Returns ``[(row, col, weight [h, w])]``."""
     g = torch.Generator().manual_seed(seed)
     dy = torch.randint(0, stride_hw[0], (steps,), generator=g)[step].item()
     dx = torch.randint(0, stride_hw[1], (steps,), generator=g)[step].item()
@@ -41,17 +43,22 @@ def spot_views(step, steps, seed, size_hw, window_hw, stride_hw, circular):
         (size_hw[0], window_hw[0], stride_hw[0], dy, False),
         (size_hw[1], window_hw[1], stride_hw[1], dx, circular),
     ):
+        masks = {}
         if wrap:
             n = math.ceil(size / stride)
-            axes.append(sorted(((k * size) // n + shift) % size for k in range(n)))
+            for k in range(n):
+                masks[((k * size) // n + shift) % size] = [1.0] * win
         else:
-            base = list(range(0, size - win + 1, stride))
-            if base[-1] + win < size:
-                base.append(size - win)
-            if shift:
-                base = sorted({min(max(o, 0), size - win) for o in range(shift - stride, size - win + stride, stride)})
-            axes.append(base)
-    return [(r, c) for r in axes[0] for c in axes[1]]
+            for k in range(-size, size):
+                o = shift + k * stride
+                if o + win <= 0 or o >= size:
+                    continue
+                at = min(max(o, 0), size - win)
+                mask = masks.setdefault(at, [0.0] * win)
+                for x in range(max(o, 0), min(o + win, size)):
+                    mask[x - at] += 1
+        axes.append(sorted(masks.items()))
+    return [(r, c, torch.tensor([[a * b for b in mc] for a in mr])) for r, mr in axes[0] for c, mc in axes[1]]
 
 
 def plain_euler(plain, sd, lat, views_at, window_hw, weights=None, sigmas=None):
@@ -65,13 +72,13 @@ def plain_euler(plain, sd, lat, views_at, window_hw, weights=None, sigmas=None):
     x = comfy.sample.prepare_noise(lat["samples"], SEED) * (1 + sigmas[0] ** 2) ** 0.5  # max_denoise scaling
     eps_fn = cfg_eps(plain, sd, CFG)
     wh, ww = window_hw
-    w = torch.ones(wh, ww) if weights is None else weights
     width = x.shape[-1]
     with torch.no_grad():
         for i in range(len(sigmas) - 1):
             s, s_next = sigmas[i], sigmas[i + 1]
             value, count = torch.zeros_like(x), torch.zeros_like(x)
-            for r, c in views_at(i):
+            for r, c, *own in views_at(i):  # (r, c) or (r, c, that view's weights)
+                w = own[0] if own else torch.ones(wh, ww) if weights is None else weights
                 cols = [(c + k) % width for k in range(ww)]
                 xv = x[..., r : r + wh, cols]
                 denoised = xv - s * eps_fn(xv / (1 + s**2) ** 0.5, ms.timestep(s))
@@ -139,7 +146,7 @@ def test_spot_fusion_equals_the_plain_shifted_grid_loop(pack, sd, plain, comfy, 
     lat = empty_latent(16, 24)
     ours = sync_ksampler(pack, sd, lat, window=64, stride=64, fusion="spot", circular=circular)
     views_at = lambda i: spot_views(i, STEPS, SEED, (16, 24), (8, 8), (8, 8), circular)  # noqa: E731
-    assert any(views_at(i) != views_at(0) for i in range(STEPS)), "the seed must shift the grid"
+    assert any([v[:2] for v in views_at(i)] != [v[:2] for v in views_at(0)] for i in range(STEPS)), "must shift"
     expected = plain_euler(plain, sd, lat, views_at, (8, 8))
     assert rel_err(ours, expected) < 1e-5
 
@@ -193,7 +200,7 @@ def test_fusion_with_sync_matches_the_official_ddim_loop_with_weights(
     start = comfy.sample.prepare_noise(lat["samples"], SEED) * sigma0 / (1 + sigma0**2) ** 0.5
     decoder = smooth_vae.first_stage_model
     decode = lambda z: ((decoder.decode(z / plain["scale"])[:, :3] + 1) / 2).clamp(0, 1)  # noqa: E731
-    as_slices = lambda cells: [(r, r + 8, c, c + 8) for r, c in cells]  # noqa: E731
+    as_slices = lambda cells: [(r, r + 8, c, c + 8) for r, c, *_ in cells]  # noqa: E731
     kwargs = dict(
         window=8,
         stride=stride_px // 8,
@@ -205,7 +212,8 @@ def test_fusion_with_sync_matches_the_official_ddim_loop_with_weights(
     if fusion == "gaussian":
         kwargs.update(views=as_slices(grid((8, 24), (8, 8), (4, 4))), view_weights=gaussian(8, 8))
     else:
-        kwargs.update(views_fn=lambda i: as_slices(spot_views(i, steps, SEED, (8, 24), (8, 8), (8, 8), False)))
+        spot = lambda i: spot_views(i, steps, SEED, (8, 24), (8, 8), (8, 8), False)  # noqa: E731
+        kwargs.update(views_fn=lambda i: (as_slices(spot(i)), [w for *_, w in spot(i)]))
     oracle = official_sample(
         cfg_eps(plain, sd, CFG), decode, lambda a, b: lpips_alex.model(a, b), scheduler, start, steps, **kwargs
     )

@@ -6,6 +6,8 @@ exact path with ComfyUI's stock TAESD VAE connected by hand.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from model_fixtures import empty_latent, rel_err, sync_ksampler
@@ -32,7 +34,7 @@ def run_sampler(pack, sd, latent, vae, lpips, **settings):
     import comfy.sample
     import comfy.samplers
 
-    nodes = pack.nodes.sync_nodes
+    nodes = pack.nodes.sync.ksampler_nodes
     base = nodes.sync_settings("test", 64, 32, SYNC["sync_weight"], 0.95, 1, SYNC["sync_steps"], "middle", False, 0)
     settings = type(base)(**{**base.__dict__, **settings})
     sampler = nodes.SyncDiffusionSampler("euler", settings, vae, lpips.model, lpips.resolution)
@@ -104,7 +106,7 @@ def test_the_planner_sets_the_batch_sizes_the_model_sees(pack, sd, lpips_alex, s
 
 
 def test_plan_memory_follows_the_budget_and_the_estimates(pack, sd, smooth_vae):
-    memory = pack.node_module("sync_memory")
+    memory = pack.node_module("sync.memory_plan")
     model = sd["model"].model
     device = torch.device("cpu")
     per_view = memory.gradient_cost_per_view(model, smooth_vae, 1, 4, 8, 8, True)
@@ -139,15 +141,22 @@ def test_fast_path_without_taesd_names_the_file_and_folder(pack, sd, lpips_alex,
 
     real = folder_paths.get_filename_list
     monkeypatch.setattr(folder_paths, "get_filename_list", lambda name: [] if name == "vae_approx" else real(name))
-    with pytest.raises(ValueError, match=r"input 'sync_fast'.*taesd_decoder.*vae_approx"):
+    monkeypatch.setitem(
+        folder_paths.folder_names_and_paths,
+        "vae_approx",
+        ([os.path.join(folder_paths.models_dir, "vae_approx")], {".safetensors"}),
+    )
+    with pytest.raises(ValueError, match=r"input 'sync_fast'.*taesd_decoder.*vae_approx") as err:
         sync_ksampler(pack, sd, empty_latent(8, 24), lpips=lpips_alex, sync_fast=True, **SYNC)
+    message = str(err.value)
+    assert message.count("models/vae_approx") == 1 and folder_paths.models_dir not in message, message
 
 
 def test_noise_sampler_rule(pack):
     import comfy.k_diffusion.sampling as k
     import comfy.samplers
 
-    sampler = pack.nodes.sync_sampler
+    sampler = pack.nodes.sync.sampler
     x, sigmas = torch.zeros(1, 4, 8, 8), torch.tensor([10.0, 5.0, 1.0, 0.0])
 
     def chosen(name):
@@ -174,7 +183,7 @@ def test_synced_view_latents_are_never_dropped_silently(pack, sd):
 
     core_views = sys.modules["syncdiffusion_ldm3d.sync_core.views"]
     views = core_views.build_view_grid(8, 24, 8, 4)
-    tiler = pack.nodes.sync_tiling.ViewTiler(sd["model"].model, views, (8, 24))
+    tiler = pack.nodes.sync.view_tiler.ViewTiler(sd["model"].model, views, (8, 24))
     with pytest.raises(RuntimeError, match="synchronised view latents would be lost"):
         with tiler.start_from([torch.zeros(1, 4, 8, 8)] * len(views), 1.0):
             pass

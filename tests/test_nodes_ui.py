@@ -37,11 +37,12 @@ def test_lpips_loader_error_names_the_widget_and_gives_the_fix_once(pack, comfy,
     message = str(err.value)
     assert "input 'net' = 'alex'" in message and "input 'lpips'" not in message
     assert message.count("Fix:") == 1 and message.count("Put ") == 0, message
-    assert "alexnet-owt-7be5be79.pth" in message and str(tmp_path) in message
+    assert "alexnet-owt-7be5be79.pth" in message and str(tmp_path) not in message, "no server path"
+    assert "into the 'lpips' folder set in extra_model_paths.yaml" in message, message
 
 
 def test_ldm3d_loader_lists_only_ldm3d_models(pack, comfy, tmp_path):
-    model_files = pack.node_module("ldm3d_model_files")
+    model_files = pack.node_module("ldm3d.model_files")
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
     (ckpts / "ldm3d_single.safetensors").symlink_to(comfy.models / "ldm3d" / "ldm3d-single-6c.safetensors")

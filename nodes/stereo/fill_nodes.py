@@ -1,0 +1,223 @@
+"""Stereo 360 disocclusion filling: the hole mask in the source view (to inpaint once) and the stereo pair whose holes
+show that one inpainted background layer in both eyes. Thin adapters over ``ldm3d_core.ods_fill``.
+
+IMAGE [B,H,W,3] in [0,1]; depth as in the Stereo 360 node (MASK, white = near, or IMAGE); MASK [B,H,W], 1 = inpaint.
+Both nodes use the same geometry widgets (ipd and depth mapping; no convergence, default pole fade), so the mask
+and the fill agree when the widgets do.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ...ldm3d_core import distance, layouts, ods, ods_fill, ods_warp
+from ..shared import validation
+from ..shared.common import (
+    CATEGORY_STEREO,
+    DEPTH_TOOLTIP,
+    depth_batch,
+    depth_inputs,
+    depth_mapping,
+    input_error,
+    node_name,
+    require_equirect,
+    require_image,
+    require_mask,
+)
+from .ods_nodes import _compute_device
+
+
+def _geometry_inputs() -> list:
+    return [
+        io.Float.Input(
+            "ipd_m",
+            default=0.064,
+            min=0.0,
+            max=0.2,
+            step=0.001,
+            tooltip="Interpupillary distance in metres, as in the Stereo 360 node (use the same value in both "
+            "nodes of this pair).",
+        ),
+        *depth_inputs(),
+    ]
+
+
+class _FillChecks(io.ComfyNode):
+    """Queue-time checks of the geometry widgets (NaN/inf, ranges, the depth mapping), shared by both nodes."""
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        ipd_m=None,
+        depth_mode=None,
+        near_m=None,
+        far_m=None,
+        metric_scale_m=None,
+        sphere_radius_m=None,
+        displacement_m=None,
+        grow_px=None,
+        layout=None,
+    ):
+        depth = dict(
+            depth_mode=depth_mode,
+            near_m=near_m,
+            far_m=far_m,
+            metric_scale_m=metric_scale_m,
+            sphere_radius_m=sphere_radius_m,
+            displacement_m=displacement_m,
+        )
+        extra = {k: v for k, v in (("grow_px", grow_px), ("layout", layout)) if k in _schema_ids(cls)}
+        return validation.check_depth_widgets(cls, node_name(cls), depth, ipd_m=ipd_m, **extra)
+
+
+def _schema_ids(cls) -> set[str]:
+    return {spec.id for spec in cls.define_schema().inputs}
+
+
+def _setup(node, image, depth, ipd_m, mapping_args):
+    require_image(node, "image", image)
+    require_equirect(node, image)
+    d = depth_batch(node, depth, image)
+    mapping = depth_mapping(node, *mapping_args)
+    geom = ods.ODSGeometry(ipd=float(ipd_m))
+    return d, mapping, geom
+
+
+class Stereo360HoleMask(_FillChecks):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_Stereo360HoleMask",
+            display_name="Stereo 360 Hole Mask",
+            category=CATEGORY_STEREO,
+            description="Where the left and right eyes of the ODS warp will see behind near objects, mapped back "
+            "into the source panorama: one mask to inpaint once (a diffusion inpainting model, wrapping at "
+            "the seam), then give the result to Stereo 360 (Filled Holes) so both eyes show the same fill.",
+            inputs=[
+                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1."),
+                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                *_geometry_inputs(),
+                io.Int.Input(
+                    "grow_px",
+                    default=8,
+                    min=0,
+                    max=256,
+                    tooltip="Grow the mask by this many pixels (wrapping at the seam) so the inpainting sees "
+                    "some context around each hole.",
+                ),
+            ],
+            outputs=[io.Mask.Output("mask", display_name="mask", tooltip="1 = inpaint here (source view).")],
+        )
+
+    @classmethod
+    def execute(cls, image, depth, ipd_m=0.064, grow_px=8, **mapping) -> io.NodeOutput:
+        node = node_name(cls)
+        d, mapping, geom = _setup(node, image, depth, ipd_m, _mapping_args(mapping))
+        dev, out_dev = _compute_device()
+        masks = []
+        for i in range(image.shape[0]):
+            r = distance.depth_to_distance(d[i].to(dev), mapping)
+            masks.append(ods_fill.source_hole_mask(r, geom, grow_px=int(grow_px)).float().to(out_dev))
+        return io.NodeOutput(torch.stack(masks))
+
+
+class Stereo360FilledHoles(_FillChecks):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_Stereo360FilledHoles",
+            display_name="Stereo 360 (Filled Holes)",
+            category=CATEGORY_STEREO,
+            description="ODS stereo pair whose disocclusions show one inpainted background layer: the "
+            "'background' image (the panorama inpainted inside the Stereo 360 Hole Mask) is placed at "
+            "background distance and warped into both eyes, filling only their hole pixels. Left and right "
+            "see the same fill at their own parallax; every other pixel is the plain forward warp.",
+            inputs=[
+                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1 (the one the mask was made from)."),
+                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                io.Image.Input("background", tooltip="The panorama inpainted inside 'mask' (same size)."),
+                io.Mask.Input("mask", tooltip="The Stereo 360 Hole Mask output the background was inpainted in."),
+                *_geometry_inputs(),
+                io.Combo.Input(
+                    "layout",
+                    options=list(layouts.LAYOUTS),
+                    default="top_bottom",
+                    tooltip="Packing of the 'stereo' output: top_bottom (left eye on top), side_by_side or "
+                    "red-cyan anaglyph.",
+                ),
+            ],
+            outputs=[
+                io.Image.Output("stereo", display_name="stereo", tooltip="Both eyes packed as chosen by 'layout'."),
+                io.Image.Output("left", display_name="left", tooltip="Left-eye equirect, holes filled."),
+                io.Image.Output("right", display_name="right", tooltip="Right-eye equirect, holes filled."),
+                io.Mask.Output(
+                    "filled",
+                    display_name="filled",
+                    tooltip="1 where either eye's pixel came from the layer (left eye on top, right below).",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, depth, background, mask, ipd_m=0.064, layout="top_bottom", **mapping) -> io.NodeOutput:
+        node = node_name(cls)
+        d, mapping, geom = _setup(node, image, depth, ipd_m, _mapping_args(mapping))
+        background = require_image(node, "background", background)
+        if background.shape[1:3] != image.shape[1:3]:
+            raise input_error(
+                node,
+                "background",
+                background,
+                f"is not the size of 'image' {tuple(image.shape[1:3])}",
+                "inpaint the same panorama (do not resize it)",
+            )
+        mask = require_mask(node, "mask", mask)
+        if mask.shape[-2:] != image.shape[1:3]:
+            raise input_error(
+                node,
+                "mask",
+                mask,
+                f"is not the size of 'image' {tuple(image.shape[1:3])}",
+                "connect the Stereo 360 Hole Mask made from this image",
+            )
+        dev, out_dev = _compute_device()
+        lefts, rights, filled = [], [], []
+        for i in range(image.shape[0]):
+            r = distance.depth_to_distance(d[i].to(dev), mapping)
+            img = image[i, ..., :3].to(dev, torch.float32)
+            m = mask[min(i, mask.shape[0] - 1)].to(dev) > 0.5
+            bg = background[min(i, background.shape[0] - 1), ..., :3].to(dev, torch.float32)
+            layer_image, layer_r = ods_fill.background_layer(img, r, bg, m)
+            holes = []
+            for eye, out in (("left", lefts), ("right", rights)):
+                plain = ods_warp.render_eye(img, r, eye, geom, fill="background")
+                out.append(
+                    ods_fill.fill_from_layer(plain, layer_image, layer_r, eye, geom).image.clamp(0, 1).to(out_dev)
+                )
+                holes.append(plain.hole.float().to(out_dev))
+            filled.append(torch.cat(holes, dim=0))
+        left, right = torch.stack(lefts), torch.stack(rights)
+        return io.NodeOutput(layouts.pack_stereo(left, right, layout, False), left, right, torch.stack(filled))
+
+
+_MAPPING_NAMES = (
+    "depth_mode",
+    "near_m",
+    "far_m",
+    "invert_depth",
+    "metric_scale_m",
+    "sphere_radius_m",
+    "displacement_m",
+)
+_MAPPING_DEFAULTS = ("inverse", 1.0, 20.0, False, 10.0, 6.0, 4.0)
+
+
+def _mapping_args(values: dict) -> tuple:
+    """The depth widgets (depth_inputs) in depth_mapping's order; missing ones take the widget defaults."""
+    merged = dict(zip(_MAPPING_NAMES, _MAPPING_DEFAULTS))
+    merged.update({k: v for k, v in values.items() if k in merged})
+    return tuple(merged[k] for k in _MAPPING_NAMES)
+
+
+STEREO_FILL_NODES = [Stereo360HoleMask, Stereo360FilledHoles]

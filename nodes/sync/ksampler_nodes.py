@@ -1,0 +1,388 @@
+"""SyncDiffusion nodes: a KSampler, a SAMPLER for SamplerCustom(Advanced), and an LPIPS loader.
+
+The nodes validate inputs, convert pixel sizes to latent units and hand everything to nodes/sync/sampler.py; the
+inputs and checks they share are in nodes/sync/inputs.py.
+"""
+
+from __future__ import annotations
+
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from ..shared import memory_guards, validation
+from ..shared.common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error, node_name
+from .inputs import (
+    LPIPS_NETS,
+    LPIPS_TYPE,
+    build_sampler,
+    check_geometry,
+    check_model_and_vae,
+    load_lpips,
+    lpips_input,
+    speed_inputs,
+    sync_inputs,
+    sync_settings,
+    view_shape_inputs,
+)
+from .sampler import SyncDiffusionSampler
+
+
+class SyncDiffusionKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_SyncDiffusionKSampler",
+            display_name="SyncDiffusion KSampler",
+            category=CATEGORY_SAMPLING,
+            description="Coherent panoramas (SyncDiffusion, NeurIPS 2023): joint diffusion over overlapping views "
+            "(MultiDiffusion) plus, during the first sync_steps steps, one LPIPS gradient step per view "
+            "pulling its predicted image toward the anchor view. Works with any sampler/scheduler, "
+            "ControlNet, area conditioning and img2img (denoise < 1).",
+            inputs=[
+                io.Model.Input(
+                    "model",
+                    tooltip="The diffusion model: SD1.x/SD2.x/SDXL (eps or v-prediction) or a "
+                    "flow-matching model (SD3.x, Flux and its fine-tunes).",
+                ),
+                io.Conditioning.Input(
+                    "positive",
+                    tooltip="Prompt conditioning; area conditioning and ControlNet "
+                    "hints are cropped to each view; SDXL size conditioning "
+                    "is set to the view size unless the prompt sets one; "
+                    "Flux guidance and pooled outputs reach every view.",
+                ),
+                io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
+                io.Latent.Input("latent_image", tooltip="The panorama latent (e.g. Empty Latent Image 2048x512)."),
+                io.Vae.Input(
+                    "vae",
+                    tooltip="Decoder for the LPIPS loss (differentiated). The checkpoint's VAE is "
+                    "the paper; a TAESD VAE is ~18x cheaper. Its latent channels must "
+                    "match the model's (4 for SD1.x/SDXL, 16 for SD3.x/Flux).",
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Noise seed (same noise as the stock KSampler for the same seed).",
+                ),
+                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampler steps (paper: 50 DDIM)."),
+                io.Float.Input(
+                    "cfg",
+                    default=7.5,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Classifier-free guidance scale (paper: 7.5).",
+                ),
+                *sync_inputs()[-1:],
+                io.Combo.Input(
+                    "scheduler",
+                    options=comfy.samplers.KSampler.SCHEDULERS,
+                    default="ddim_uniform",
+                    tooltip="Noise schedule; ddim_uniform gives the paper's DDIM timesteps.",
+                ),
+                io.Float.Input(
+                    "denoise",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Below 1: img2img panorama from latent_image (sync counts from the first executed step).",
+                ),
+                *sync_inputs()[:-1],
+                lpips_input(),
+                *speed_inputs(),
+                *view_shape_inputs(),
+            ],
+            outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
+        )
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        cfg=None,
+        denoise=None,
+        sampler_name=None,
+        scheduler=None,
+        window=None,
+        stride=None,
+        sync_weight=None,
+        sync_decay=None,
+        anchor=None,
+        memory_budget_gb=None,
+        window_height=None,
+        stride_height=None,
+        fusion=None,
+    ):
+        return validation.check_sync_widgets(
+            cls,
+            node_name(cls),
+            window_height=window_height,
+            stride_height=stride_height,
+            fusion=fusion,
+            cfg=cfg,
+            denoise=denoise,
+            sampler_name=sampler_name,
+            scheduler=scheduler,
+            window=window,
+            stride=stride,
+            sync_weight=sync_weight,
+            sync_decay=sync_decay,
+            anchor=anchor,
+            memory_budget_gb=memory_budget_gb,
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        positive,
+        negative,
+        latent_image,
+        vae,
+        seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        denoise,
+        window,
+        stride,
+        sync_weight,
+        sync_decay,
+        sync_freq,
+        sync_steps,
+        anchor,
+        circular,
+        view_batch_size,
+        lpips=None,
+        memory_budget_gb=0.0,
+        sync_fast=False,
+        window_height=0,
+        stride_height=0,
+        fusion="uniform",
+    ) -> io.NodeOutput:
+        node = node_name(cls)
+        validation.require_widgets(cls, node, cfg=cfg, denoise=denoise, sync_weight=sync_weight, sync_decay=sync_decay)
+        validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
+        check_model_and_vae(node, model, vae)
+        settings = sync_settings(
+            node,
+            window,
+            stride,
+            sync_weight,
+            sync_decay,
+            sync_freq,
+            sync_steps,
+            anchor,
+            circular,
+            view_batch_size,
+            memory_budget_gb,
+            sync_fast,
+            window_height,
+            stride_height,
+            fusion,
+        )
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        settings = check_geometry(node, latent, settings, model, vae)
+        sampler = build_sampler(node, SyncDiffusionSampler, sampler_name, settings, vae, lpips)
+        sigmas = comfy.samplers.KSampler(
+            model,
+            steps=steps,
+            device=model.load_device,
+            sampler=sampler_name,
+            scheduler=scheduler,
+            denoise=denoise,
+            model_options=model.model_options,
+        ).sigmas
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        callback = latent_preview.prepare_callback(model, steps)
+        samples = comfy.sample.sample_custom(
+            model,
+            noise,
+            cfg,
+            sampler,
+            sigmas,
+            positive,
+            negative,
+            latent,
+            noise_mask=latent_image.get("noise_mask"),
+            callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+            seed=seed,
+        )
+        out = latent_image.copy()
+        out["samples"] = samples
+        return io.NodeOutput(out)
+
+
+class SyncDiffusionSamplerNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_SyncDiffusionSampler",
+            display_name="SyncDiffusion Sampler",
+            category=CATEGORY_SAMPLING,
+            description="SyncDiffusion as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: any guider, any "
+            "sigmas (scheduler), any noise. Wraps the chosen base sampler with joint diffusion over "
+            "views and the LPIPS synchronisation step.",
+            inputs=[
+                io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
+                *sync_inputs(),
+                lpips_input(),
+                *speed_inputs(),
+                *view_shape_inputs(),
+            ],
+            outputs=[
+                io.Sampler.Output(
+                    "SAMPLER", display_name="sampler", tooltip="Connect to SamplerCustom / SamplerCustomAdvanced."
+                )
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        sampler_name=None,
+        window=None,
+        stride=None,
+        sync_weight=None,
+        sync_decay=None,
+        anchor=None,
+        memory_budget_gb=None,
+        window_height=None,
+        stride_height=None,
+        fusion=None,
+    ):
+        return validation.check_sync_widgets(
+            cls,
+            node_name(cls),
+            window_height=window_height,
+            stride_height=stride_height,
+            fusion=fusion,
+            sampler_name=sampler_name,
+            window=window,
+            stride=stride,
+            sync_weight=sync_weight,
+            sync_decay=sync_decay,
+            anchor=anchor,
+            memory_budget_gb=memory_budget_gb,
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        vae,
+        window,
+        stride,
+        sync_weight,
+        sync_decay,
+        sync_freq,
+        sync_steps,
+        anchor,
+        circular,
+        view_batch_size,
+        sampler_name,
+        lpips=None,
+        memory_budget_gb=0.0,
+        sync_fast=False,
+        window_height=0,
+        stride_height=0,
+        fusion="uniform",
+    ) -> io.NodeOutput:
+        node = node_name(cls)
+        validation.require_widgets(cls, node, sync_weight=sync_weight, sync_decay=sync_decay)
+        validation.require_sampler_and_scheduler(node, sampler_name)
+        if vae is None or not hasattr(vae, "first_stage_model"):
+            raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
+        settings = sync_settings(
+            node,
+            window,
+            stride,
+            sync_weight,
+            sync_decay,
+            sync_freq,
+            sync_steps,
+            anchor,
+            circular,
+            view_batch_size,
+            memory_budget_gb,
+            sync_fast,
+            window_height,
+            stride_height,
+            fusion,
+        )
+        return io.NodeOutput(build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips))
+
+
+class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
+    """The SAMPLER node's sampler: checks model, VAE and geometry when the guider hands them over."""
+
+    def sample(
+        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
+        node = self.node_name
+        check_model_and_vae(node, model_wrap.model_patcher, self.vae)
+        self.settings = check_geometry(node, noise, self.settings, model_wrap.model_patcher, self.vae)
+        return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+
+
+class SyncDiffusionLPIPSLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDL3D_LPIPSLoader",
+            display_name="SyncDiffusion LPIPS Loader",
+            category=CATEGORY_LOADERS,
+            description="Loads LPIPS (v0.1 learned heads from the lpips package) with its ImageNet backbone from "
+            "models/lpips (vgg16-397923af.pth or alexnet-owt-7be5be79.pth; the torch hub cache is "
+            "searched too). Nothing is downloaded.",
+            inputs=[
+                io.Combo.Input(
+                    "net",
+                    options=LPIPS_NETS,
+                    default="vgg",
+                    tooltip="vgg = the paper's LPIPS-VGG; alex = LPIPS-AlexNet, ~20x cheaper, a "
+                    "different metric (retune sync_weight).",
+                ),
+                io.Int.Input(
+                    "resolution",
+                    default=0,
+                    min=0,
+                    max=4096,
+                    step=8,
+                    tooltip="Resize decoded views so the shorter side is this many pixels before LPIPS "
+                    "(0 = native, as in the paper; 256 is ~4x cheaper).",
+                ),
+            ],
+            outputs=[
+                LPIPS_TYPE.Output(
+                    "SDL3D_LPIPS", display_name="lpips", tooltip="Connect to a SyncDiffusion KSampler or Sampler."
+                )
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, net=None, resolution=None):
+        node = node_name(cls)
+        checked = validation.check_widgets(cls, node, net=net, resolution=resolution)
+        if checked is True and resolution is not None and 0 < resolution < memory_guards.MIN_LPIPS_RESOLUTION:
+            return validation.problem_of(memory_guards.require_lpips_resolution, node, net, resolution)
+        return checked
+
+    @classmethod
+    def execute(cls, net, resolution) -> io.NodeOutput:
+        node = node_name(cls)
+        if net not in LPIPS_NETS:
+            raise input_error(node, "net", net, "unknown network", f"use one of {LPIPS_NETS}")
+        memory_guards.require_lpips_resolution(node, net, resolution)
+        return io.NodeOutput(load_lpips(node, net, resolution, input_name="net"))
+
+
+SYNC_NODES = [SyncDiffusionKSampler, SyncDiffusionSamplerNode, SyncDiffusionLPIPSLoader]

@@ -1,0 +1,330 @@
+"""The SyncDiffusion SAMPLER: the official loop mapped onto any ComfyUI sampler (docs/syncdiffusion.md).
+
+`sample_syncdiffusion` is a k-diffusion-style sampler function, wrapped by `comfy.samplers.KSAMPLER` with the
+base sampler's own options (so noise scaling, inpainting and callbacks are ComfyUI's). For each sync step i
+(schedule from sync_core.sync.SyncSchedule), before the base sampler takes step i:
+1. every view latent is moved to VP (DDIM) coordinates u = s * x_view, s = sync_core.coordinates.vp_scale(kind,
+   sigma): 1 / sqrt(1 + sigma^2) for eps/v models (ComfyUI's calculate_input), 1 / sqrt((1 - t)^2 + t^2) for
+   flow-matching (CONST) models (docs/syncdiffusion.md, "Flow-matching models");
+2. sync_core.sync.sync_views takes one LPIPS gradient step per non-anchor view (gradient through the guider's
+   CFG'd x0, the decoder and LPIPS), i.e. x' = x - w / s^2 * dL/dx in ComfyUI's coordinates;
+3. the panorama becomes the average of the updated views, and the tiler feeds each view its own updated latent at
+   the next model evaluation (exactly the official per-view DDIM step followed by averaging, for euler/ddim);
+then the base sampler runs until the next sync step, so multistep samplers keep their history in between and
+ancestral/SDE samplers draw from one noise sampler built for the whole schedule.
+
+Memory: views are batched by the plans of nodes/memory_plan.py; the gradient pass checkpoints the denoiser,
+decoder and LPIPS blocks (same gradients, a fraction of the memory).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from dataclasses import dataclass
+
+import comfy.k_diffusion.sampling as k_sampling
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+import torch
+import tqdm
+
+from ...sync_core import coordinates as core_coordinates
+from ...sync_core import perceptual as core_perceptual
+from ...sync_core import sync as core_sync
+from ...sync_core import views as core_views
+from ...sync_core.checkpointing import checkpointed
+from . import memory_plan
+from .gradient_bridge import grad_enabled, weight_bridge
+from .view_tiler import ViewTiler
+
+# Samplers whose own default noise is a Brownian tree over [min sigma, max sigma] ("_gpu" twins draw it on the
+# device); every other sampler that takes a `noise_sampler` gets ComfyUI's default (seeded Gaussian) one.
+BROWNIAN_TREE_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"})
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Everything the sampler needs besides the models. Window and stride are in latent units (height, width).
+
+    `view_batch_size` 0 = plan both batch sizes from `memory_budget_gb` (0 = ComfyUI's free memory);
+    `fast` = tiny (TAESD) loss decoder and LPIPS at 256 px; `gradient_checkpointing` = checkpoint the blocks of
+    the gradient pass (exact; off only for tests and benchmarks). `fusion`: how views are merged
+    (sync_core.fusion: "uniform" = MultiDiffusion, "gaussian" = Mixture of Diffusers, "spot" = SpotDiffusion shifts).
+    A window larger than the latent on an axis is clamped to it when sampling starts (logged)."""
+
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    schedule: core_sync.SyncSchedule
+    anchor: str | int = "middle"
+    circular: bool = False
+    view_batch_size: int = 0
+    memory_budget_gb: float = 0.0
+    fast: bool = False
+    gradient_checkpointing: bool = True
+    fusion: str = "uniform"
+
+
+def sampling_kind(model_sampling) -> str | None:
+    """The coordinates family of sync_core.coordinates for a ComfyUI model sampling object: "vp" for eps,
+    v-prediction, EDM and x0 models (x = x0 + sigma e), "flow" for flow matching (CONST: x = (1-t) x0 + t e),
+    None for parametrisations without a noise level the update can be mapped from (e.g. IMG_TO_IMG, Cosmos RFlow)."""
+    if isinstance(model_sampling, getattr(comfy.model_sampling, "IMG_TO_IMG", ())):
+        return None
+    if isinstance(model_sampling, comfy.model_sampling.CONST):
+        return "flow"
+    if isinstance(model_sampling, comfy.model_sampling.EPS):
+        return "vp"
+    return None
+
+
+def is_supported_model_sampling(model_sampling) -> bool:
+    """eps / v-prediction / EDM / x0 models and flow-matching (CONST) models can be synchronised."""
+    return sampling_kind(model_sampling) is not None
+
+
+def vp_scale_at(model_sampling, sigma: torch.Tensor) -> float:
+    """s with VP latent = s * x at `sigma` for this model (sync_core.coordinates.vp_scale; for eps/v models this is
+    bit for bit ComfyUI's calculate_input(sigma, 1))."""
+    kind = sampling_kind(model_sampling)
+    if kind is None:
+        raise TypeError(f"SyncDiffusion: no VP coordinates for {type(model_sampling).__name__}")
+    return float(core_coordinates.vp_scale(kind, sigma, float(getattr(model_sampling, "sigma_data", 1.0))))
+
+
+def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, seed, options: dict):
+    """One noise sampler for the whole schedule, by an explicit rule (a per-segment default would repeat or
+    rebuild its noise): Brownian tree for BROWNIAN_TREE_SAMPLERS, ComfyUI's default for any other sampler whose
+    function takes `noise_sampler`, none otherwise (deterministic samplers)."""
+    if options.get("noise_sampler") is not None:
+        return None
+    try:
+        takes_noise = "noise_sampler" in inspect.signature(sampler_function).parameters
+    except (TypeError, ValueError):
+        takes_noise = False
+    if not takes_noise:
+        return None
+    on_gpu = sampler_name.endswith("_gpu")
+    if sampler_name.removesuffix("_gpu") in BROWNIAN_TREE_SAMPLERS:
+        positive = sigmas[sigmas > 0]
+        return k_sampling.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seed, cpu=not on_gpu)
+    return k_sampling.default_noise_sampler(x, seed=seed)
+
+
+class SyncRun:
+    """The state of one sampling run: views, tiler, memory plan, decoder and LPIPS."""
+
+    def __init__(
+        self,
+        base_sampler_name: str,
+        base,
+        settings: SyncSettings,
+        views,
+        tiler: ViewTiler,
+        plan: memory_plan.MemoryPlan,
+        vae,
+        perceptual,
+        lpips_model,
+    ):
+        self.base_sampler_name = base_sampler_name
+        self.base = base
+        self.settings = settings
+        self.views = views
+        self.anchor = core_views.anchor_index(views, settings.anchor)
+        self.tiler = tiler
+        self.plan = plan
+        self.vae = vae
+        self.perceptual = perceptual
+        self.lpips_model = lpips_model
+
+    def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
+        """One SyncDiffusion update at step i: (averaged latent, per-view deviations from it)."""
+        weight = self.settings.schedule.weight_at(i, total)
+        sigma = sigmas[i]
+        model = guider.inner_model
+        to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
+        views = self.tiler.select_grid(sigma, sigmas)  # fusion "spot": this step's shifted grid
+        anchor = core_views.anchor_index(views, self.settings.anchor)
+        crops = core_views.crop_views(x, views)  # [V, B, C, h, w]
+        denoise_mask = extra_args.get("denoise_mask")
+        mask_crops = (
+            None
+            if denoise_mask is None
+            else core_views.crop_views(
+                denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, views
+            )
+        )
+        model_options, seed = extra_args["model_options"], extra_args.get("seed")
+
+        def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            z = (u / to_ddim).flatten(0, 1)
+            with self.tiler.views(ids):
+                x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
+            return x0.reshape(u.shape)
+
+        comfy.model_management.load_models_gpu(
+            [guider.model_patcher, *getattr(guider, "loaded_models", []), self.vae.patcher]
+        )
+        if self.lpips_model is not None:
+            self.lpips_model.to(self.vae.device)
+        targets = memory_plan.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
+        with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing, context=weight_bridge):
+            updated = core_sync.sync_views(
+                crops * to_ddim,
+                anchor,
+                predict_x0,
+                self._decode(model),
+                self.perceptual,
+                weight,
+                view_batch_size=self.plan.gradient_planner,
+            )
+        updated = updated.to(x) / to_ddim
+        if mask_crops is not None:  # inpainting: only the region being denoised moves
+            updated = crops + (updated - crops) * mask_crops
+        averaged = self.tiler.fuse(updated, x.shape[-2], x.shape[-1])
+        deviations = [updated[v] - core_views.crop_view(averaged, views[v]) for v in range(len(views))]
+        return averaged, deviations
+
+    def _decode(self, model):
+        vae = self.vae
+
+        def decode(x0: torch.Tensor) -> torch.Tensor:
+            latent = model.process_latent_out(x0).to(device=vae.device, dtype=vae.vae_dtype)
+            image = vae.first_stage_model.decode(latent).float()[:, :3]
+            return (image + 1.0) / 2.0
+
+        return decode
+
+
+@torch.no_grad()
+def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disable=None, *, run: SyncRun, **options):
+    """k-diffusion sampler function: the base sampler over segments between sync steps, a sync update before each
+    sync step. `model` is ComfyUI's KSamplerX0Inpaint; `options` are the base sampler's extra options."""
+    extra_args = {} if extra_args is None else extra_args
+    base_function = run.base.sampler_function
+    total = len(sigmas) - 1
+    sync_steps = run.settings.schedule.sync_step_indices(total) if total > 0 else []
+    if not sync_steps:  # plain MultiDiffusion: the base sampler exactly as stock ComfyUI runs it
+        return base_function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+    noise_sampler = persistent_noise_sampler(
+        run.base_sampler_name, base_function, x, sigmas, extra_args.get("seed"), options
+    )
+    if noise_sampler is not None:
+        options = {**options, "noise_sampler": noise_sampler}
+    deviations, start = None, 0
+    # One terminal bar over the whole schedule (the segments run with theirs disabled); ComfyUI's callback, which
+    # drives the node's progress bar in the UI, sees step indices of the whole schedule too.
+    with tqdm.trange(total, disable=disable, desc="SyncDiffusion", unit="step") as bar:
+        for boundary in sorted(set(sync_steps) | {total}):
+            if boundary > start:
+                with run.tiler.start_from(deviations, float(sigmas[start])):
+                    x = base_function(
+                        model,
+                        x,
+                        sigmas[start : boundary + 1],
+                        extra_args=extra_args,
+                        callback=functools.partial(_whole_schedule_callback, callback, bar, start),
+                        disable=True,
+                        **options,
+                    )
+                deviations = None
+            if boundary < total:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                bar.set_postfix_str(f"sync {sync_steps.index(boundary) + 1}/{len(sync_steps)}")
+                x, deviations = run.sync(model.inner_model, x, sigmas, boundary, total, extra_args)
+                bar.set_postfix_str("")
+            start = boundary
+    return x
+
+
+def _whole_schedule_callback(callback, bar, offset: int, info: dict) -> None:
+    """A segment's step callback in whole-schedule terms: the step index shifted by the segment's start."""
+    bar.update(1)
+    if callback is not None:
+        callback({**info, "i": info["i"] + offset})
+
+
+class SyncDiffusionSampler(comfy.samplers.Sampler):
+    """A ComfyUI SAMPLER (usable by KSampler-like nodes and SamplerCustom/SamplerCustomAdvanced)."""
+
+    node_name = "SyncDiffusion"  # set to the building node's schema name by nodes.sync.inputs.build_sampler
+
+    def __init__(
+        self, base_sampler_name: str, settings: SyncSettings, vae, lpips_model=None, lpips_resolution: int = 0
+    ):
+        self.base_sampler_name = base_sampler_name
+        self.base = comfy.samplers.sampler_object(base_sampler_name)
+        self.settings = settings
+        self.vae = vae
+        self.lpips_model = lpips_model
+        self.lpips_resolution = int(lpips_resolution)
+
+    def max_denoise(self, model_wrap, sigmas):
+        return self.base.max_denoise(model_wrap, sigmas)
+
+    def sample(
+        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
+        settings = self.settings
+        model_patcher = model_wrap.model_patcher
+        batch, channels, latent_h, latent_w = noise.shape
+        window, stride, notes = core_views.fit_window(latent_h, latent_w, settings.window, settings.stride)
+        for note in notes:
+            logging.info("%s: %s (latent units)", self.node_name, note)
+        views = core_views.build_view_grid(latent_h, latent_w, window, stride, circular=settings.circular)
+        vae = memory_plan.load_tiny_decoder(self.node_name, model_patcher) if settings.fast else self.vae
+        plan = memory_plan.plan_memory(
+            model_wrap.inner_model,
+            vae,
+            noise.device,
+            len(views),
+            batch,
+            channels,
+            window[0],
+            window[1],
+            settings.view_batch_size,
+            settings.memory_budget_gb,
+            settings.gradient_checkpointing,
+        )
+        model_options = dict(extra_args["model_options"])
+        tiler = ViewTiler(
+            model_wrap.inner_model,
+            views,
+            (latent_h, latent_w),
+            plan.denoise_batch,
+            previous_function=model_options.get("sampler_calc_cond_batch_function"),
+            fusion=settings.fusion,
+            grid_spec=(window, stride, settings.circular),
+            seed=extra_args.get("seed"),
+        )
+        model_options["sampler_calc_cond_batch_function"] = tiler
+        extra_args = {**extra_args, "model_options": model_options}
+        run = SyncRun(
+            self.base_sampler_name, self.base, settings, views, tiler, plan, vae, self._perceptual(), self.lpips_model
+        )
+        ksampler = comfy.samplers.KSAMPLER(
+            functools.partial(sample_syncdiffusion, run=run),
+            extra_options=self.base.extra_options,
+            inpaint_options=self.base.inpaint_options,
+        )
+        try:
+            return ksampler.sample(
+                model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar
+            )
+        finally:
+            tiler.cleanup()
+            if self.lpips_model is not None:
+                self.lpips_model.to(comfy.model_management.intermediate_device())
+
+    def _perceptual(self):
+        if self.lpips_model is None:
+            return None
+        resolution = self.lpips_resolution or None
+        if self.settings.fast and resolution is None:
+            resolution = memory_plan.fast_lpips_resolution(8 * min(self.settings.window))
+        return core_perceptual.make_perceptual(
+            self.lpips_model, resolution, checkpoint=self.settings.gradient_checkpointing, context=weight_bridge
+        )
