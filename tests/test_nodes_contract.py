@@ -71,8 +71,10 @@ def test_every_node_class_in_a_feature_package_is_registered(pack):
     declared = set()
     for path in (REPO_ROOT / "nodes").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and any(
-                isinstance(base, ast.Attribute) and base.attr == "ComfyNode" for base in node.bases
+            if (
+                isinstance(node, ast.ClassDef)
+                and not node.name.startswith("_")
+                and any(isinstance(base, ast.Attribute) and base.attr == "ComfyNode" for base in node.bases)
             ):
                 declared.add(node.name)
     assert declared and declared <= registered, f"declared but not registered: {sorted(declared - registered)}"
