@@ -62,14 +62,6 @@ def eye_sign(eye: str | int) -> int:
     return EYES[eye]
 
 
-def pixel_alpha(
-    width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
-) -> torch.Tensor:
-    """Azimuth of pixel-column centres, [W], radians in (-pi, pi)."""
-    x = torch.arange(width, device=device, dtype=dtype)
-    return ((x + 0.5) / width - 0.5) * (2.0 * math.pi)
-
-
 def pixel_beta(
     height: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:

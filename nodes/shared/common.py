@@ -132,11 +132,6 @@ def require_same_size(
         )
 
 
-def finite_or_inf(value: float) -> float:
-    """Map the UI convention 'value <= 0 means infinity' onto math.inf."""
-    return math.inf if value <= 0 else float(value)
-
-
 # ---------------------------------------------------------------- depth inputs (stereo and mesh nodes)
 
 

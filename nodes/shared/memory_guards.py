@@ -76,10 +76,6 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-def fits_memory(estimate: float, device=None) -> bool:
-    return estimate <= memory_limit(device)[0]
-
-
 def require_memory(node: str, name: str, value, estimate: float, fix: str, device=None) -> None:
     """Refuse before allocating when ``estimate`` bytes exceed the memory limit."""
     limit, source = memory_limit(device)

@@ -36,9 +36,6 @@ class LPIPSChoice:
     model: torch.nn.Module
     resolution: int = 0
 
-    def perceptual(self):
-        return core_perceptual.make_perceptual(self.model, self.resolution or None)
-
 
 def load_lpips(node: str, net: str = "vgg", resolution: int = 0, input_name: str = "lpips") -> LPIPSChoice:
     """Build LPIPS from `models/lpips/` (or the torch hub cache); a clear error when the backbone is missing.

@@ -45,7 +45,7 @@ CHECKPOINT_BLOCKS = (
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """What the planner decided for one sampling run (shown in the log)."""
+    """What the planner decided for one sampling run (`describe` is logged at INFO when the run starts)."""
 
     denoise_batch: int
     gradient_planner: batching.GradientBatchPlanner

@@ -114,14 +114,13 @@ def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, see
 
 
 class SyncRun:
-    """The state of one sampling run: views, tiler, memory plan, decoder and LPIPS."""
+    """The state of one sampling run: tiler (which holds the views), memory plan, decoder and LPIPS."""
 
     def __init__(
         self,
         base_sampler_name: str,
         base,
         settings: SyncSettings,
-        views,
         tiler: ViewTiler,
         plan: memory_plan.MemoryPlan,
         vae,
@@ -131,8 +130,6 @@ class SyncRun:
         self.base_sampler_name = base_sampler_name
         self.base = base
         self.settings = settings
-        self.views = views
-        self.anchor = core_views.anchor_index(views, settings.anchor)
         self.tiler = tiler
         self.plan = plan
         self.vae = vae
@@ -289,6 +286,7 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             settings.memory_budget_gb,
             settings.gradient_checkpointing,
         )
+        logging.info("%s: %s", self.node_name, plan.describe(len(views)))
         model_options = dict(extra_args["model_options"])
         tiler = ViewTiler(
             model_wrap.inner_model,
@@ -303,7 +301,7 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
         model_options["sampler_calc_cond_batch_function"] = tiler
         extra_args = {**extra_args, "model_options": model_options}
         run = SyncRun(
-            self.base_sampler_name, self.base, settings, views, tiler, plan, vae, self._perceptual(), self.lpips_model
+            self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_model
         )
         ksampler = comfy.samplers.KSAMPLER(
             functools.partial(sample_syncdiffusion, run=run),
