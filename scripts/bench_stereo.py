@@ -19,13 +19,19 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from ldm3d_core.distance import DepthMapping, depth_to_distance
-from ldm3d_core.ods import ODSGeometry
-from ldm3d_core.ods_warp import render_pair
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # plain script (not a ComfyUI process): the pack's cores are importable from the root
+    sys.path.insert(0, str(REPO))
+
+from ldm3d_core.distance import DepthMapping, depth_to_distance  # noqa: E402
+from ldm3d_core.ods import ODSGeometry  # noqa: E402
+from ldm3d_core.ods_warp import render_pair  # noqa: E402
 
 
 def synthetic(width: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,24 @@ CACHE_DIR = REPO_ROOT / ".cache"
 # The repo root must never shadow ComfyUI's own `nodes` module (python -m pytest puts the cwd first).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+
+def _import_cores_from_the_repository() -> None:
+    """`sync_core` / `ldm3d_core` from this checkout (they are not installed: pyproject.toml), without putting the
+    root, and with it the pack's `nodes/`, on sys.path."""
+    for name in ("sync_core", "ldm3d_core"):
+        if name in sys.modules:
+            continue
+        folder = REPO_ROOT / name
+        spec = importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_import_cores_from_the_repository()
 import comfy_inprocess  # noqa: E402  (the one in-process loader, shared with the scripts)
 
 

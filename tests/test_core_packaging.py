@@ -13,13 +13,24 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_cores_import_in_a_clean_interpreter_without_comfyui():
+def test_cores_import_from_the_repository_in_a_clean_interpreter_without_comfyui():
     code = (
         "import sys, sync_core, ldm3d_core; "
         "assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_install_adds_no_top_level_modules_and_no_diffusers_at_run_time():
+    data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert data["tool"]["setuptools"]["packages"] == [], "the cores must not be installed as top-level names"
+    runtime = " ".join(data["project"]["dependencies"]) + (REPO_ROOT / "requirements.txt").read_text()
+    test_extra = data["project"]["optional-dependencies"]["test"]
+    assert "diffusers" not in runtime and any("diffusers" in d for d in test_extra)
+    # and no node module imports it (the oracle adapter in sync_core imports it inside its function)
+    for path in (REPO_ROOT / "nodes").rglob("*.py"):
+        assert not re.search(r"^\s*(from|import) diffusers", path.read_text(), re.M), path
 
 
 def test_requirements_agree_with_pyproject():
