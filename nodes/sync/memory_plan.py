@@ -17,7 +17,7 @@ import folder_paths
 import torch
 
 from ...sync_core import batching
-from ..shared import memory_guards
+from ..shared import memory_guards, model_cache
 from ..shared.model_folders import folder_label
 
 GIB = 1024**3
@@ -163,7 +163,7 @@ def checkpoint_targets(*roots) -> list[torch.nn.Module]:
 
 
 def load_tiny_decoder(node: str, model):
-    """The TAESD-family decoder matching the model's latent space from models/vae_approx, as a ComfyUI VAE."""
+    """The TAESD-family decoder matching the model's latent space from models/vae_approx, as a ComfyUI VAE (cached)."""
     from ..shared.common import input_error
 
     latent_format = model.get_model_object("latent_format")
@@ -186,11 +186,16 @@ def load_tiny_decoder(node: str, model):
             f"put '{name}.safetensors' into {folder_label('vae_approx')}, or connect a TAESD VAE to "
             "'vae' and turn sync_fast off",
         )
-    decoder = comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise("vae_approx", files[0]))
-    sd = {f"taesd_decoder.{k}": v for k, v in decoder.items()}
-    sd["vae_scale"] = torch.tensor(float(latent_format.scale_factor))
-    sd["vae_shift"] = torch.tensor(float(getattr(latent_format, "shift_factor", 0.0) or 0.0))
-    return comfy.sd.VAE(sd=sd)
+    path = folder_paths.get_full_path_or_raise("vae_approx", files[0])
+    scale, shift = float(latent_format.scale_factor), float(getattr(latent_format, "shift_factor", 0.0) or 0.0)
+
+    def build():
+        sd = {f"taesd_decoder.{k}": v for k, v in comfy.utils.load_torch_file(path).items()}
+        sd["vae_scale"], sd["vae_shift"] = torch.tensor(scale), torch.tensor(shift)
+        return comfy.sd.VAE(sd=sd)
+
+    # read once per file (and latent scaling); comfy.sd.VAE has its own ModelPatcher
+    return model_cache.cached(model_cache.file_key("taesd", path, scale, shift), build)
 
 
 def fast_lpips_resolution(window_px: int) -> int:

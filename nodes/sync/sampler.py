@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import comfy.k_diffusion.sampling as k_sampling
 import comfy.model_management
+import comfy.model_patcher
 import comfy.model_sampling
 import comfy.samplers
 import torch
@@ -36,6 +37,7 @@ from ...sync_core import perceptual as core_perceptual
 from ...sync_core import sync as core_sync
 from ...sync_core import views as core_views
 from ...sync_core.checkpointing import checkpointed
+from ..shared import model_cache
 from . import memory_plan
 from .gradient_bridge import grad_enabled, weight_bridge
 from .view_tiler import ViewTiler
@@ -125,7 +127,7 @@ class SyncRun:
         plan: memory_plan.MemoryPlan,
         vae,
         perceptual,
-        lpips_model,
+        lpips_patcher,
     ):
         self.base_sampler_name = base_sampler_name
         self.base = base
@@ -134,7 +136,7 @@ class SyncRun:
         self.plan = plan
         self.vae = vae
         self.perceptual = perceptual
-        self.lpips_model = lpips_model
+        self.lpips_patcher = lpips_patcher
 
     def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
         """One SyncDiffusion update at step i: (averaged latent, per-view deviations from it)."""
@@ -162,11 +164,10 @@ class SyncRun:
                 x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
             return x0.reshape(u.shape)
 
+        lpips = [self.lpips_patcher] if self.lpips_patcher is not None else []
         comfy.model_management.load_models_gpu(
-            [guider.model_patcher, *getattr(guider, "loaded_models", []), self.vae.patcher]
+            [guider.model_patcher, *getattr(guider, "loaded_models", []), self.vae.patcher, *lpips]
         )
-        if self.lpips_model is not None:
-            self.lpips_model.to(self.vae.device)
         targets = memory_plan.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
         with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing, context=weight_bridge):
             updated = core_sync.sync_views(
@@ -256,7 +257,11 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
         self.base = comfy.samplers.sampler_object(base_sampler_name)
         self.settings = settings
         self.vae = vae
-        self.lpips_model = lpips_model
+        # LPIPS as a module or a ModelPatcher (the cached loaders hand one); ComfyUI places and frees it
+        if lpips_model is not None and not isinstance(lpips_model, comfy.model_patcher.ModelPatcher):
+            lpips_model = model_cache.managed(lpips_model)
+        self.lpips_patcher = lpips_model
+        self.lpips_model = lpips_model.model if lpips_model is not None else None
         self.lpips_resolution = int(lpips_resolution)
 
     def max_denoise(self, model_wrap, sigmas):
@@ -301,7 +306,7 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
         model_options["sampler_calc_cond_batch_function"] = tiler
         extra_args = {**extra_args, "model_options": model_options}
         run = SyncRun(
-            self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_model
+            self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_patcher
         )
         ksampler = comfy.samplers.KSAMPLER(
             functools.partial(sample_syncdiffusion, run=run),
@@ -314,8 +319,6 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             )
         finally:
             tiler.cleanup()
-            if self.lpips_model is not None:
-                self.lpips_model.to(comfy.model_management.intermediate_device())
 
     def _perceptual(self):
         if self.lpips_model is None:
