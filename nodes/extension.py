@@ -9,7 +9,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import ldm3d, sphere, stereo, sync, vae
-from .shared import model_folders
+from .shared import model_folders, validation
 
 FEATURE_PACKAGES = (sync, sphere, vae, ldm3d, stereo)
 
@@ -22,4 +22,8 @@ def all_node_classes() -> list[type[io.ComfyNode]]:
 class SyncDiffusionLDM3DExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         model_folders.register()
-        return all_node_classes()
+        classes = all_node_classes()
+        for node_class in classes:
+            if issubclass(node_class, validation.CheckedNode):
+                validation.bind_queue_checks(node_class)  # reads the schemas, so after the folders exist
+        return classes

@@ -66,15 +66,53 @@ def test_no_module_is_over_800_lines():
 
 def test_every_node_class_in_a_feature_package_is_registered(pack):
     """A node written in nodes/<feature>/ but left out of that package's node_classes() would silently vanish
-    (private bases, named with a leading underscore, are not nodes)."""
+    (private bases, named with a leading underscore, and the shared base in nodes/shared/ are not nodes)."""
     registered = {cls.__name__ for cls in pack.node_classes}
     declared = set()
     for path in (REPO_ROOT / "nodes").rglob("*.py"):
+        if path.parent.name == "shared":
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.ClassDef)
                 and not node.name.startswith("_")
-                and any(isinstance(base, ast.Attribute) and base.attr == "ComfyNode" for base in node.bases)
+                and any(
+                    isinstance(base, ast.Attribute) and base.attr in ("ComfyNode", "CheckedNode") for base in node.bases
+                )
             ):
                 declared.add(node.name)
     assert declared and declared <= registered, f"declared but not registered: {sorted(declared - registered)}"
+
+
+def test_queue_checks_are_derived_from_each_schema(pack):
+    """ComfyUI reads validate_inputs' signature (through first_real_override, as its executor does) to decide
+    which values it hands over: every FLOAT and COMBO widget and the inputs the node's rules read, no **kwargs
+    (which would repeat one message under every input). A NaN in any FLOAT widget and an unknown value in any
+    non-upload COMBO is refused with a message that names that input."""
+    import inspect
+
+    from comfy_api.internal import first_real_override
+
+    validation = pack.node_module("shared.validation")
+    checked = 0
+    for cls in pack.node_classes:
+        assert issubclass(cls, validation.CheckedNode), cls.__name__
+        inputs = cls.GET_SCHEMA().inputs
+        widgets = [i for i in inputs if i.get_io_type() in ("FLOAT", "COMBO")]
+        function = first_real_override(cls, "validate_inputs")
+        if not widgets and not cls.RULE_INPUTS:
+            assert function is None, cls.__name__
+            continue
+        spec = inspect.getfullargspec(function)
+        assert spec.varkw is None and set(spec.args) - {"cls"} == {i.id for i in widgets} | set(cls.RULE_INPUTS)
+        for widget in widgets:
+            if widget.get_io_type() == "FLOAT":
+                bad = float("nan")
+            elif getattr(widget, "upload", None) is None:
+                bad = "no such choice"
+            else:
+                continue
+            problem = function(**{widget.id: bad})
+            assert isinstance(problem, str) and f"input '{widget.id}'" in problem, (cls.__name__, widget.id)
+            checked += 1
+    assert checked > 60

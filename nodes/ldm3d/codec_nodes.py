@@ -71,7 +71,7 @@ def _require_latent(node: str, samples) -> torch.Tensor:
     return z
 
 
-class LDM3DDecode(io.ComfyNode):
+class LDM3DDecode(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -123,28 +123,17 @@ class LDM3DDecode(io.ComfyNode):
             ],
         )
 
+    RULE_INPUTS = ("tiled", *validation.TILE_INPUTS)
+
     @classmethod
-    def validate_inputs(cls, depth_6ch=None, tiled=None, tile_size=None, overlap=None):
-        node = node_name(cls)
-        checked = validation.check_widgets(cls, node, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
-        if checked is True and tiled and None not in (tile_size, overlap) and overlap >= tile_size:
-            return str(
-                input_error(
-                    node,
-                    "overlap",
-                    overlap,
-                    f"must be smaller than tile_size {tile_size}",
-                    "lower the overlap (a quarter of the tile is typical)",
-                )
-            )
-        return checked
+    def input_rules(cls, node, values):
+        yield validation.tile_problem(node, values, tiled=bool(values["tiled"]), untiled_fix=False)
 
     @classmethod
     def execute(
         cls, samples, vae, depth_6ch="exact", tiled=False, tile_size=512, overlap=128, circular=False
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, depth_6ch=depth_6ch, tile_size=tile_size, overlap=overlap)
         vae = require_ldm3d_vae(node, vae)
         z = _require_latent(node, samples)
         if depth_6ch not in rgbd.MODES_6CH:
@@ -224,7 +213,7 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
     return tiled, tile_size, overlap
 
 
-class LDM3DEncode(io.ComfyNode):
+class LDM3DEncode(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

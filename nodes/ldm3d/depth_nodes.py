@@ -23,7 +23,7 @@ from ..shared.common import CATEGORY_DEPTH, input_error, node_name, require_imag
 log = logging.getLogger(__name__)
 
 
-class PackDepthRGB(io.ComfyNode):
+class PackDepthRGB(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -44,7 +44,7 @@ class PackDepthRGB(io.ComfyNode):
         return io.NodeOutput(rgbd.pack_depth_rgb(depth))
 
 
-class UnpackDepthRGB(io.ComfyNode):
+class UnpackDepthRGB(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -63,11 +63,6 @@ class UnpackDepthRGB(io.ComfyNode):
             ],
             outputs=[io.Mask.Output(display_name="depth", tooltip="Depth [B,H,W] in [0,1].")],
         )
-
-    @classmethod
-    def validate_inputs(cls, mode=None):
-        node = node_name(cls)
-        return validation.check_widgets(cls, node, mode=mode)
 
     @classmethod
     def execute(cls, packed, mode="exact") -> io.NodeOutput:
@@ -93,7 +88,7 @@ def _png_metadata(cls) -> PngInfo | None:
     return info
 
 
-class SaveDepthPNG16(io.ComfyNode):
+class SaveDepthPNG16(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -115,17 +110,11 @@ class SaveDepthPNG16(io.ComfyNode):
             is_output_node=True,
         )
 
+    RULE_INPUTS = ("filename_prefix",)
+
     @classmethod
-    def validate_inputs(cls, filename_prefix=None):
-        node = node_name(cls)
-        if filename_prefix is None:
-            return True
-        return validation.check_widgets(
-            cls,
-            node,
-            [file_guards.prefix_problem(node, "filename_prefix", filename_prefix)],
-            filename_prefix=filename_prefix,
-        )
+    def input_rules(cls, node, values):
+        yield validation.prefix_problem(node, values)
 
     @classmethod
     def execute(cls, depth, filename_prefix="ldm3d/depth16") -> io.NodeOutput:
@@ -164,7 +153,7 @@ def _input_files() -> list[str]:
     return sorted(folder_paths.filter_files_content_types(files, ["image"]))
 
 
-class LoadDepthPNG(io.ComfyNode):
+class LoadDepthPNG(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -226,20 +215,23 @@ class LoadDepthPNG(io.ComfyNode):
             return image
         return file_guards.file_fingerprint(path)
 
+    RULE_INPUTS = ("image",)
+
     @classmethod
-    def validate_inputs(cls, image):
-        node = node_name(cls)
+    def input_rules(cls, node, values):
+        image = values["image"]
+        if image is None:
+            return
         try:
             file_guards.require_image_file(node, "image", image)
         except validation.NodeInputError as err:
-            return str(err)
+            yield str(err)
         except OSError as err:
-            return str(
+            yield str(
                 input_error(
                     node, "image", image, f"cannot be read ({type(err).__name__})", "check the file's permissions"
                 )
             )
-        return True
 
 
 DEPTH_NODES = [PackDepthRGB, UnpackDepthRGB, SaveDepthPNG16, LoadDepthPNG]

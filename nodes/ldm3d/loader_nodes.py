@@ -24,7 +24,7 @@ from . import loading, model_files
 from .codec_nodes import require_encodable, require_ldm3d_vae
 
 
-class LDM3DLoader(io.ComfyNode):
+class LDM3DLoader(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -62,11 +62,6 @@ class LDM3DLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name=None):
-        node = node_name(cls)
-        return validation.check_widgets(cls, node, model_name=model_name)
-
-    @classmethod
     def execute(cls, model_name: str) -> io.NodeOutput:
         node = node_name(cls)
         try:
@@ -76,7 +71,7 @@ class LDM3DLoader(io.ComfyNode):
         return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.summary())
 
 
-class LDM3DUpscaleConditioning(io.ComfyNode):
+class LDM3DUpscaleConditioning(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -114,19 +109,18 @@ class LDM3DUpscaleConditioning(io.ComfyNode):
             ],
         )
 
+    RULE_INPUTS = ("width", "height")
+
     @classmethod
-    def validate_inputs(cls, width=None, height=None):
-        node = node_name(cls)
-        checked = validation.check_widgets(cls, node, width=width, height=height)
-        for name, value in (("width", width), ("height", height)):
-            if checked is True and value is not None and value % 8:
-                return str(input_error(node, name, value, "must be a multiple of 8", f"use {value - value % 8}"))
-        return checked
+    def input_rules(cls, node, values):
+        for name in cls.RULE_INPUTS:
+            value = values[name]
+            if value is not None and value % 8:
+                yield str(input_error(node, name, value, "must be a multiple of 8", f"use {value - value % 8}"))
 
     @classmethod
     def execute(cls, positive, negative, vae, image, depth, width=1024, height=1024, noise_level=20) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, width=width, height=height, noise_level=noise_level)
         vae = require_ldm3d_vae(node, vae)
         max_level = getattr(vae, "max_noise_level", None)
         if max_level is not None and noise_level > max_level:

@@ -1,21 +1,27 @@
-"""Input checks for every node: queue-time widget checks, choices, numbers, SyncDiffusion geometry.
+"""Input checks for every node: one queue-time check derived from the schema, choices, numbers, view geometry.
 
 ComfyUI 0.3.75 lets NaN/inf through every FLOAT widget and does not check V3 dropdown (COMBO) values, and as
-soon as a node's ``validate_inputs`` names an input, ComfyUI's own min/max check is skipped for that input. So
-``check_widgets`` re-checks, from the node's own schema, everything the named inputs declare: finite floats,
-min/max, dropdown membership. Nodes call it from ``validate_inputs`` (HTTP 400 at queue time, linked inputs
-arrive as ``None`` and are skipped) and again at the top of ``execute`` (``require_widgets``), which covers
-direct calls.
+soon as a node's ``validate_inputs`` names an input, ComfyUI's own min/max check is skipped for that input.
+``CheckedNode`` is the one way the pack validates: ``bind_queue_checks`` (called when the extension registers
+its nodes) gives each node a ``validate_inputs`` whose signature is derived from the schema: every FLOAT and
+COMBO widget plus the inputs the node's rules read (``RULE_INPUTS``). Those values are checked from the same
+schema (finite numbers, min/max, types, choices), then by the node's ``input_rules`` (cross-input rules, paths,
+limits known from widgets alone). Everything else is ComfyUI's own check. Linked inputs are not known at queue
+time; what depends on them is checked when the node runs.
 
 Files and memory are guarded in ``file_guards`` and ``memory_guards``. See docs/hardening.md.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 
-from .common import NodeInputError, depth_mapping, input_error
+from comfy_api.latest import io
+
+from . import file_guards
+from .common import NodeInputError, depth_mapping, input_error, node_name
 
 _WIDGET_KINDS = ("FLOAT", "INT", "COMBO", "STRING", "BOOLEAN")
 DEPTH_WIDGETS = ("depth_mode", "near_m", "far_m", "metric_scale_m", "sphere_radius_m", "displacement_m")
@@ -29,7 +35,7 @@ def _schema_inputs(cls) -> dict:
     return {spec.id: spec for spec in schema.inputs}
 
 
-def widget_problem(node: str, name: str, spec, value, ranges: bool = True) -> str | None:
+def widget_problem(node: str, name: str, spec, value) -> str | None:
     """The error text for one widget value against its schema entry, or None when it is fine."""
     kind = getattr(spec, "get_io_type", lambda: None)()
     if kind == "FLOAT" or kind == "INT":
@@ -48,7 +54,7 @@ def widget_problem(node: str, name: str, spec, value, ranges: bool = True) -> st
                     else f"use the default {spec.default}",
                 )
             )
-        low, high = (getattr(spec, "min", None), getattr(spec, "max", None)) if ranges else (None, None)
+        low, high = getattr(spec, "min", None), getattr(spec, "max", None)
         if low is not None and value < low:
             return str(input_error(node, name, value, f"is below the minimum {low}", f"use a value >= {low}"))
         if high is not None and value > high:
@@ -63,47 +69,79 @@ def widget_problem(node: str, name: str, spec, value, ranges: bool = True) -> st
     return None
 
 
-def widget_problems(cls, node: str, values: dict, ranges: bool = True) -> list[str]:
-    """Every problem of the given (widget) values; ``None`` values (linked, not known yet) are skipped."""
+def widget_problems(cls, node: str, values: dict) -> dict[str, str]:
+    """The problem of each given (widget) value that has one, by input name; ``None`` values (linked, not known
+    yet) are skipped."""
     specs = _schema_inputs(cls)
-    problems = []
+    problems = {}
     for name, value in values.items():
         spec = specs.get(name)
         if value is None or spec is None or spec.get_io_type() not in _WIDGET_KINDS:
             continue
-        problem = widget_problem(node, name, spec, value, ranges)
+        problem = widget_problem(node, name, spec, value)
         if problem:
-            problems.append(problem)
+            problems[name] = problem
     return problems
 
 
-def check_widgets(cls, node: str, extra: Iterable[str | None] = (), **values) -> bool | str:
-    """``validate_inputs`` result: True, or one text listing every problem (ComfyUI answers HTTP 400)."""
-    problems = widget_problems(cls, node, values) + [p for p in extra if p]
+# ---------------------------------------------------------------- one queue-time check per node
+
+
+class CheckedNode(io.ComfyNode):
+    """Base of the pack's nodes. A node with checks of its own lists the inputs they read in ``RULE_INPUTS`` and
+    yields the problems (text or None) from ``input_rules``; values not known at queue time are None there."""
+
+    RULE_INPUTS: tuple[str, ...] = ()
+
+    @classmethod
+    def input_rules(cls, node: str, values: dict) -> Iterable[str | None]:
+        return ()
+
+
+def queue_checked_inputs(cls) -> list[str]:
+    """The inputs ComfyUI hands to the node's validate_inputs: FLOAT and COMBO widgets, then ``RULE_INPUTS``."""
+    specs = _schema_inputs(cls)
+    unknown = [name for name in cls.RULE_INPUTS if name not in specs]
+    if unknown:
+        raise TypeError(f"{cls.__name__}.RULE_INPUTS names inputs its schema lacks: {unknown}")
+    auto = [name for name, spec in specs.items() if spec.get_io_type() in ("FLOAT", "COMBO")]
+    return auto + [name for name in cls.RULE_INPUTS if name not in auto]
+
+
+def _validate_inputs(cls, **values) -> bool | str:
+    node = node_name(cls)
+    bad = widget_problems(cls, node, values)
+    # the rules see a value only if its widget check passed (None otherwise, as for a value not known yet)
+    known = {name: None if name in bad else values.get(name) for name in queue_checked_inputs(cls)}
+    problems = [*bad.values(), *(problem for problem in cls.input_rules(node, known) if problem)]
     return True if not problems else " | ".join(problems)
 
 
-def require_widgets(cls, node: str, **values) -> None:
-    """At run time (direct calls too): NaN/inf, types and dropdown values; raise the first problem.
+def bind_queue_checks(cls) -> None:
+    """Give a CheckedNode its validate_inputs. ComfyUI reads the function's signature to decide which values it
+    hands over (and skips its own min/max check for those), so the signature lists ``queue_checked_inputs``."""
+    names = queue_checked_inputs(cls)
+    if not names:
+        return
 
-    min/max are left to queue time (ComfyUI's own check, or check_widgets), as for every stock node."""
-    problems = widget_problems(cls, node, values, ranges=False)
-    if problems:
-        raise NodeInputError(problems[0])
+    def validate_inputs(node_cls, **values):
+        return _validate_inputs(node_cls, **values)
 
-
-def check_depth_widgets(
-    cls, node: str, depth: dict, finite_far: bool = False, extra: Iterable[str | None] = (), **values
-) -> bool | str:
-    """validate_inputs body of the stereo and mesh nodes: the widgets, then (when every depth widget is known)
-    the one check of the depth mapping, ``common.depth_mapping``. ``depth``: the depth widgets by input name."""
-    checked = check_widgets(cls, node, extra, **depth, **values)
-    if checked is not True or any(depth.get(name) is None for name in DEPTH_WIDGETS):
-        return checked
-    args = {name: depth[name] for name in DEPTH_WIDGETS}
-    return check_widgets(
-        cls, node, [problem_of(depth_mapping, node, **args, invert_depth=False, finite_far=finite_far)]
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    validate_inputs.__signature__ = inspect.Signature(
+        [inspect.Parameter("cls", keyword)] + [inspect.Parameter(name, keyword, default=None) for name in names]
     )
+    validate_inputs.__qualname__ = f"{cls.__qualname__}.validate_inputs"
+    cls.validate_inputs = classmethod(validate_inputs)
+
+
+def depth_problem(node: str, values: dict, finite_far: bool = False) -> str | None:
+    """Rule of the stereo and mesh nodes: the one check of the depth mapping (``common.depth_mapping``) once every
+    depth widget (``DEPTH_WIDGETS``) is known."""
+    if any(values.get(name) is None for name in DEPTH_WIDGETS):
+        return None
+    args = {name: values[name] for name in DEPTH_WIDGETS}
+    return problem_of(depth_mapping, node, **args, invert_depth=False, finite_far=finite_far)
 
 
 def problem_of(check, *args, **kwargs) -> str | None:
@@ -167,7 +205,7 @@ def view_geometry(
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Pixel inputs -> ((window h, w), (stride h, w)) in latent units; 0 heights = the width values.
 
-    The one check of the view inputs of every SyncDiffusion node, at queue time (``check_sync_widgets``) and at
+    The one check of the view inputs of every SyncDiffusion node, at queue time (``view_problem``) and at
     run time; the core's own guards (``sync_core.views.axis_offsets``) then never see a bad value from a node."""
     window_height, stride_height = window_height or 0, stride_height or 0
     for name, value in (
@@ -212,28 +250,46 @@ def view_geometry(
     return (win_h // 8, window // 8), (stride_h // 8, stride // 8)
 
 
-def check_sync_widgets(
-    cls, node: str, window=None, stride=None, window_height=None, stride_height=None, **values
-) -> bool | str:
-    """validate_inputs body of the SyncDiffusion nodes (KSampler, Sampler, Model Patch): widgets (sampler and
-    scheduler names come from ComfyUI's own lists via the schema, fusion from the core's), then
-    ``view_geometry`` (multiples of 8, stride <= window, stride_height <= window height)."""
-    checked = check_widgets(
-        cls, node, window=window, stride=stride, window_height=window_height, stride_height=stride_height, **values
-    )
-    if checked is True and window is not None and stride is not None:
-        return check_widgets(
-            cls, node, [problem_of(view_geometry, node, window, stride, window_height or 0, stride_height or 0)]
+def require_view_batch_size(node: str, view_batch_size) -> None:
+    if int(view_batch_size) != view_batch_size or view_batch_size < 0:
+        raise input_error(
+            node,
+            "view_batch_size",
+            view_batch_size,
+            "must be a whole number >= 0",
+            "use 0 (auto) or the number of views per model call",
         )
-    return checked
 
 
-def check_tile_widgets(cls, node: str, tile_size=None, overlap=None, tiled=True, **values) -> bool | str:
-    """validate_inputs body of the tiling nodes: widgets, then overlap < tile_size when tiled (tile_size > 0)."""
-    checked = check_widgets(cls, node, tile_size=tile_size, overlap=overlap, **values)
-    if checked is True and tiled and tile_size and overlap is not None:
-        return check_widgets(cls, node, [problem_of(require_overlap_below_tile, node, tile_size, overlap)])
-    return checked
+VIEW_INPUTS = ("window", "stride", "window_height", "stride_height")
+
+
+def view_problem(node: str, values: dict) -> str | None:
+    """Rule of the SyncDiffusion nodes (KSampler, Sampler, Model Patch): ``view_geometry`` once window and stride
+    are known (multiples of 8, stride <= window, stride_height <= the view height)."""
+    window, stride = values.get("window"), values.get("stride")
+    if window is None or stride is None:
+        return None
+    heights = values.get("window_height") or 0, values.get("stride_height") or 0
+    return problem_of(view_geometry, node, window, stride, *heights)
+
+
+def prefix_problem(node: str, values: dict) -> str | None:
+    """Rule of the save nodes: ``filename_prefix`` stays inside the output folder (``file_guards.prefix_problem``)."""
+    prefix = values.get("filename_prefix")
+    return None if prefix is None else file_guards.prefix_problem(node, "filename_prefix", prefix)
+
+
+TILE_INPUTS = ("tile_size", "overlap")
+
+
+def tile_problem(node: str, values: dict, tiled: bool = True, untiled_fix: bool = True) -> str | None:
+    """Rule of the tiling nodes: overlap < tile_size when tiled (tile_size > 0); None while either is unknown.
+    ``untiled_fix``: the fix offers tile_size 0 (nodes whose tile_size 0 means untiled)."""
+    tile_size, overlap = values.get("tile_size"), values.get("overlap")
+    if not tiled or not tile_size or overlap is None:
+        return None
+    return problem_of(require_overlap_below_tile, node, tile_size, overlap, untiled_fix)
 
 
 def require_overlap_below_tile(node: str, tile_size: int, overlap: int, untiled_fix: bool = True) -> None:

@@ -74,18 +74,7 @@ def _check_width(node: str, width) -> None:
         raise input_error(node, "width", width, "is not a multiple of 16", f"use {width + 16 - width % 16} (or 0)")
 
 
-class _TurnedView(io.ComfyNode):
-    """Queue-time checks (NaN/inf, ranges, choices) of the widgets the projection nodes share; a node without one
-    of them skips it."""
-
-    @classmethod
-    def validate_inputs(cls, yaw=None, pitch=None, roll=None, fov=None, mask_interpolation=None):
-        return validation.check_widgets(
-            cls, node_name(cls), yaw=yaw, pitch=pitch, roll=roll, fov=fov, mask_interpolation=mask_interpolation
-        )
-
-
-class SphereKSampler(io.ComfyNode):
+class SphereKSampler(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -181,30 +170,11 @@ class SphereKSampler(io.ComfyNode):
             ],
         )
 
+    RULE_INPUTS = ("width",)
+
     @classmethod
-    def validate_inputs(
-        cls,
-        cfg=None,
-        fov=None,
-        overlap=None,
-        sync_until=None,
-        sampler_name=None,
-        scheduler=None,
-        width=None,
-        layout=None,
-    ):
-        return validation.check_widgets(
-            cls,
-            node_name(cls),
-            extra=[validation.problem_of(_check_width, node_name(cls), width)],
-            cfg=cfg,
-            fov=fov,
-            overlap=overlap,
-            sync_until=sync_until,
-            sampler_name=sampler_name,
-            scheduler=scheduler,
-            layout=layout,
-        )
+    def input_rules(cls, node, values):
+        yield validation.problem_of(_check_width, node, values["width"])
 
     @classmethod
     def execute(
@@ -226,7 +196,6 @@ class SphereKSampler(io.ComfyNode):
         sync_until,
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, cfg=cfg, fov=fov, overlap=overlap, sync_until=sync_until, layout=layout)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
         _check_width(node, width)
@@ -266,7 +235,7 @@ class SphereKSampler(io.ComfyNode):
         return io.NodeOutput(equirect.to(device), {"samples": samples}, depth.to(device))
 
 
-class EquirectToPerspective(_TurnedView):
+class EquirectToPerspective(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -303,7 +272,7 @@ class EquirectToPerspective(_TurnedView):
         )
 
 
-class PerspectiveToEquirect(_TurnedView):
+class PerspectiveToEquirect(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -345,7 +314,7 @@ class PerspectiveToEquirect(_TurnedView):
         return io.NodeOutput(out.movedim(1, -1), covered)
 
 
-class EquirectToCubemap(_TurnedView):
+class EquirectToCubemap(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -378,7 +347,7 @@ class EquirectToCubemap(_TurnedView):
         return io.NodeOutput(out, _mask_out(node, mask, image, lambda m: strip(m, MASK_MODES[mask_interpolation])))
 
 
-class CubemapToEquirect(_TurnedView):
+class CubemapToEquirect(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -420,7 +389,7 @@ class CubemapToEquirect(_TurnedView):
         return io.NodeOutput(out, _mask_out(node, mask, image, lambda m: sphere(m, MASK_MODES[mask_interpolation])))
 
 
-class RotateEquirect(_TurnedView):
+class RotateEquirect(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -43,36 +43,12 @@ def _geometry_inputs() -> list:
     ]
 
 
-class _FillChecks(io.ComfyNode):
-    """Queue-time checks of the geometry widgets (NaN/inf, ranges, the depth mapping), shared by both nodes."""
+class _FillChecks(validation.CheckedNode):
+    """The rule both hole nodes share: the depth mapping, once every depth widget is known."""
 
     @classmethod
-    def validate_inputs(
-        cls,
-        ipd_m=None,
-        depth_mode=None,
-        near_m=None,
-        far_m=None,
-        metric_scale_m=None,
-        sphere_radius_m=None,
-        displacement_m=None,
-        grow_px=None,
-        layout=None,
-    ):
-        depth = dict(
-            depth_mode=depth_mode,
-            near_m=near_m,
-            far_m=far_m,
-            metric_scale_m=metric_scale_m,
-            sphere_radius_m=sphere_radius_m,
-            displacement_m=displacement_m,
-        )
-        extra = {k: v for k, v in (("grow_px", grow_px), ("layout", layout)) if k in _schema_ids(cls)}
-        return validation.check_depth_widgets(cls, node_name(cls), depth, ipd_m=ipd_m, **extra)
-
-
-def _schema_ids(cls) -> set[str]:
-    return {spec.id for spec in cls.define_schema().inputs}
+    def input_rules(cls, node, values):
+        yield validation.depth_problem(node, values)
 
 
 def _setup(node, image, depth, ipd_m, mapping_args):

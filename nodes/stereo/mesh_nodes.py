@@ -29,7 +29,7 @@ from ..shared.common import (
 FORMATS = ("glb", "obj", "ply", "all")
 
 
-class SaveDepthMesh(io.ComfyNode):
+class SaveDepthMesh(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -97,46 +97,12 @@ class SaveDepthMesh(io.ComfyNode):
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 
+    RULE_INPUTS = ("filename_prefix",)
+
     @classmethod
-    def validate_inputs(
-        cls,
-        format=None,
-        mesh_width=None,
-        mesh_height=None,
-        depth_mode=None,
-        near_m=None,
-        far_m=None,
-        metric_scale_m=None,
-        sphere_radius_m=None,
-        displacement_m=None,
-        edge_ratio_tau=None,
-        filename_prefix=None,
-    ):
-        node = node_name(cls)
-        depth = dict(
-            depth_mode=depth_mode,
-            near_m=near_m,
-            far_m=far_m,
-            metric_scale_m=metric_scale_m,
-            sphere_radius_m=sphere_radius_m,
-            displacement_m=displacement_m,
-        )
-        checked = validation.check_depth_widgets(
-            cls,
-            node,
-            depth,
-            finite_far=True,
-            format=format,
-            mesh_width=mesh_width,
-            mesh_height=mesh_height,
-            edge_ratio_tau=edge_ratio_tau,
-            filename_prefix=filename_prefix,
-        )
-        if checked is True and filename_prefix is not None:
-            return validation.check_widgets(
-                cls, node, [file_guards.prefix_problem(node, "filename_prefix", filename_prefix)]
-            )
-        return checked
+    def input_rules(cls, node, values):
+        yield validation.depth_problem(node, values, finite_far=True)
+        yield validation.prefix_problem(node, values)
 
     @classmethod
     def execute(
@@ -160,9 +126,6 @@ class SaveDepthMesh(io.ComfyNode):
         import comfy.utils
 
         node = node_name(cls)
-        validation.require_widgets(
-            cls, node, format=format, mesh_width=mesh_width, mesh_height=mesh_height, edge_ratio_tau=edge_ratio_tau
-        )
         require_image(node, "image", image)
         require_equirect(node, image)
         d = depth_batch(node, depth, image)
@@ -195,19 +158,7 @@ class SaveDepthMesh(io.ComfyNode):
             displacement_m,
             finite_far=True,
         )  # before writing anything
-
-        def r_of(dd):
-            r = distance.depth_to_distance(torch.from_numpy(dd), mapping).numpy()
-            if not np.isfinite(r).all() or (r <= 0).any():
-                raise input_error(
-                    node,
-                    "depth_mode",
-                    depth_mode,
-                    "maps some depth values to a distance of 0 or less (metric mode: D = 0 is distance 0)",
-                    "a mesh needs positive distances: use "
-                    "inverse, linear or sphere_displace, or turn on invert_depth if white = far",
-                )
-            return r
+        r_of = _positive_distances(node, mapping, depth_mode)
 
         folder, filename, counter, subfolder = file_guards.output_folder(node, "filename_prefix", filename_prefix)
         kinds = ("glb", "obj", "ply") if format == "all" else (format,)
@@ -239,24 +190,8 @@ class SaveDepthMesh(io.ComfyNode):
                 )
             png = core_mesh.png_bytes(rgb)
             stem = f"{filename.replace('%batch_num%', str(b))}_{counter:05}_"
-            with file_guards.saving(node, "filename_prefix", filename_prefix):  # no server path on OS errors
-                for kind in kinds:
-                    path = file_guards.output_file(node, "filename_prefix", filename_prefix, folder, f"{stem}.{kind}")
-                    if kind == "glb":
-                        core_mesh.write_glb(path, m, png)
-                    elif kind == "obj":
-                        core_mesh.write_obj(path, m, png)  # + .mtl + .png (the texture)
-                    else:
-                        if "obj" not in kinds:
-                            with open(
-                                file_guards.output_file(
-                                    node, "filename_prefix", filename_prefix, folder, f"{stem}.png"
-                                ),
-                                "wb",
-                            ) as f:
-                                f.write(png)
-                        core_mesh.write_ply(path, m, f"{stem}.png")
-                    models.append(report(f"{stem}.{kind}"))
+            _write_mesh_files(node, filename_prefix, folder, stem, kinds, m, png)
+            models.extend(report(f"{stem}.{kind}") for kind in kinds)
             if "obj" in kinds:
                 models.append(report(f"{stem}.mtl"))
             if "obj" in kinds or "ply" in kinds:  # the texture file: also the node's image preview
@@ -268,6 +203,42 @@ class SaveDepthMesh(io.ComfyNode):
         # texture under "images" so the node shows a preview.
         ui_out = {"3d": models, **({"images": images} if images else {})}
         return io.NodeOutput(saved[0], ui=ui_out)
+
+
+def _positive_distances(node: str, mapping, depth_mode):
+    """depth -> distance for the mesh builder, refusing distances <= 0 (the sphere would fold through itself)."""
+
+    def r_of(dd):
+        r = distance.depth_to_distance(torch.from_numpy(dd), mapping).numpy()
+        if not np.isfinite(r).all() or (r <= 0).any():
+            raise input_error(
+                node,
+                "depth_mode",
+                depth_mode,
+                "maps some depth values to a distance of 0 or less (metric mode: D = 0 is distance 0)",
+                "a mesh needs positive distances: use "
+                "inverse, linear or sphere_displace, or turn on invert_depth if white = far",
+            )
+        return r
+
+    return r_of
+
+
+def _write_mesh_files(node: str, prefix: str, folder: str, stem: str, kinds, mesh, png: bytes) -> None:
+    """`stem`.glb / .obj (+ .mtl + .png) / .ply (+ .png) inside the output folder; OS errors name no server path."""
+    with file_guards.saving(node, "filename_prefix", prefix):
+        for kind in kinds:
+            path = file_guards.output_file(node, "filename_prefix", prefix, folder, f"{stem}.{kind}")
+            if kind == "glb":
+                core_mesh.write_glb(path, mesh, png)
+            elif kind == "obj":
+                core_mesh.write_obj(path, mesh, png)  # + .mtl + .png (the texture)
+            else:
+                if "obj" not in kinds:
+                    texture = file_guards.output_file(node, "filename_prefix", prefix, folder, f"{stem}.png")
+                    with open(texture, "wb") as f:
+                        f.write(png)
+                core_mesh.write_ply(path, mesh, f"{stem}.png")
 
 
 MESH_NODES = [SaveDepthMesh]

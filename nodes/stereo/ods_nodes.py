@@ -54,7 +54,7 @@ def _require_memory(node: str, image, warp: str, supersample: int, dev, out_dev)
         memory_guards.require_memory(node, "image", image, estimate, fix, device=device)
 
 
-class Stereo360(io.ComfyNode):
+class Stereo360(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -185,64 +185,19 @@ class Stereo360(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(
-        cls,
-        ipd_m=None,
-        depth_mode=None,
-        near_m=None,
-        far_m=None,
-        metric_scale_m=None,
-        sphere_radius_m=None,
-        displacement_m=None,
-        convergence_m=None,
-        pole_fade_from_deg=None,
-        pole_fade_to_deg=None,
-        warp=None,
-        fill=None,
-        crack_px=None,
-        edge_ratio_tau=None,
-        supersample=None,
-        layout=None,
-    ):
-        node = node_name(cls)
-        depth = dict(
-            depth_mode=depth_mode,
-            near_m=near_m,
-            far_m=far_m,
-            metric_scale_m=metric_scale_m,
-            sphere_radius_m=sphere_radius_m,
-            displacement_m=displacement_m,
-        )
-        checked = validation.check_depth_widgets(
-            cls,
-            node,
-            depth,
-            ipd_m=ipd_m,
-            convergence_m=convergence_m,
-            pole_fade_from_deg=pole_fade_from_deg,
-            pole_fade_to_deg=pole_fade_to_deg,
-            warp=warp,
-            fill=fill,
-            crack_px=crack_px,
-            edge_ratio_tau=edge_ratio_tau,
-            supersample=supersample,
-            layout=layout,
-        )
-        if (
-            checked is True
-            and None not in (pole_fade_from_deg, pole_fade_to_deg)
-            and pole_fade_to_deg < pole_fade_from_deg
-        ):
-            return str(
+    def input_rules(cls, node, values):
+        yield validation.depth_problem(node, values)
+        fade_from, fade_to = values["pole_fade_from_deg"], values["pole_fade_to_deg"]
+        if None not in (fade_from, fade_to) and fade_to < fade_from:
+            yield str(
                 input_error(
                     node,
                     "pole_fade_to_deg",
-                    pole_fade_to_deg,
-                    f"is below pole_fade_from_deg = {pole_fade_from_deg}",
+                    fade_to,
+                    f"is below pole_fade_from_deg = {fade_from}",
                     "make it >= pole_fade_from_deg",
                 )
             )
-        return checked
 
     @classmethod
     def execute(
@@ -270,20 +225,6 @@ class Stereo360(io.ComfyNode):
         swap_eyes,
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(
-            cls,
-            node,
-            ipd_m=ipd_m,
-            convergence_m=convergence_m,
-            edge_ratio_tau=edge_ratio_tau,
-            pole_fade_from_deg=pole_fade_from_deg,
-            pole_fade_to_deg=pole_fade_to_deg,
-            warp=warp,
-            fill=fill,
-            layout=layout,
-            crack_px=crack_px,
-            supersample=supersample,
-        )
         require_image(node, "image", image)
         require_equirect(node, image)
         d = depth_batch(node, depth, image)

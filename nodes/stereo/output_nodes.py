@@ -13,7 +13,7 @@ from ..shared import file_guards, validation
 from ..shared.common import CATEGORY_STEREO, input_error, node_name, require_image
 
 
-class StereoPack(io.ComfyNode):
+class StereoPack(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -37,10 +37,6 @@ class StereoPack(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, layout=None):
-        return validation.check_widgets(cls, node_name(cls), layout=layout)
-
-    @classmethod
     def execute(cls, left, right, layout, swap_eyes) -> io.NodeOutput:
         node = node_name(cls)
         require_image(node, "left", left)
@@ -58,7 +54,7 @@ class StereoPack(io.ComfyNode):
         return io.NodeOutput(layouts.pack_stereo(left, right, layout, swap_eyes))
 
 
-class SaveStereo360(io.ComfyNode):
+class SaveStereo360(validation.CheckedNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -87,15 +83,11 @@ class SaveStereo360(io.ComfyNode):
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 
+    RULE_INPUTS = ("filename_prefix",)
+
     @classmethod
-    def validate_inputs(cls, layout=None, filename_prefix=None):
-        node = node_name(cls)
-        extra = (
-            [file_guards.prefix_problem(node, "filename_prefix", filename_prefix)]
-            if filename_prefix is not None
-            else []
-        )
-        return validation.check_widgets(cls, node, extra, layout=layout, filename_prefix=filename_prefix)
+    def input_rules(cls, node, values):
+        yield validation.prefix_problem(node, values)
 
     @classmethod
     def execute(cls, images, layout, filename_prefix) -> io.NodeOutput:

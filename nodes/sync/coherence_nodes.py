@@ -14,7 +14,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ...sync_core import coherence as core
-from ..shared import memory_guards, validation
+from ..shared import memory_guards, model_cache, validation
 from ..shared.common import CATEGORY_SAMPLING, NodeInputError, describe, input_error, node_name, require_image
 from ..shared.model_folders import LPIPS_FOLDER, folder_label
 from .inputs import LPIPS_TYPE, load_lpips
@@ -86,16 +86,18 @@ def _require_pair_work(node: str, crop: int, images: dict[str, torch.Tensor]) ->
 
 
 def _style_vgg(node: str, image: torch.Tensor):
+    """The VGG19 style backbone, read once per file (model_cache), behind a ModelPatcher."""
     search = folder_paths.get_folder_paths(LPIPS_FOLDER) if LPIPS_FOLDER in folder_paths.folder_names_and_paths else []
-    try:
-        return core.build_style_vgg(search_dirs=search)
-    except core.StyleWeightsMissing:
+    path = core.find_style_weights(search)
+    if path is None:
         file = core.STYLE_BACKBONE_FILE
         raise NodeInputError(
             f"{node}: Intra-Style-L needs torchvision's VGG19 ImageNet file '{file}' to score input 'image' = "
             f"{describe(image)}, and it is missing (searched the lpips model folders and the torch hub cache). Fix: "
             f"put '{file}' into {folder_label(LPIPS_FOLDER)} (nothing is downloaded)"
-        ) from None
+        )
+    key = model_cache.file_key("style_vgg", path)
+    return model_cache.cached(key, lambda: model_cache.managed(core.build_style_vgg(backbone_path=path)))
 
 
 class _Progress:
@@ -173,7 +175,7 @@ def format_report(crop: int, net: str, image, scores, compare=None, compare_scor
     return "\n".join(lines)
 
 
-class SyncDiffusionCoherence(io.ComfyNode):
+class SyncDiffusionCoherence(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -239,13 +241,8 @@ class SyncDiffusionCoherence(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, crop_size=None):
-        return validation.check_widgets(cls, node_name(cls), crop_size=crop_size)
-
-    @classmethod
     def execute(cls, image, crop_size, compare=None, lpips=None) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, crop_size=crop_size)
         crop = int(crop_size)
         if crop < 1:
             raise input_error(node, "crop_size", crop_size, "must be a positive number of pixels", "use 512")
@@ -255,21 +252,16 @@ class SyncDiffusionCoherence(io.ComfyNode):
             compare = require_image(node, "compare", compare)
             _check_crops(node, "compare", compare, crop)
         _require_pair_work(node, crop, {"image": image} if compare is None else {"image": image, "compare": compare})
-        device = comfy.model_management.get_torch_device()
+        device = comfy.model_management.vae_device()  # where model_cache.managed loads LPIPS and the VGG
         batches = memory_guards.coherence_batches(node, lpips.net if lpips is not None else "vgg", crop, device)
         choice = lpips if lpips is not None else load_lpips(node)
         vgg = _style_vgg(node, image)
-        lpips_model = choice.model
+        lpips_patcher = choice.patcher if choice.patcher is not None else model_cache.managed(choice.model)
+        comfy.model_management.load_models_gpu([lpips_patcher, vgg])
+        lpips_model, vgg = lpips_patcher.model, vgg.model
         progress = _Progress(2 if compare is None else 4)
-        try:
-            lpips_model.to(device)
-            vgg.to(device)
-            scores = _measure(image, crop, lpips_model, vgg, progress, batches)
-            compare_scores = (
-                _measure(compare, crop, lpips_model, vgg, progress, batches) if compare is not None else None
-            )
-        finally:
-            lpips_model.to(comfy.model_management.intermediate_device())
+        scores = _measure(image, crop, lpips_model, vgg, progress, batches)
+        compare_scores = _measure(compare, crop, lpips_model, vgg, progress, batches) if compare is not None else None
         report = format_report(crop, choice.net, image, scores, compare, compare_scores)
         return io.NodeOutput(scores[0].value, scores[1].value, report, ui=ui.PreviewText(report))
 

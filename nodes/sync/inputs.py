@@ -18,7 +18,7 @@ from comfy_api.latest import io
 from ...sync_core import fusion as core_fusion
 from ...sync_core import perceptual as core_perceptual
 from ...sync_core import sync as core_sync
-from ..shared import memory_guards, validation
+from ..shared import memory_guards, model_cache, validation
 from ..shared.common import input_error
 from ..shared.model_folders import LPIPS_FOLDER, folder_label
 from .sampler import SyncSettings, is_supported_model_sampling
@@ -35,17 +35,18 @@ class LPIPSChoice:
     net: str
     model: torch.nn.Module
     resolution: int = 0
+    patcher: object = None  # the ModelPatcher ComfyUI places and frees `model` with (nodes/shared/model_cache.py)
 
 
 def load_lpips(node: str, net: str = "vgg", resolution: int = 0, input_name: str = "lpips") -> LPIPSChoice:
     """Build LPIPS from `models/lpips/` (or the torch hub cache); a clear error when the backbone is missing.
 
     `input_name` is the input the error names: 'net' on the loader, 'lpips' (not connected) on the samplers.
+    Read once per backbone file (model_cache: kept while the file is unchanged), behind a ModelPatcher.
     """
     search = folder_paths.get_folder_paths(LPIPS_FOLDER) if LPIPS_FOLDER in folder_paths.folder_names_and_paths else []
-    try:
-        model = core_perceptual.build_lpips(net, search_dirs=search)
-    except core_perceptual.LPIPSWeightsMissing:
+    path = core_perceptual.find_backbone_weights(net, search)
+    if path is None:
         file = core_perceptual.BACKBONE_FILES[core_perceptual.normalize_net_name(net)]
         raise input_error(
             node,
@@ -53,8 +54,13 @@ def load_lpips(node: str, net: str = "vgg", resolution: int = 0, input_name: str
             net,
             f"the LPIPS backbone file '{file}' is missing (searched the lpips model folders and the torch hub cache)",
             f"put torchvision's '{file}' into {folder_label(LPIPS_FOLDER)} (nothing is downloaded)",
-        ) from None
-    return LPIPSChoice(net=net, model=model, resolution=int(resolution))
+        )
+    name = core_perceptual.normalize_net_name(net)
+    patcher = model_cache.cached(
+        model_cache.file_key("lpips", path, name),
+        lambda: model_cache.managed(core_perceptual.build_lpips(name, backbone_path=path)),
+    )
+    return LPIPSChoice(net=net, model=patcher.model, resolution=int(resolution), patcher=patcher)
 
 
 def sync_inputs(default_sampler: str | None = None) -> list:
@@ -223,7 +229,7 @@ def build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSet
     if lpips is None and settings.schedule.weight > 0 and settings.schedule.steps > 0:
         lpips = load_lpips(node)
     sampler = sampler_class(
-        sampler_name, settings, vae, lpips.model if lpips else None, lpips.resolution if lpips else 0
+        sampler_name, settings, vae, lpips.patcher if lpips else None, lpips.resolution if lpips else 0
     )
     sampler.node_name = node  # the node its log lines and errors name
     return sampler
@@ -260,14 +266,7 @@ def sync_settings(
             str(err), sync_weight=sync_weight, sync_decay=sync_decay, sync_freq=sync_freq, sync_steps=sync_steps
         )
         raise input_error(node, name, value, str(err), "use the defaults (20, 0.95, 1, 10)") from None
-    if int(view_batch_size) != view_batch_size or view_batch_size < 0:
-        raise input_error(
-            node,
-            "view_batch_size",
-            view_batch_size,
-            "must be a whole number >= 0",
-            "use 0 (auto) or the number of views per model call",
-        )
+    validation.require_view_batch_size(node, view_batch_size)
     budget = float(memory_budget_gb)
     if not math.isfinite(budget) or budget < 0:
         raise input_error(

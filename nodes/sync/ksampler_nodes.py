@@ -30,7 +30,7 @@ from .inputs import (
 from .sampler import SyncDiffusionSampler
 
 
-class SyncDiffusionKSampler(io.ComfyNode):
+class SyncDiffusionKSampler(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -103,40 +103,11 @@ class SyncDiffusionKSampler(io.ComfyNode):
             outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
         )
 
+    RULE_INPUTS = validation.VIEW_INPUTS
+
     @classmethod
-    def validate_inputs(
-        cls,
-        cfg=None,
-        denoise=None,
-        sampler_name=None,
-        scheduler=None,
-        window=None,
-        stride=None,
-        sync_weight=None,
-        sync_decay=None,
-        anchor=None,
-        memory_budget_gb=None,
-        window_height=None,
-        stride_height=None,
-        fusion=None,
-    ):
-        return validation.check_sync_widgets(
-            cls,
-            node_name(cls),
-            window_height=window_height,
-            stride_height=stride_height,
-            fusion=fusion,
-            cfg=cfg,
-            denoise=denoise,
-            sampler_name=sampler_name,
-            scheduler=scheduler,
-            window=window,
-            stride=stride,
-            sync_weight=sync_weight,
-            sync_decay=sync_decay,
-            anchor=anchor,
-            memory_budget_gb=memory_budget_gb,
-        )
+    def input_rules(cls, node, values):
+        yield validation.view_problem(node, values)
 
     @classmethod
     def execute(
@@ -169,7 +140,6 @@ class SyncDiffusionKSampler(io.ComfyNode):
         fusion="uniform",
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, cfg=cfg, denoise=denoise, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
         settings = sync_settings(
@@ -222,7 +192,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
         return io.NodeOutput(out)
 
 
-class SyncDiffusionSamplerNode(io.ComfyNode):
+class SyncDiffusionSamplerNode(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -246,34 +216,11 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
             ],
         )
 
+    RULE_INPUTS = validation.VIEW_INPUTS
+
     @classmethod
-    def validate_inputs(
-        cls,
-        sampler_name=None,
-        window=None,
-        stride=None,
-        sync_weight=None,
-        sync_decay=None,
-        anchor=None,
-        memory_budget_gb=None,
-        window_height=None,
-        stride_height=None,
-        fusion=None,
-    ):
-        return validation.check_sync_widgets(
-            cls,
-            node_name(cls),
-            window_height=window_height,
-            stride_height=stride_height,
-            fusion=fusion,
-            sampler_name=sampler_name,
-            window=window,
-            stride=stride,
-            sync_weight=sync_weight,
-            sync_decay=sync_decay,
-            anchor=anchor,
-            memory_budget_gb=memory_budget_gb,
-        )
+    def input_rules(cls, node, values):
+        yield validation.view_problem(node, values)
 
     @classmethod
     def execute(
@@ -297,7 +244,6 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
         fusion="uniform",
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
@@ -333,7 +279,7 @@ class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
         return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
 
 
-class SyncDiffusionLPIPSLoader(io.ComfyNode):
+class SyncDiffusionLPIPSLoader(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -368,13 +314,13 @@ class SyncDiffusionLPIPSLoader(io.ComfyNode):
             ],
         )
 
+    RULE_INPUTS = ("resolution",)
+
     @classmethod
-    def validate_inputs(cls, net=None, resolution=None):
-        node = node_name(cls)
-        checked = validation.check_widgets(cls, node, net=net, resolution=resolution)
-        if checked is True and resolution is not None and 0 < resolution < memory_guards.MIN_LPIPS_RESOLUTION:
-            return validation.problem_of(memory_guards.require_lpips_resolution, node, net, resolution)
-        return checked
+    def input_rules(cls, node, values):
+        resolution = values["resolution"]
+        if resolution is not None and 0 < resolution < memory_guards.MIN_LPIPS_RESOLUTION:
+            yield validation.problem_of(memory_guards.require_lpips_resolution, node, values["net"], resolution)
 
     @classmethod
     def execute(cls, net, resolution) -> io.NodeOutput:

@@ -98,7 +98,7 @@ class ViewTilerWrapper:
             tiler.cleanup()
 
 
-class SyncDiffusionModelPatch(io.ComfyNode):
+class SyncDiffusionModelPatch(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -148,38 +148,21 @@ class SyncDiffusionModelPatch(io.ComfyNode):
             outputs=[io.Model.Output(display_name="MODEL", tooltip="A clone of the model that samples over views.")],
         )
 
+    RULE_INPUTS = validation.VIEW_INPUTS
+
     @classmethod
-    def validate_inputs(
-        cls, window=None, stride=None, view_batch_size=None, window_height=None, stride_height=None, fusion=None
-    ):
-        return validation.check_sync_widgets(
-            cls,
-            node_name(cls),
-            window,
-            stride,
-            window_height,
-            stride_height,
-            view_batch_size=view_batch_size,
-            fusion=fusion,
-        )
+    def input_rules(cls, node, values):
+        yield validation.view_problem(node, values)
 
     @classmethod
     def execute(
         cls, model, window, stride, circular, view_batch_size, window_height=0, stride_height=0, fusion="uniform"
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, fusion=fusion)
         if not hasattr(model, "clone") or not hasattr(model, "add_wrapper_with_key"):
             raise input_error(node, "model", model, "not a ComfyUI MODEL", "connect a Load Checkpoint MODEL output")
         window_hw, stride_hw = validation.view_geometry(node, window, stride, window_height, stride_height)
-        if int(view_batch_size) != view_batch_size or view_batch_size < 0:
-            raise input_error(
-                node,
-                "view_batch_size",
-                view_batch_size,
-                "must be a whole number >= 0",
-                "use 0 (auto) or the number of views per model call",
-            )
+        validation.require_view_batch_size(node, view_batch_size)
         patched = model.clone()
         patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
         patched.add_wrapper_with_key(

@@ -144,7 +144,7 @@ def _tile_inputs(default_circular: bool) -> list:
     ]
 
 
-class VAEDecode360(io.ComfyNode):
+class VAEDecode360(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -162,14 +162,15 @@ class VAEDecode360(io.ComfyNode):
             outputs=[io.Image.Output(display_name="image", tooltip="Decoded IMAGE [B,H,W,3] in [0,1].")],
         )
 
+    RULE_INPUTS = validation.TILE_INPUTS
+
     @classmethod
-    def validate_inputs(cls, circular=None, tile_size=None, overlap=None):
-        return validation.check_tile_widgets(cls, node_name(cls), tile_size, overlap, circular=circular)
+    def input_rules(cls, node, values):
+        yield validation.tile_problem(node, values)
 
     @classmethod
     def execute(cls, samples, vae, circular=True, tile_size=1024, overlap=64) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, tile_size=tile_size, overlap=overlap)
         vae = _require_image_vae(node, vae)
         z = samples.get("samples") if isinstance(samples, dict) else None
         if not isinstance(z, torch.Tensor) or z.ndim != 4:
@@ -208,7 +209,7 @@ class VAEDecode360(io.ComfyNode):
         return io.NodeOutput(decode_360(vae, z, plan.tile, plan.overlap, bool(circular)))
 
 
-class VAEEncodeTiled(io.ComfyNode):
+class VAEEncodeTiled(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -227,14 +228,15 @@ class VAEEncodeTiled(io.ComfyNode):
             outputs=[io.Latent.Output(display_name="latent", tooltip="The encoded latent {'samples': [B,C,h,w]}.")],
         )
 
+    RULE_INPUTS = validation.TILE_INPUTS
+
     @classmethod
-    def validate_inputs(cls, circular=None, tile_size=None, overlap=None):
-        return validation.check_tile_widgets(cls, node_name(cls), tile_size, overlap, circular=circular)
+    def input_rules(cls, node, values):
+        yield validation.tile_problem(node, values)
 
     @classmethod
     def execute(cls, pixels, vae, circular=False, tile_size=1024, overlap=64) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_widgets(cls, node, tile_size=tile_size, overlap=overlap)
         vae = _require_image_vae(node, vae)
         if ldm3d_vae.is_ldm3d_vae(vae):
             raise input_error(
