@@ -156,3 +156,75 @@ def hint_model_patches(model_patcher) -> list[str]:
             if any(isinstance(getattr(patch, a, None), torch.Tensor) for a in _HINT_ATTRIBUTES):
                 found.append(f"{type(patch).__name__} ({kind} patch)")
     return found
+
+
+# ---- blocks checkpointed in the gradient pass ----------------------------------------------------------------------
+CHECKPOINT_BLOCK_PATHS = (
+    ("comfy.ldm.modules.diffusionmodules.openaimodel", "ResBlock"),  # SD1/2/XL UNet
+    ("comfy.ldm.modules.diffusionmodules.openaimodel", "VideoResBlock"),
+    ("comfy.ldm.modules.attention", "SpatialTransformer"),
+    ("comfy.ldm.modules.attention", "SpatialVideoTransformer"),
+    ("comfy.ldm.flux.layers", "DoubleStreamBlock"),  # Flux
+    ("comfy.ldm.flux.layers", "SingleStreamBlock"),
+    ("comfy.ldm.modules.diffusionmodules.mmdit", "JointBlock"),  # SD3 MMDiT
+    ("comfy.ldm.modules.diffusionmodules.model", "ResnetBlock"),  # KL VAE decoder
+    ("comfy.ldm.modules.diffusionmodules.model", "AttnBlock"),
+    ("comfy.taesd.taesd", "Block"),  # TAESD
+)
+
+
+def checkpoint_block_classes() -> dict[str, type | None]:
+    """The ComfyUI block classes the gradient pass checkpoints, by name (None where this ComfyUI lacks one). The
+    blocks are matched by class name (sync_core.checkpointing.outermost_modules), so subclasses of another name, e.g.
+    a custom node's block, are not checkpointed: that costs memory, never correctness."""
+    import importlib
+
+    found = {}
+    for module_name, name in CHECKPOINT_BLOCK_PATHS:
+        try:
+            found[name] = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            found[name] = None
+    return found
+
+
+# ---- VAE ---------------------------------------------------------------------------------------------------------
+# comfy.sd.VAE.decode falls back to this private method on an out-of-memory error; nodes/ldm3d/ldm3d_vae.py overrides
+# it (ComfyUI's version tiles with 3 output channels). tests/test_ldm3d_comfy_contract.py pins signature and call.
+VAE_OOM_FALLBACK = "decode_tiled_"
+
+
+# ---- ControlNet / T2I-Adapter chains (comfy.controlnet.ControlBase) --------------------------------------------------
+def control_previous(control):
+    """The next control in the chain (`previous_controlnet`), or None."""
+    return control.previous_controlnet
+
+
+def control_hint(control) -> tuple:
+    """(hint image [B, C, H, W] as given, pixels per latent unit, upscale method) of a control: its
+    `cond_hint_original`, `compression_ratio` (times its VAE's spatial compression for VAE-encoded hints) and
+    `upscale_algorithm`, which ComfyUI uses to resize the hint to the latent it is applied to."""
+    scale = control.compression_ratio
+    if getattr(control, "vae", None) is not None:
+        scale *= control.vae.spacial_compression_encode()
+    return control.cond_hint_original, scale, control.upscale_algorithm
+
+
+def control_copy_with_hint(control, hint, previous, model):
+    """A copy of one control whose hint is `hint` (None: unchanged) chained to `previous`, prepared for sampling
+    with `model` as comfy.samplers.pre_run_control prepares the originals (timestep range, sampling object)."""
+    copy = control.copy()
+    if hint is not None:
+        copy.cond_hint_original = hint
+    copy.cond_hint = None  # the resized hint ComfyUI caches: rebuilt from the new original
+    if previous is not None:
+        copy.set_previous_controlnet(previous)
+    model_sampling = model.model_sampling
+    copy.pre_run(model, lambda percent: model_sampling.percent_to_sigma(percent))
+    return copy
+
+
+def control_release(control) -> None:
+    """Free a control copy's cached hints (ControlBase.cleanup) and its hint image."""
+    control.cleanup()
+    control.cond_hint_original = None
