@@ -12,8 +12,9 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..shared import memory_guards, validation
+from ..shared import comfy_compat, memory_guards, validation
 from ..shared.common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error, node_name
+from .guards import base_sampler_input, check_base_sampler, check_unsupported
 from .inputs import (
     LPIPS_NETS,
     LPIPS_TYPE,
@@ -172,6 +173,7 @@ class SyncDiffusionKSampler(io.ComfyNode):
         validation.require_widgets(cls, node, cfg=cfg, denoise=denoise, sync_weight=sync_weight, sync_decay=sync_decay)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
+        check_unsupported(node, model, {"positive": positive, "negative": negative})
         settings = sync_settings(
             node,
             window,
@@ -230,14 +232,15 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
             display_name="SyncDiffusion Sampler",
             category=CATEGORY_SAMPLING,
             description="SyncDiffusion as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: any guider, any "
-            "sigmas (scheduler), any noise. Wraps the chosen base sampler with joint diffusion over "
-            "views and the LPIPS synchronisation step.",
+            "sigmas (scheduler), any noise. Wraps the chosen base sampler (sampler_name, or a configured "
+            "SAMPLER connected to 'sampler') with joint diffusion over views and the LPIPS synchronisation step.",
             inputs=[
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
                 *sync_inputs(),
                 lpips_input(),
                 *speed_inputs(),
                 *view_shape_inputs(),
+                base_sampler_input(),
             ],
             outputs=[
                 io.Sampler.Output(
@@ -295,10 +298,13 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
         window_height=0,
         stride_height=0,
         fusion="uniform",
+        sampler=None,
     ) -> io.NodeOutput:
         node = node_name(cls)
         validation.require_widgets(cls, node, sync_weight=sync_weight, sync_decay=sync_decay)
-        validation.require_sampler_and_scheduler(node, sampler_name)
+        check_base_sampler(node, sampler)
+        if sampler is None:
+            validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
         settings = sync_settings(
@@ -318,7 +324,9 @@ class SyncDiffusionSamplerNode(io.ComfyNode):
             stride_height,
             fusion,
         )
-        return io.NodeOutput(build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips))
+        return io.NodeOutput(
+            build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips, base=sampler)
+        )
 
 
 class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
@@ -329,6 +337,8 @@ class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
     ):
         node = self.node_name
         check_model_and_vae(node, model_wrap.model_patcher, self.vae)
+        conds = comfy_compat.guider_conds(model_wrap)
+        check_unsupported(node, model_wrap.model_patcher, {f"guider {k}": v for k, v in conds.items()})
         self.settings = check_geometry(node, noise, self.settings, model_wrap.model_patcher, self.vae)
         return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
 
