@@ -31,7 +31,6 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_map
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["checkpointed", "outermost_modules"]
@@ -105,8 +104,10 @@ class _ReplayableInPlace(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _copy_tensors(value: object) -> object:
-    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, value)
+def _copy(value: object) -> object:
+    """A tensor argument's copy (containers are passed as they are: only a block's own tensor arguments are what
+    the caller may update in place after the block)."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def _checkpointing_forward(original: Callable, context: Callable[[], AbstractContextManager] | None) -> Callable:
@@ -119,7 +120,7 @@ def _checkpointing_forward(original: Callable, context: Callable[[], AbstractCon
     def forward(*args, **kwargs):
         if not torch.is_grad_enabled():
             return original(*args, **kwargs)
-        copies, kwcopies = _copy_tensors(args), _copy_tensors(kwargs)
+        copies, kwcopies = [_copy(a) for a in args], {k: _copy(v) for k, v in kwargs.items()}
         try:
             return checkpoint(
                 run, {"forward": True}, *copies, use_reentrant=False, preserve_rng_state=False, **kwcopies
