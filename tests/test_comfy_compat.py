@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_fixtures import empty_latent
 
-from comfy_harness import run_node, stock_node
+from comfy_harness import prepare_class_clone, run_node, stock_node
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_png_metadata_is_comfyuis(compat, comfy):
         def define_schema(cls):
             return io.Schema(node_id="SDL3D_CompatProbe", inputs=[], outputs=[], hidden=[io.Hidden.prompt])
 
-    clone = Probe.PREPARE_CLASS_CLONE({io.Hidden.prompt: {"1": {"class_type": "x"}}})
+    clone = prepare_class_clone(Probe, {io.Hidden.prompt: {"1": {"class_type": "x"}}})
     info = compat.png_metadata(clone)
     assert info is not None and any(chunk[1].startswith(b"prompt\0") for chunk in info.chunks), (
         "comfy_api.latest.ui.ImageSaveHelper._create_png_metadata changed: update comfy_compat.png_metadata"
