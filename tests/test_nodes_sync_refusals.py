@@ -94,6 +94,26 @@ def test_gligen_boxes_are_refused_on_the_sampler_node_through_the_guider(pack, s
     _assert_names(str(err.value), pack.nodes.shared.common.node_name(sampler_cls), "guider positive", "GLIGEN")
 
 
+def test_gligen_boxes_are_refused_by_the_model_patch_under_the_stock_ksampler(pack, sd, gligen_positive):
+    patch_cls = pack.by_id["SDL3D_SyncDiffusionModelPatch"]
+    (patched,) = run_node(patch_cls, model=sd["model"], window=64, stride=32, circular=False, view_batch_size=1)
+    with pytest.raises(ValueError) as err:
+        run_node(
+            stock_node("KSampler"),
+            model=patched,
+            positive=gligen_positive,
+            negative=sd["negative"],
+            latent_image=empty_latent(8, 24),
+            seed=1,
+            steps=1,
+            cfg=5.0,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=1.0,
+        )
+    _assert_names(str(err.value), pack.nodes.shared.common.node_name(patch_cls), "guider positive", "GLIGEN")
+
+
 def _tiny_wan21_vae():
     """A random-weight Wan 2.1 VAE (the video VAE Qwen-Image control patches encode their hint with), built by
     ComfyUI's own VAE class from a state dict of ComfyUI's WanVAE at a tiny width."""

@@ -35,9 +35,10 @@ def check_base_sampler(node: str, sampler) -> None:
         )
 
 
-def check_unsupported(node: str, model, conditioning: dict) -> None:
+def check_unsupported(node: str, model, conditioning: dict, gradient: bool = True) -> None:
     """Refuse what the per-view sampler cannot honour, before sampling. `conditioning`: input name -> CONDITIONING
-    (or a guider's processed cond list)."""
+    (or a guider's processed cond list). `gradient`: the run takes the sync gradient (MultiGPU clones are refused
+    only then: plain per-view denoising works through ComfyUI's multi-GPU branch)."""
     for name, cond in conditioning.items():
         if comfy_compat.gligen_in(cond):
             raise input_error(
@@ -57,7 +58,7 @@ def check_unsupported(node: str, model, conditioning: dict) -> None:
             "a model-patch control scales its whole hint image into every view instead of cropping it",
             "apply the control with Apply ControlNet (its hint is cropped per view), or sample without SyncDiffusion",
         )
-    clones = comfy_compat.multigpu_clones(model)
+    clones = comfy_compat.multigpu_clones(model) if gradient else []
     if clones:
         raise input_error(
             node,
