@@ -6,6 +6,14 @@ block is run again during the backward pass (``torch.utils.checkpoint``, non-ree
 computation, so they agree with plain autograd to float tolerance; memory drops to roughly the block inputs plus one
 block's activations, at the price of one extra forward of the checkpointed blocks.
 
+In-place updates and recomputation: the recomputation must see the values the forward saw.
+- A block runs on copies of its tensor arguments, so code after the block that updates them in place (ComfyUI's
+  UNet: ``h += control``) cannot change what the recomputation reads.
+- Inside a block, an augmented assignment (``x += y``: the caller's bytecode binds the result) on a tensor that
+  requires grad is evaluated out of place, which binds the same value (Flux blocks: ``img += ...``).
+- Any other in-place update of a tensor that requires grad inside a block (a bare ``t.add_(y)``, ``t[i] = v``)
+  could change a tensor autograd saved; that call of the block falls back to plain autograd (exact, no saving).
+
 Modules are never changed outside the ``with`` block: an instance-level ``forward`` is installed on entry and the
 previous state is restored on exit, also when the block raises (e.g. an interrupt).
 """
@@ -13,16 +21,27 @@ previous state is restored on exit, also when the block raises (e.g. an interrup
 from __future__ import annotations
 
 import contextlib
+import dis
+import functools
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["checkpointed", "outermost_modules"]
 
 _MISSING = object()
+_OUT_OF_PLACE = {
+    torch.Tensor.add_: torch.add,
+    torch.Tensor.sub_: torch.sub,
+    torch.Tensor.mul_: torch.mul,
+    torch.Tensor.div_: torch.div,
+}
 
 
 def outermost_modules(root: nn.Module, class_names: Iterable[str]) -> list[nn.Module]:
@@ -41,19 +60,73 @@ def outermost_modules(root: nn.Module, class_names: Iterable[str]) -> list[nn.Mo
     return found
 
 
-def _checkpointing_forward(original: Callable, context: Callable[[], AbstractContextManager] | None) -> Callable:
-    if context is not None:
+class _InPlaceUpdate(Exception):
+    """Raised inside a checkpointed block's forward at an in-place update that recomputation could not replay."""
 
-        def run(*args, **kwargs):
-            with context():
-                return original(*args, **kwargs)
-    else:
-        run = original
+
+@functools.lru_cache(maxsize=4096)
+def _is_augmented_assignment(code: types.CodeType, offset: int) -> bool:
+    for ins in dis.get_instructions(code):
+        if ins.offset == offset:
+            return ins.opname.startswith("INPLACE_") or (ins.opname == "BINARY_OP" and ins.argrepr.endswith("="))
+    return False
+
+
+def _caller_binds_result() -> bool:
+    """Whether the Python code that triggered the current torch function is an augmented assignment (``x += y``)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_name == "__torch_function__":  # other modes on the stack
+        frame = frame.f_back
+    return frame is not None and _is_augmented_assignment(frame.f_code, frame.f_lasti)
+
+
+def _is_inplace(func: Callable) -> bool:
+    name = getattr(func, "__name__", "")
+    return name == "__setitem__" or (name.endswith("_") and not name.startswith("_"))
+
+
+class _ReplayableInPlace(TorchFunctionMode):
+    """Inside a checkpointed block: ``x += y`` out of place; other in-place updates of grad tensors raise
+    `_InPlaceUpdate` in the forward (the block then runs under plain autograd)."""
+
+    def __init__(self, forward: bool):
+        super().__init__()
+        self.forward = forward
+
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None):
+        kwargs = kwargs or {}
+        target = args[0] if args else None
+        if torch.is_grad_enabled() and isinstance(target, torch.Tensor) and target.requires_grad and _is_inplace(func):
+            if func in _OUT_OF_PLACE and _caller_binds_result():
+                return _OUT_OF_PLACE[func](*args, **kwargs)
+            if self.forward:
+                raise _InPlaceUpdate(getattr(func, "__name__", str(func)))
+        return func(*args, **kwargs)
+
+
+def _copy(value: object) -> object:
+    """A tensor argument's copy (containers are passed as they are: only a block's own tensor arguments are what
+    the caller may update in place after the block)."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _checkpointing_forward(original: Callable, context: Callable[[], AbstractContextManager] | None) -> Callable:
+    def run(state: dict, *args, **kwargs):
+        forward = state["forward"]
+        state["forward"] = False  # later calls are the recomputation in the backward pass
+        with context() if context is not None else contextlib.nullcontext(), _ReplayableInPlace(forward):
+            return original(*args, **kwargs)
 
     def forward(*args, **kwargs):
         if not torch.is_grad_enabled():
             return original(*args, **kwargs)
-        return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+        copies, kwcopies = [_copy(a) for a in args], {k: _copy(v) for k, v in kwargs.items()}
+        try:
+            return checkpoint(
+                run, {"forward": True}, *copies, use_reentrant=False, preserve_rng_state=False, **kwcopies
+            )
+        except _InPlaceUpdate:
+            return original(*args, **kwargs)
 
     return forward
 

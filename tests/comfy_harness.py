@@ -12,12 +12,20 @@ import inspect
 import torch
 
 
+def prepare_class_clone(node_cls, hidden: dict):
+    """The class clone ComfyUI executes, with these hidden inputs (io.Hidden -> value). ComfyUI 0.3.75 takes the
+    hidden dict itself, later versions the executor's v3 data {"hidden_inputs": ...}."""
+    if "v3_data" in inspect.signature(node_cls.PREPARE_CLASS_CLONE).parameters:
+        return node_cls.PREPARE_CLASS_CLONE({"hidden_inputs": hidden})
+    return node_cls.PREPARE_CLASS_CLONE(hidden)
+
+
 def _execute(node_cls, hidden: dict | None, inputs: dict):
     from comfy_api.internal import _ComfyNodeInternal
 
     if inspect.isclass(node_cls) and issubclass(node_cls, _ComfyNodeInternal):
         node_cls.VALIDATE_CLASS()
-        clone = node_cls.PREPARE_CLASS_CLONE(hidden or {})
+        clone = prepare_class_clone(node_cls, hidden or {})
         with torch.inference_mode():  # ComfyUI executes every node inside inference mode
             result = getattr(clone, node_cls.FUNCTION)(**inputs)
             if inspect.iscoroutine(result):

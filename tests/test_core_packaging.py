@@ -55,7 +55,10 @@ def test_registry_metadata():
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     assert (REPO_ROOT / "LICENSE").read_text().startswith("MIT License")
     assert project["urls"]["Repository"]
-    assert comfy["requires-comfyui"] == ">=0.3.75" and comfy["PublisherId"] and comfy["DisplayName"]
+    # a bounded range: the lowest and the highest ComfyUI the README's version table lists as tested
+    assert comfy["requires-comfyui"] == ">=0.3.75,<0.34" and comfy["PublisherId"] and comfy["DisplayName"]
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "| 0.3.75 |" in readme and "| 0.33.0 |" in readme
     # the registry icon: a file in this repository (served from main), square, at most 400 px
     icon = REPO_ROOT / comfy["Icon"].split("/main/", 1)[1]
     with Image.open(icon) as picture:

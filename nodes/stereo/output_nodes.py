@@ -9,7 +9,7 @@ import numpy as np
 from comfy_api.latest import io, ui
 
 from ...ldm3d_core import layouts
-from ..shared import file_guards, validation
+from ..shared import comfy_compat, file_guards, validation
 from ..shared.common import CATEGORY_STEREO, input_error, node_name, require_image
 
 
@@ -120,7 +120,7 @@ class SaveStereo360(validation.CheckedNode):
         folder, filename, counter, subfolder = file_guards.output_folder(
             node, "filename_prefix", filename_prefix, width, height
         )
-        metadata = ui.ImageSaveHelper._create_png_metadata(cls)
+        metadata = comfy_compat.png_metadata(cls)
         results = []
         for b in range(images.shape[0]):
             arr = np.clip(255.0 * images[b].detach().cpu().float().numpy(), 0, 255).astype(np.uint8)

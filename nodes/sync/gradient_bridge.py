@@ -2,8 +2,12 @@
 
 Autograd refuses to save inference tensors for backward. `grad_enabled()` turns inference mode off, enables grad
 and installs a TorchFunctionMode that clones an inference tensor only where it meets a tensor requiring grad (a
-weight in a conv/linear/norm on the grad path), and evaluates in-place arithmetic on tensors that require grad
-out of place (see below). The model itself is never modified.
+weight in a conv/linear/norm on the grad path). In-place updates keep their meaning: autograd is allowed to see a
+saved tensor updated in place (`torch.autograd.graph.allow_mutation_on_saved_tensors`: the saved value is kept
+aside first), so ComfyUI's `h += ctrl` on a skip tensor or `sim.add_(mask)` in attention differentiate exactly as
+outside inference mode. Checkpointed blocks handle in-place updates themselves (sync_core.checkpointing).
+ComfyUI's own differentiable code paths are selected during the pass (comfy_compat.differentiable_paths).
+The model itself is never modified.
 """
 
 from __future__ import annotations
@@ -14,28 +18,12 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-# In-place arithmetic on a tensor that requires grad is evaluated out of place (the result is what `x += y` binds):
-# ComfyUI's UNet does `h += ctrl` on a skip tensor the middle block saved for backward, and its ControlNet merge
-# does `x *= strength`. Views are left in place: area conditioning accumulates through `narrow` views.
-_INPLACE_TO_OUT_OF_PLACE = {
-    torch.Tensor.add_: torch.add,
-    torch.Tensor.sub_: torch.sub,
-    torch.Tensor.mul_: torch.mul,
-    torch.Tensor.div_: torch.div,
-}
+from ..shared import comfy_compat
 
 
 class _CloneInferenceTensorsOnGradPath(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if (
-            torch.is_grad_enabled()
-            and func in _INPLACE_TO_OUT_OF_PLACE
-            and isinstance(args[0], torch.Tensor)
-            and args[0].requires_grad
-            and not args[0]._is_view()
-        ):
-            return self.__torch_function__(_INPLACE_TO_OUT_OF_PLACE[func], types, args, kwargs)
         if torch.is_grad_enabled():
             flat, spec = tree_flatten((args, kwargs))
             tensors = [t for t in flat if isinstance(t, torch.Tensor)]
@@ -53,6 +41,13 @@ def weight_bridge() -> TorchFunctionMode:
 
 @contextlib.contextmanager
 def grad_enabled():
-    """Run autograd on ComfyUI-loaded models from inside a node (inference mode off, grad on, weight bridge)."""
-    with torch.inference_mode(False), torch.enable_grad(), _CloneInferenceTensorsOnGradPath():
+    """Run autograd on ComfyUI-loaded models from inside a node (inference mode off, grad on, weight bridge,
+    in-place updates of saved tensors allowed, ComfyUI's differentiable paths). Backward passes must run inside."""
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        comfy_compat.differentiable_paths(),
+        torch.autograd.graph.allow_mutation_on_saved_tensors(),
+        _CloneInferenceTensorsOnGradPath(),
+    ):
         yield

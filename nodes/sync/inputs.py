@@ -18,7 +18,7 @@ from comfy_api.latest import io
 from ...sync_core import fusion as core_fusion
 from ...sync_core import perceptual as core_perceptual
 from ...sync_core import sync as core_sync
-from ..shared import memory_guards, model_cache, validation
+from ..shared import comfy_compat, memory_guards, model_cache, validation
 from ..shared.common import input_error
 from ..shared.model_folders import LPIPS_FOLDER, folder_label
 from .sampler import SyncSettings, is_supported_model_sampling
@@ -224,12 +224,13 @@ def speed_inputs() -> list:
     ]
 
 
-def build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSettings, vae, lpips):
-    """The SAMPLER object; LPIPS is loaded here (so a missing file is reported by this node) only if it is used."""
+def build_sampler(node: str, sampler_class, sampler_name: str, settings: SyncSettings, vae, lpips, base=None):
+    """The SAMPLER object; LPIPS is loaded here (so a missing file is reported by this node) only if it is used.
+    `base`: a configured SAMPLER that replaces `sampler_name`."""
     if lpips is None and settings.schedule.weight > 0 and settings.schedule.steps > 0:
         lpips = load_lpips(node)
     sampler = sampler_class(
-        sampler_name, settings, vae, lpips.patcher if lpips else None, lpips.resolution if lpips else 0
+        sampler_name, settings, vae, lpips.patcher if lpips else None, lpips.resolution if lpips else 0, base=base
     )
     sampler.node_name = node  # the node its log lines and errors name
     return sampler
@@ -293,6 +294,17 @@ def sync_settings(
 
 def check_model_and_vae(node: str, model, vae) -> None:
     model_sampling = model.get_model_object("model_sampling")
+    variant = comfy_compat.flow_variant(model_sampling)
+    if variant is not None:
+        raise input_error(
+            node,
+            "model",
+            variant,
+            "SyncDiffusion maps its update through plain flow matching x = (1 - t) x0 + t noise; this model's "
+            "flow sampling is a variant, so the update would be scaled wrongly",
+            "use the model with its stock flow sampling (no ModelSampling node that changes it), or sample it "
+            "without SyncDiffusion",
+        )
     if not is_supported_model_sampling(model_sampling):
         raise input_error(
             node,

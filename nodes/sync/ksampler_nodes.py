@@ -12,8 +12,9 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..shared import memory_guards, validation
+from ..shared import comfy_compat, memory_guards, validation
 from ..shared.common import CATEGORY_LOADERS, CATEGORY_SAMPLING, input_error, node_name
+from .guards import base_sampler_input, check_base_sampler, check_unsupported
 from .inputs import (
     LPIPS_NETS,
     LPIPS_TYPE,
@@ -142,6 +143,7 @@ class SyncDiffusionKSampler(validation.CheckedNode):
         node = node_name(cls)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
+        check_unsupported(node, model, {"positive": positive, "negative": negative})
         settings = sync_settings(
             node,
             window,
@@ -200,14 +202,15 @@ class SyncDiffusionSamplerNode(validation.CheckedNode):
             display_name="SyncDiffusion Sampler",
             category=CATEGORY_SAMPLING,
             description="SyncDiffusion as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: any guider, any "
-            "sigmas (scheduler), any noise. Wraps the chosen base sampler with joint diffusion over "
-            "views and the LPIPS synchronisation step.",
+            "sigmas (scheduler), any noise. Wraps the chosen base sampler (sampler_name, or a configured "
+            "SAMPLER connected to 'sampler') with joint diffusion over views and the LPIPS synchronisation step.",
             inputs=[
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
                 *sync_inputs(),
                 lpips_input(),
                 *speed_inputs(),
                 *view_shape_inputs(),
+                base_sampler_input(),
             ],
             outputs=[
                 io.Sampler.Output(
@@ -242,9 +245,12 @@ class SyncDiffusionSamplerNode(validation.CheckedNode):
         window_height=0,
         stride_height=0,
         fusion="uniform",
+        sampler=None,
     ) -> io.NodeOutput:
         node = node_name(cls)
-        validation.require_sampler_and_scheduler(node, sampler_name)
+        check_base_sampler(node, sampler)
+        if sampler is None:
+            validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
         settings = sync_settings(
@@ -264,7 +270,9 @@ class SyncDiffusionSamplerNode(validation.CheckedNode):
             stride_height,
             fusion,
         )
-        return io.NodeOutput(build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips))
+        return io.NodeOutput(
+            build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips, base=sampler)
+        )
 
 
 class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
@@ -275,6 +283,8 @@ class CheckedSyncDiffusionSampler(SyncDiffusionSampler):
     ):
         node = self.node_name
         check_model_and_vae(node, model_wrap.model_patcher, self.vae)
+        conds = comfy_compat.guider_conds(model_wrap)
+        check_unsupported(node, model_wrap.model_patcher, {f"guider {k}": v for k, v in conds.items()})
         self.settings = check_geometry(node, noise, self.settings, model_wrap.model_patcher, self.vae)
         return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
 

@@ -17,7 +17,7 @@ import folder_paths
 import torch
 
 from ...sync_core import batching
-from ..shared import memory_guards, model_cache
+from ..shared import comfy_compat, memory_guards, model_cache
 from ..shared.model_folders import folder_label
 
 GIB = 1024**3
@@ -28,19 +28,9 @@ AUTO_GRADIENT_VIEW_CAP = 4
 # largest block with checkpointing; the whole graph without). Used until a CUDA batch has been measured.
 CHECKPOINTED_FACTOR = 2.0
 PLAIN_FACTOR = 6.0
-# UNet / DiT / VAE / TAESD block classes that are checkpointed in the gradient pass (outermost match wins).
-CHECKPOINT_BLOCKS = (
-    "ResBlock",
-    "SpatialTransformer",
-    "VideoResBlock",
-    "SpatialVideoTransformer",  # SD1/2/XL UNet
-    "DoubleStreamBlock",
-    "SingleStreamBlock",
-    "JointBlock",  # Flux, SD3 MMDiT
-    "ResnetBlock",
-    "AttnBlock",  # KL VAE decoder
-    "Block",  # TAESD
-)
+# UNet / DiT / VAE / TAESD block classes that are checkpointed in the gradient pass (outermost match wins); the
+# classes themselves are looked up in ComfyUI by nodes/shared/comfy_compat.checkpoint_block_classes.
+CHECKPOINT_BLOCKS = tuple(name for _module, name in comfy_compat.CHECKPOINT_BLOCK_PATHS)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from comfy_api.latest import io
 
 from ...sync_core import batching
 from ...sync_core import views as core_views
-from ..shared import memory_guards, validation
+from ..shared import comfy_compat, memory_guards, validation
 from ..shared.common import CATEGORY_SAMPLING, input_error, node_name
 from . import memory_plan
+from .guards import check_unsupported
 from .inputs import view_shape_inputs
 from .sampler import SyncDiffusionSampler
 from .view_tiler import ViewTiler
@@ -58,13 +59,15 @@ class ViewTilerWrapper:
                 "the view tiler needs image latents [B,C,H,W]",
                 "remove the SyncDiffusion Model Patch for video/audio models",
             )
+        conds = comfy_compat.guider_conds(guider)
+        check_unsupported(self.node, guider.model_patcher, {f"guider {k}": v for k, v in conds.items()}, False)
         batch, channels, latent_h, latent_w = noise.shape
         memory_guards.require_view_count(self.node, latent_h, latent_w, self.window, self.stride, self.circular)
         window, stride, notes = core_views.fit_window(latent_h, latent_w, self.window, self.stride)
         for note in notes:
             logging.info("%s: %s (latent units)", self.node, note)
         views = core_views.build_view_grid(latent_h, latent_w, window, stride, circular=self.circular)
-        model = guider.inner_model
+        model = comfy_compat.guider_inner_model(guider)
         if self.view_batch_size > 0:
             per_call = memory_guards.fit_batch(
                 self.node,

@@ -10,8 +10,10 @@ base sampler's own options (so noise scaling, inpainting and callbacks are Comfy
    CFG'd x0, the decoder and LPIPS), i.e. x' = x - w / s^2 * dL/dx in ComfyUI's coordinates;
 3. the panorama becomes the average of the updated views, and the tiler feeds each view its own updated latent at
    the next model evaluation (exactly the official per-view DDIM step followed by averaging, for euler/ddim);
-then the base sampler runs until the next sync step, so multistep samplers keep their history in between and
-ancestral/SDE samplers draw from one noise sampler built for the whole schedule.
+then the base sampler runs until the next sync step. Each segment is a fresh call of the base sampler function, so
+a multistep sampler (dpmpp_2m, deis, uni_pc, ...) keeps its history only inside a segment and restarts it at every
+sync step: while syncing every step it takes its first-order start step each time (not yet carried across sync
+steps). Ancestral/SDE samplers draw from one noise sampler built for the whole schedule.
 
 Memory: views are batched by the plans of nodes/memory_plan.py; the gradient pass checkpoints the denoiser,
 decoder and LPIPS blocks (same gradients, a fraction of the memory).
@@ -37,14 +39,11 @@ from ...sync_core import perceptual as core_perceptual
 from ...sync_core import sync as core_sync
 from ...sync_core import views as core_views
 from ...sync_core.checkpointing import checkpointed
-from ..shared import model_cache
+from ..shared import comfy_compat, model_cache
+from ..shared.common import input_error
 from . import memory_plan
 from .gradient_bridge import grad_enabled, weight_bridge
 from .view_tiler import ViewTiler
-
-# Samplers whose own default noise is a Brownian tree over [min sigma, max sigma] ("_gpu" twins draw it on the
-# device); every other sampler that takes a `noise_sampler` gets ComfyUI's default (seeded Gaussian) one.
-BROWNIAN_TREE_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"})
 
 
 @dataclass(frozen=True)
@@ -71,12 +70,13 @@ class SyncSettings:
 
 def sampling_kind(model_sampling) -> str | None:
     """The coordinates family of sync_core.coordinates for a ComfyUI model sampling object: "vp" for eps,
-    v-prediction, EDM and x0 models (x = x0 + sigma e), "flow" for flow matching (CONST: x = (1-t) x0 + t e),
-    None for parametrisations without a noise level the update can be mapped from (e.g. IMG_TO_IMG, Cosmos RFlow)."""
+    v-prediction, EDM and x0 models (x = x0 + sigma e), "flow" for plain flow matching (CONST: x = (1-t) x0 + t e),
+    None for parametrisations without a noise level the update can be mapped from (e.g. IMG_TO_IMG, Cosmos RFlow,
+    CONST variants: IMG_TO_IMG_FLOW, noise_scale != 1; comfy_compat.flow_variant)."""
     if isinstance(model_sampling, getattr(comfy.model_sampling, "IMG_TO_IMG", ())):
         return None
     if isinstance(model_sampling, comfy.model_sampling.CONST):
-        return "flow"
+        return "flow" if comfy_compat.flow_variant(model_sampling) is None else None
     if isinstance(model_sampling, comfy.model_sampling.EPS):
         return "vp"
     return None
@@ -96,10 +96,18 @@ def vp_scale_at(model_sampling, sigma: torch.Tensor) -> float:
     return float(core_coordinates.vp_scale(kind, sigma, float(getattr(model_sampling, "sigma_data", 1.0))))
 
 
-def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, seed, options: dict):
+def _function_name(function) -> str:
+    while isinstance(function, functools.partial):
+        function = function.func
+    return getattr(function, "__name__", "").removeprefix("sample_")
+
+
+def persistent_noise_sampler(sampler_name: str | None, sampler_function, x, sigmas, seed, options: dict):
     """One noise sampler for the whole schedule, by an explicit rule (a per-segment default would repeat or
-    rebuild its noise): Brownian tree for BROWNIAN_TREE_SAMPLERS, ComfyUI's default for any other sampler whose
-    function takes `noise_sampler`, none otherwise (deterministic samplers)."""
+    rebuild its noise): a Brownian tree for the samplers whose own default is one (read from ComfyUI:
+    comfy_compat.brownian_tree_samplers; "_gpu" twins draw it on the device), ComfyUI's default for any other
+    sampler whose function takes `noise_sampler`, none otherwise (deterministic samplers). The sampler is named by
+    `sampler_name` or, for a configured SAMPLER, by its k-diffusion function."""
     if options.get("noise_sampler") is not None:
         return None
     try:
@@ -108,9 +116,11 @@ def persistent_noise_sampler(sampler_name: str, sampler_function, x, sigmas, see
         takes_noise = False
     if not takes_noise:
         return None
-    on_gpu = sampler_name.endswith("_gpu")
-    if sampler_name.removesuffix("_gpu") in BROWNIAN_TREE_SAMPLERS:
+    brownian = comfy_compat.brownian_tree_samplers()
+    names = {n for n in (sampler_name, _function_name(sampler_function)) if n}
+    if any(n in brownian for n in names):
         positive = sigmas[sigmas > 0]
+        on_gpu = any(n.endswith("_gpu") for n in names)
         return k_sampling.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seed, cpu=not on_gpu)
     return k_sampling.default_noise_sampler(x, seed=seed)
 
@@ -142,7 +152,7 @@ class SyncRun:
         """One SyncDiffusion update at step i: (averaged latent, per-view deviations from it)."""
         weight = self.settings.schedule.weight_at(i, total)
         sigma = sigmas[i]
-        model = guider.inner_model
+        model = comfy_compat.guider_inner_model(guider)
         to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
         views = self.tiler.select_grid(sigma, sigmas)  # fusion "spot": this step's shifted grid
         anchor = core_views.anchor_index(views, self.settings.anchor)
@@ -166,7 +176,7 @@ class SyncRun:
 
         lpips = [self.lpips_patcher] if self.lpips_patcher is not None else []
         comfy.model_management.load_models_gpu(
-            [guider.model_patcher, *getattr(guider, "loaded_models", []), self.vae.patcher, *lpips]
+            [guider.model_patcher, *comfy_compat.guider_loaded_models(guider), self.vae.patcher, *lpips]
         )
         targets = memory_plan.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
         with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing, context=weight_bridge):
@@ -202,7 +212,7 @@ def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disab
     """k-diffusion sampler function: the base sampler over segments between sync steps, a sync update before each
     sync step. `model` is ComfyUI's KSamplerX0Inpaint; `options` are the base sampler's extra options."""
     extra_args = {} if extra_args is None else extra_args
-    base_function = run.base.sampler_function
+    base_function = comfy_compat.ksampler_parts(run.base)[0]
     total = len(sigmas) - 1
     sync_steps = run.settings.schedule.sync_step_indices(total) if total > 0 else []
     if not sync_steps:  # plain MultiDiffusion: the base sampler exactly as stock ComfyUI runs it
@@ -251,10 +261,18 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
     node_name = "SyncDiffusion"  # set to the building node's schema name by nodes.sync.inputs.build_sampler
 
     def __init__(
-        self, base_sampler_name: str, settings: SyncSettings, vae, lpips_model=None, lpips_resolution: int = 0
+        self,
+        base_sampler_name: str | None,
+        settings: SyncSettings,
+        vae,
+        lpips_model=None,
+        lpips_resolution: int = 0,
+        base=None,
     ):
-        self.base_sampler_name = base_sampler_name
-        self.base = comfy.samplers.sampler_object(base_sampler_name)
+        """`base`: a configured k-diffusion SAMPLER (KSAMPLER: its function and options, e.g. eta) to wrap instead
+        of ComfyUI's default sampler named `base_sampler_name`."""
+        self.base_sampler_name = None if base is not None else base_sampler_name
+        self.base = base if base is not None else comfy.samplers.sampler_object(base_sampler_name)
         self.settings = settings
         self.vae = vae
         # LPIPS as a module or a ModelPatcher (the cached loaders hand one); ComfyUI places and frees it
@@ -272,6 +290,15 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
     ):
         settings = self.settings
         model_patcher = model_wrap.model_patcher
+        if comfy_compat.uses_multigpu(extra_args["model_options"]):
+            raise input_error(
+                self.node_name,
+                "model",
+                "a model with MultiGPU clones",
+                "ComfyUI evaluates MultiGPU clones in worker threads under torch.no_grad(), so the sync gradient "
+                "would vanish",
+                "remove the MultiGPU node in front of this sampler (sample on one device)",
+            )
         batch, channels, latent_h, latent_w = noise.shape
         window, stride, notes = core_views.fit_window(latent_h, latent_w, settings.window, settings.stride)
         for note in notes:
@@ -308,10 +335,11 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
         run = SyncRun(
             self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_patcher
         )
+        _function, extra_options, inpaint_options = comfy_compat.ksampler_parts(self.base)
         ksampler = comfy.samplers.KSAMPLER(
             functools.partial(sample_syncdiffusion, run=run),
-            extra_options=self.base.extra_options,
-            inpaint_options=self.base.inpaint_options,
+            extra_options=extra_options,
+            inpaint_options=inpaint_options,
         )
         try:
             return ksampler.sample(

@@ -39,6 +39,7 @@ import torch
 from ...sync_core import batching
 from ...sync_core import fusion as core_fusion
 from ...sync_core import views as core_views
+from ..shared import comfy_compat
 
 _VIEW_SPECIFIC_KEYS = ("area", "mask", "control", "gligen")
 
@@ -305,36 +306,21 @@ class ViewTiler:
         key = (id(control), self.grid[view_index])  # by geometry: spot grids change between steps
         if key in self._controls:
             return self._controls[key]
-        previous = control.previous_controlnet
-        copy = control.copy()
-        if control.cond_hint_original is not None:
-            scale = control.compression_ratio
-            if getattr(control, "vae", None) is not None:
-                scale *= control.vae.spacial_compression_encode()
-            canvas_hint = comfy.utils.common_upscale(
-                control.cond_hint_original,
-                self.latent_w * scale,
-                self.latent_h * scale,
-                control.upscale_algorithm,
-                "center",
-            )
-            copy.cond_hint_original = core_views.crop_view(
-                canvas_hint, _scaled_view(self.grid[view_index], scale, scale)
-            )
-        copy.cond_hint = None
-        if previous is not None:
-            copy.set_previous_controlnet(self._control_for_view(previous, view_index))
-        # what comfy.samplers.pre_run_control does for the originals (timestep range, sampling object)
-        model_sampling = self.model.model_sampling
-        copy.pre_run(self.model, lambda percent: model_sampling.percent_to_sigma(percent))
+        previous = comfy_compat.control_previous(control)
+        hint, scale, upscale = comfy_compat.control_hint(control)
+        if hint is not None:
+            width, height = self.latent_w * scale, self.latent_h * scale
+            canvas_hint = comfy.utils.common_upscale(hint, width, height, upscale, "center")
+            hint = core_views.crop_view(canvas_hint, _scaled_view(self.grid[view_index], scale, scale))
+        previous_copy = None if previous is None else self._control_for_view(previous, view_index)
+        copy = comfy_compat.control_copy_with_hint(control, hint, previous_copy, self.model)
         self._controls[key] = copy
         return copy
 
     def cleanup(self) -> None:
         """Free the per-view control copies (their cached hints) and any pending state."""
         for control in self._controls.values():
-            control.cleanup()
-            control.cond_hint_original = None
+            comfy_compat.control_release(control)
         self._controls.clear()
         self._deviations = self._deviation_sigma = None
         self._view_ids = None
