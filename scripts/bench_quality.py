@@ -1,7 +1,7 @@
 """Panorama quality measurements of issue 22, side by side in one run (the tiny fixture checkpoint by default).
 
     python scripts/bench_quality.py spot [--width 512 --height 128 --window 64 --steps 20 --seeds 4]
-    python scripts/bench_quality.py vae [--latent 64x256 --tile 32 --overlap 8]
+    python scripts/bench_quality.py vae [--latent 64x256 --tile 32 --overlap 8] [--tiled-diffusion DIR]
     python scripts/bench_quality.py grid [--steps 50 --seeds 8]   # no ComfyUI, seconds
 
 spot: SpotDiffusion seams on a plain (non-360) image. For each stride (window / 2 and window, pixels) and seed, the
@@ -138,11 +138,35 @@ def bench_vae(ns) -> None:
             norm = glue.whole_image_norm(vae, "encoder") if whole else None
             enc = tiling.encode_tiled(pixels, encode, ns.tile, ns.overlap, 8, whole_image=norm)
             rows.append((name, (out - full).abs().mean().item(), (enc - full_latent).abs().mean().item(), t_dec))
+        if ns.tiled_diffusion:  # the same VAE, latent and tile size through ComfyUI-TiledDiffusion's Tiled VAE
+            td = _load_tiled_diffusion_vae(ns.tiled_diffusion)
+            for name, fast in (("TiledDiffusion, exact (fast off)", False), ("TiledDiffusion, fast estimate", True)):
+                start = time.perf_counter()
+                out = (
+                    td.VAEDecodeTiled_TiledDiffusion()
+                    .process(samples={"samples": z}, vae=vae, tile_size=ns.tile * 8, fast=fast)[0]
+                    .movedim(-1, 1)
+                )
+                t_dec = time.perf_counter() - start
+                enc = td.VAEEncodeTiled_TiledDiffusion().process(
+                    pixels=pixels.movedim(1, -1), vae=vae, tile_size=ns.tile * 8, fast=fast
+                )[0]["samples"]
+                rows.append((name, (out - full).abs().mean().item(), (enc - full_latent).abs().mean().item(), t_dec))
     print(f"tiled VAE: latent {h}x{w}, tile {ns.tile}, overlap {ns.overlap} (latent px), GroupNorm+attention VAE")
     print("| statistics | decode mean abs error | encode mean abs error | decode time / per-tile |")
     print("|---|---|---|---|")
     for name, dec, enc, t in rows:
         print(f"| {name} | {dec:.4f} | {enc:.4f} | {t / rows[0][3]:.2f} |")
+
+
+def _load_tiled_diffusion_vae(folder: str):
+    """tiled_vae.py of a ComfyUI-TiledDiffusion checkout, imported as it is (for the side-by-side rows only)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiled_diffusion_tiled_vae", Path(folder) / "tiled_vae.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def bench_grid(ns) -> None:
@@ -197,6 +221,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
+    parser.add_argument(
+        "--tiled-diffusion",
+        metavar="DIR",
+        help="vae: also run the Tiled VAE of a ComfyUI-TiledDiffusion checkout in DIR on the same VAE and latent",
+    )
     ns = parser.parse_args(argv)
     {"spot": bench_spot, "vae": bench_vae, "grid": bench_grid}[ns.what](ns)
     return 0

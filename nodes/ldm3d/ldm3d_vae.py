@@ -13,6 +13,7 @@ import comfy.utils
 import torch
 
 from ...ldm3d_core import rgbd, tiling
+from ..vae.whole_image import per_sample, whole_image_norm
 from .model_files import LDM3DLoadError
 
 DEFAULT_SCALING = 0.18215
@@ -123,15 +124,25 @@ class LDM3DVAE(comfy.sd.VAE):
     def decode_rgbd_tiled(
         self, samples: torch.Tensor, tile: int, overlap: int, circular_x: bool = False, pbar=None
     ) -> torch.Tensor:
-        """Tiled / circular decode (ldm3d_core.tiling) -> [B,H,W,C] in [0,1]; tile and overlap in latent px."""
+        """Tiled / circular decode (ldm3d_core.tiling) -> [B,H,W,C] in [0,1]; tile and overlap in latent px.
+        The decoder's GroupNorms use the whole image's statistics and its attention runs on the whole image
+        (nodes/vae/whole_image.py), as in VAE Decode (360 / Tiled)."""
         self.throw_exception_if_invalid()
         memory = self.memory_used_decode(
             (1, samples.shape[1], min(tile, samples.shape[2]), min(tile, samples.shape[3])), self.vae_dtype
         )
         comfy.model_management.load_models_gpu([self.patcher], memory_required=memory)
         progress = None if pbar is None else (lambda done, total: pbar.update_absolute(done, total))
-        out = tiling.decode_tiled(
-            samples, self._decode_raw, tile, overlap, self.upscale_ratio, circular_x=circular_x, progress=progress
+        out = per_sample(
+            tiling.decode_tiled,
+            samples,
+            self._decode_raw,
+            tile,
+            overlap,
+            self.upscale_ratio,
+            circular_x=circular_x,
+            progress=progress,
+            whole_image=whole_image_norm(self, "decoder"),
         )
         return self.process_output(out.to(self.output_device)).movedim(1, -1)
 
