@@ -154,3 +154,37 @@ def test_vae_out_of_memory_fallback_is_the_method_ldm3d_overrides(compat, comfy)
         "comfy.sd.VAE.decode no longer falls back to decode_tiled_: LDM3DVAE's override would be dead; see "
         "nodes/ldm3d/ldm3d_vae.py"
     )
+
+
+def test_calc_cond_batch_hook_receives_what_the_view_tiler_reads(compat, sd):
+    """ComfyUI calls model_options[CALC_COND_BATCH_HOOK] in place of calc_cond_batch and uses what it returns."""
+    import comfy.samplers
+
+    seen = []
+
+    def hook(args):
+        seen.append(set(args))
+        out = comfy.samplers.calc_cond_batch(
+            args["model"], args["conds"], args["input"], args["sigma"], args["model_options"]
+        )
+        return [o * 0.0 if o is not None else None for o in out]  # zeros: the result must come from the hook
+
+    model = sd["model"].clone()
+    model.model_options[compat.CALC_COND_BATCH_HOOK] = hook
+    (out,) = run_node(
+        stock_node("KSampler"),
+        model=model,
+        positive=sd["positive"],
+        negative=sd["negative"],
+        latent_image=empty_latent(8, 8),
+        seed=1,
+        steps=1,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
+    assert seen and seen[0] >= {"conds", "input", "sigma", "model", "model_options"}, (
+        f"{seen[:1]}: ComfyUI changed the {compat.CALC_COND_BATCH_HOOK} hook the view tiler is installed as"
+    )
+    assert out["samples"].abs().max() < 1e-4, "ComfyUI no longer uses the hook's result (zero predictions)"

@@ -228,3 +228,9 @@ def control_release(control) -> None:
     """Free a control copy's cached hints (ControlBase.cleanup) and its hint image."""
     control.cleanup()
     control.cond_hint_original = None
+
+
+# ---- sampling hook -------------------------------------------------------------------------------------------------
+# The model option comfy.samplers.sampling_function calls instead of calc_cond_batch, with a dict holding "conds",
+# "input", "sigma", "model" and "model_options"; the view tiler is installed there (chaining any previous one).
+CALC_COND_BATCH_HOOK = "sampler_calc_cond_batch_function"

@@ -88,12 +88,12 @@ class ViewTilerWrapper:
             views,
             (latent_h, latent_w),
             per_call,
-            previous_function=model_options.get("sampler_calc_cond_batch_function"),
+            previous_function=model_options.get(comfy_compat.CALC_COND_BATCH_HOOK),
             fusion=self.fusion,
             grid_spec=(window, stride, self.circular),
             seed=extra_args.get("seed"),
         )
-        model_options["sampler_calc_cond_batch_function"] = tiler
+        model_options[comfy_compat.CALC_COND_BATCH_HOOK] = tiler
         extra_args = {**extra_args, "model_options": model_options}
         try:
             return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)

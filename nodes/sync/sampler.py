@@ -325,12 +325,12 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             views,
             (latent_h, latent_w),
             plan.denoise_batch,
-            previous_function=model_options.get("sampler_calc_cond_batch_function"),
+            previous_function=model_options.get(comfy_compat.CALC_COND_BATCH_HOOK),
             fusion=settings.fusion,
             grid_spec=(window, stride, settings.circular),
             seed=extra_args.get("seed"),
         )
-        model_options["sampler_calc_cond_batch_function"] = tiler
+        model_options[comfy_compat.CALC_COND_BATCH_HOOK] = tiler
         extra_args = {**extra_args, "model_options": model_options}
         run = SyncRun(
             self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_patcher

@@ -232,9 +232,9 @@ class ViewTiler:
         ]
         timestep = sigma.repeat(n) if sigma.shape[0] * n == x_stack.shape[0] else sigma
         options = dict(model_options)
-        options.pop("sampler_calc_cond_batch_function", None)
+        options.pop(comfy_compat.CALC_COND_BATCH_HOOK, None)
         if self.previous_function is not None:
-            options["sampler_calc_cond_batch_function"] = self.previous_function
+            options[comfy_compat.CALC_COND_BATCH_HOOK] = self.previous_function
             return self.previous_function(
                 {"conds": view_conds, "input": x_stack, "sigma": timestep, "model": model, "model_options": options}
             )
