@@ -165,7 +165,12 @@ def multidiffusion_model(model, col_views):
 
 def test_every_comfyui_sampler_syncs_and_equals_stock_multidiffusion_without_sync(pack, sd, lpips_alex, comfy):
     """For each sampler of ComfyUI, on two overlapping views (8x12 latent, window 8, stride 4): w = 0 equals the stock
-    KSampler on the test's own MultiDiffusion model, and w > 0 moves the result far beyond that tolerance."""
+    KSampler on the test's own MultiDiffusion model, and w > 0 moves the result far beyond that tolerance.
+
+    The order each sampler runs at: with w = 0 there are no sync steps, so every sampler runs exactly as stock (its
+    full order, history included). With w > 0 each sync step starts a new segment, so a multistep sampler (dpmpp_2m,
+    deis, ipndm, lms, uni_pc, ...) takes its first-order start step at every sync step and its full order only after
+    them; tests/test_nodes_sync_multistep.py shows that for dpmpp_2m against a plain re-implementation."""
     import comfy.samplers
 
     lat, steps = empty_latent(8, 12), 3
