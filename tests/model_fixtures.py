@@ -154,6 +154,27 @@ def sync_ksampler(pack, sd, lat, **overrides):
     return run_node(pack.by_id[KSAMPLER_ID], **params)[0]["samples"]
 
 
+def sync_sampler_node(pack, sd, lpips=None, **overrides):
+    """The SyncDiffusion Sampler node's SAMPLER, with the view and sync settings sync_ksampler uses."""
+    params = dict(
+        vae=sd["vae"],
+        window=64,
+        stride=32,
+        sync_weight=0.0,
+        sync_decay=0.95,
+        sync_freq=1,
+        sync_steps=10,
+        anchor="middle",
+        circular=False,
+        view_batch_size=1,
+        sampler_name="euler",
+    )
+    if lpips is not None:
+        params["lpips"] = lpips
+    params.update(overrides)
+    return run_node(pack.by_id["SDL3D_SyncDiffusionSampler"], **params)[0]
+
+
 def stock_ksampler(sd, lat, seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0):
     return run_node(
         stock_node("KSampler"),

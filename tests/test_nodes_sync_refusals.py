@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_fixtures import KSAMPLER_ID, empty_latent, sync_ksampler
+from model_fixtures import KSAMPLER_ID, empty_latent, sync_ksampler, sync_sampler_node
 
 from comfy_harness import run_node, stock_node
 
@@ -65,21 +65,7 @@ def test_gligen_boxes_are_refused_on_the_sampler_node_through_the_guider(pack, s
     (guider,) = run_node(
         stock_node("CFGGuider"), model=sd["model"], positive=gligen_positive, negative=sd["negative"], cfg=5.0
     )
-    sampler_cls = pack.by_id["SDL3D_SyncDiffusionSampler"]
-    (sampler,) = run_node(
-        sampler_cls,
-        vae=sd["vae"],
-        window=64,
-        stride=32,
-        sync_weight=0.0,
-        sync_decay=0.95,
-        sync_freq=1,
-        sync_steps=10,
-        anchor="middle",
-        circular=False,
-        view_batch_size=1,
-        sampler_name="euler",
-    )
+    sampler = sync_sampler_node(pack, sd)
     (sigmas,) = run_node(stock_node("BasicScheduler"), model=sd["model"], scheduler="normal", steps=2, denoise=1.0)
     (noise,) = run_node(stock_node("RandomNoise"), noise_seed=1)
     with pytest.raises(ValueError) as err:
@@ -91,7 +77,8 @@ def test_gligen_boxes_are_refused_on_the_sampler_node_through_the_guider(pack, s
             sigmas=sigmas,
             latent_image=empty_latent(8, 24),
         )
-    _assert_names(str(err.value), pack.nodes.shared.common.node_name(sampler_cls), "guider positive", "GLIGEN")
+    node = pack.nodes.shared.common.node_name(pack.by_id["SDL3D_SyncDiffusionSampler"])
+    _assert_names(str(err.value), node, "guider positive", "GLIGEN")
 
 
 def test_gligen_boxes_are_refused_by_the_model_patch_under_the_stock_ksampler(pack, sd, gligen_positive):

@@ -9,31 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_fixtures import empty_latent, rel_err
+from model_fixtures import empty_latent, rel_err, sync_sampler_node
 
 from comfy_harness import run_node, stock_node
-
-SAMPLER_ID = "SDL3D_SyncDiffusionSampler"
-
-
-def _sync_sampler(pack, sd, lpips=None, **overrides):
-    params = dict(
-        vae=sd["vae"],
-        window=64,
-        stride=32,
-        sync_weight=0.0,
-        sync_decay=0.95,
-        sync_freq=1,
-        sync_steps=10,
-        anchor="middle",
-        circular=False,
-        view_batch_size=1,
-        sampler_name="euler",
-    )
-    if lpips is not None:
-        params["lpips"] = lpips
-    params.update(overrides)
-    return run_node(pack.by_id[SAMPLER_ID], **params)[0]
 
 
 def _custom_advanced(sd, sampler, latent, steps=3, seed=5):
@@ -55,10 +33,10 @@ def test_configured_sampler_through_the_node_equals_the_stock_path_with_sync_off
     latent = empty_latent(8, 8)
     configured = _ancestral(0.3)
     stock = _custom_advanced(sd, configured, latent)
-    ours = _custom_advanced(sd, _sync_sampler(pack, sd, sampler=configured, sampler_name="euler"), latent)
+    ours = _custom_advanced(sd, sync_sampler_node(pack, sd, sampler=configured, sampler_name="euler"), latent)
     assert torch.equal(ours, stock)
     # the widget alone would have run plain euler: the input overrides it, and eta matters
-    widget_only = _custom_advanced(sd, _sync_sampler(pack, sd, sampler_name="euler"), latent)
+    widget_only = _custom_advanced(sd, sync_sampler_node(pack, sd, sampler_name="euler"), latent)
     assert rel_err(widget_only, stock) > 1e-3
 
 
@@ -66,21 +44,21 @@ def test_configured_options_reach_the_base_sampler_with_sync_on(pack, sd, lpips_
     latent = empty_latent(8, 24)
     sync = dict(sync_weight=20.0, sync_steps=2)
     by_name = _custom_advanced(
-        sd, _sync_sampler(pack, sd, lpips_alex, sampler_name="euler_ancestral", **sync), latent, steps=2
+        sd, sync_sampler_node(pack, sd, lpips_alex, sampler_name="euler_ancestral", **sync), latent, steps=2
     )
     eta_one = _custom_advanced(
-        sd, _sync_sampler(pack, sd, lpips_alex, sampler=_ancestral(1.0), **sync), latent, steps=2
+        sd, sync_sampler_node(pack, sd, lpips_alex, sampler=_ancestral(1.0), **sync), latent, steps=2
     )
     eta_low = _custom_advanced(
-        sd, _sync_sampler(pack, sd, lpips_alex, sampler=_ancestral(0.3), **sync), latent, steps=2
+        sd, sync_sampler_node(pack, sd, lpips_alex, sampler=_ancestral(0.3), **sync), latent, steps=2
     )
     assert rel_err(eta_one, by_name) < 1e-6
     assert rel_err(eta_low, by_name) > 1e-3
 
 
 def test_a_sampler_that_is_not_a_ksampler_is_refused(pack, sd):
-    inner = _sync_sampler(pack, sd)
+    inner = sync_sampler_node(pack, sd)
     with pytest.raises(ValueError) as err:
-        _sync_sampler(pack, sd, sampler=inner)
+        sync_sampler_node(pack, sd, sampler=inner)
     message = str(err.value)
     assert "'sampler'" in message and "KSAMPLER" in message and "Fix:" in message, message
