@@ -1,7 +1,8 @@
 """Full-sphere vs wrap-only panoramas, same prompt and seed, measured where random weights can tell (docs/sphere360.md):
 the 0/360 seam ratio, pole anisotropy (tangential / radial gradient energy in the views straight up and down: about
 1 when the pole was generated as image content, above 1 when equirect rows are squeezed into circles) and the view
-consistency of the sphere sampler (mean |view - view rendered from the fused canvas|, with and without fusion).
+consistency of the sphere sampler (mean |view - view rendered from the fused canvas|, with and without fusion) and
+the views' mean LPIPS to the anchor view (what SyncDiffusion's anchor step lowers), with and without that step.
 
     python scripts/sphere_quality.py [--comfy DIR] [--fixtures DIR] [--width 256] [--steps 6] [--json out.json]
 
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     package = pack.__name__
     sphere_nodes = importlib.import_module(f"{package}.nodes.sphere.sphere_nodes")
     sync_nodes = importlib.import_module(f"{package}.nodes.sync.ksampler_nodes")
+    sync_inputs = importlib.import_module(f"{package}.nodes.sync.inputs")
     metrics = importlib.import_module(f"{package}.ldm3d_core.sphere_metrics")
     canvas_module = importlib.import_module(f"{package}.ldm3d_core.sphere_canvas")
     views_module = importlib.import_module(f"{package}.ldm3d_core.sphere_views")
@@ -75,11 +77,17 @@ def main(argv=None) -> int:
 
     view_px = max(64, width // 4 // 8 * 8)  # cube layout: 4 faces around the horizon
     results = {"wrap-only (SyncDiffusion KSampler + VAE Decode 360, circular)": {"image": wrap_image, "views": None}}
-    for label, until in (("sphere, fusion until 0.8", 0.8), ("sphere, no fusion (independent views)", 0.0)):
+    lpips = sync_inputs.load_lpips("sphere_quality")  # LPIPS-VGG, as the sampler's default
+    sphere_runs = (
+        ("sphere, fusion until 0.8", 0.8, 0.0),
+        ("sphere, fusion until 0.8 + LPIPS anchor step (w 20)", 0.8, 20.0),
+        ("sphere, no fusion (independent views)", 0.0, 0.0),
+    )
+    for label, until, anchor_weight in sphere_runs:
         image, views, _ = run(
             sphere_nodes.SphereKSampler, model=model, positive=positive, negative=negative, vae=vae,
             sampler_name="euler", view_size=view_px, fov=90.0, layout="cube", overlap=0.1, width=width,
-            sync_until=until, **common,
+            sync_until=until, lpips=lpips, anchor_weight=anchor_weight, anchor_steps=ns.steps, **common,
         )  # fmt: skip
         results[label] = {"image": image, "views": views["samples"]}
 
@@ -94,21 +102,26 @@ def main(argv=None) -> int:
             "pole_anisotropy_up": metrics.pole_anisotropy(equirect, "up", size=64),
             "pole_anisotropy_down": metrics.pole_anisotropy(equirect, "down", size=64),
             "view_consistency": None,
+            "lpips_to_anchor": None,
         }
         if item["views"] is not None:
             with torch.inference_mode():
                 decoded = vae.decode(item["views"]).movedim(-1, 1)[:, None].float()
+                images = decoded[:, 0].clamp(0, 1) * 2 - 1  # the anchor is view 0, the sampler's default
+                distance = lpips.model(images[1:], images[:1].expand_as(images[1:]))
             row["view_consistency"] = metrics.view_consistency(decoded, canvas)
+            row["lpips_to_anchor"] = float(distance.mean())
         table.append(row)
 
     print(f"equirect {width}x{height}, {ns.steps} steps, seed {ns.seed}, sphere views {len(cameras)} x {view_px} px")
-    print("| run | seam ratio 0/360 | pole anisotropy up | down | view consistency |")
-    print("|---|---|---|---|---|")
+    print("| run | seam ratio 0/360 | pole anisotropy up | down | view consistency | LPIPS to anchor view |")
+    print("|---|---|---|---|---|---|")
     for row in table:
         consistency = "-" if row["view_consistency"] is None else f"{row['view_consistency']:.4f}"
+        to_anchor = "-" if row["lpips_to_anchor"] is None else f"{row['lpips_to_anchor']:.3g}"
         print(
             f"| {row['run']} | {row['seam_ratio']:.2f} | {row['pole_anisotropy_up']:.2f} | "
-            f"{row['pole_anisotropy_down']:.2f} | {consistency} |"
+            f"{row['pole_anisotropy_down']:.2f} | {consistency} | {to_anchor} |"
         )
     if ns.json:
         ns.json.write_text(json.dumps(table, indent=1))

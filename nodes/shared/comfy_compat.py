@@ -234,3 +234,16 @@ def control_release(control) -> None:
 # The model option comfy.samplers.sampling_function calls instead of calc_cond_batch, with a dict holding "conds",
 # "input", "sigma", "model" and "model_options"; the view tiler is installed there (chaining any previous one).
 CALC_COND_BATCH_HOOK = "sampler_calc_cond_batch_function"
+
+
+def calc_cond_batch(model, conds, x, timestep, model_options: dict, previous=None) -> list:
+    """ComfyUI's calc_cond_batch on `x`, or the hook that was installed before ours (`previous`), which sees
+    itself as the hook again, as ComfyUI would call it."""
+    import comfy.samplers
+
+    options = dict(model_options)
+    options.pop(CALC_COND_BATCH_HOOK, None)
+    if previous is None:
+        return comfy.samplers.calc_cond_batch(model, conds, x, timestep, options)
+    options[CALC_COND_BATCH_HOOK] = previous
+    return previous({"conds": conds, "input": x, "sigma": timestep, "model": model, "model_options": options})

@@ -12,10 +12,19 @@ import torch
 from comfy_api.latest import io
 
 from ...ldm3d_core import projection, sphere_canvas
-from ..shared import validation
+from ...sync_core import sync as core_sync
+from ..shared import memory_guards, validation
 from ..shared.common import CATEGORY_SAMPLING, CATEGORY_STEREO, input_error, node_name, require_equirect, require_image
-from ..sync.inputs import check_model_and_vae
-from .sphere_sampler import LAYOUTS, SphereSettings, SphereSync, default_canvas_width, sphere_views
+from ..sync.inputs import check_model_and_vae, load_lpips, lpips_input, speed_inputs
+from .sphere_sampler import (
+    LAYOUTS,
+    AnchorSettings,
+    SphereSampler,
+    SphereSettings,
+    SphereSync,
+    default_canvas_width,
+    sphere_views,
+)
 
 MASK_MODES = {"bilinear (depth)": "bilinear", "nearest (mask)": "nearest"}
 
@@ -66,6 +75,53 @@ def _mask_out(node: str, mask, image: torch.Tensor, convert) -> torch.Tensor:
             "give a mask or depth map of the image's size",
         )
     return convert(mask.float()[:, None])[:, 0]
+
+
+def _anchor_inputs() -> list:
+    """SyncDiffusion's LPIPS step and the memory plan; optional, appended last (saved graphs run unchanged)."""
+    return [
+        lpips_input(),
+        io.Float.Input(
+            "anchor_weight",
+            default=0.0,
+            min=0.0,
+            max=100000.0,
+            step=0.5,
+            optional=True,
+            tooltip="SyncDiffusion's w on the sphere: before each of the first 'anchor_steps' steps every view takes "
+            "an LPIPS gradient step toward 'anchor_view' (one style across views that share no pixels, e.g. the "
+            "poles and the horizon), decaying 0.95 per step as in the paper. 0 = off (the fusion alone); the paper "
+            "uses 20. Each anchor step costs about 3-4x a plain step.",
+        ),
+        io.Int.Input(
+            "anchor_steps",
+            default=10,
+            min=0,
+            max=10000,
+            optional=True,
+            tooltip="The anchor step runs during the first N sampler steps (SyncDiffusion's sync_thres).",
+        ),
+        io.Int.Input(
+            "anchor_view",
+            default=0,
+            min=0,
+            max=1023,
+            optional=True,
+            tooltip="The view the others are pulled toward, by index: 0 = the horizon view looking forward. rings: "
+            "the horizon ring, then the rings above and below, the zenith and nadir last; cube: front, right, "
+            "back, left, up, down, then the eight corners.",
+        ),
+        io.Int.Input(
+            "view_batch_size",
+            default=0,
+            min=0,
+            max=256,
+            optional=True,
+            tooltip="Views per model call, in the denoising and in the anchor step's gradient pass. 0 = auto: "
+            "planned from memory_budget_gb (0 = ComfyUI's free memory). The result does not depend on it.",
+        ),
+        *speed_inputs(),
+    ]
 
 
 def _check_width(node: str, width) -> None:
@@ -157,6 +213,7 @@ class SphereKSampler(validation.CheckedNode):
                     step=0.05,
                     tooltip="Fraction of the steps that are synchronised (SyncTweedies: 0.8); 0 = independent views.",
                 ),
+                *_anchor_inputs(),
             ],
             outputs=[
                 io.Image.Output("IMAGE", display_name="equirect", tooltip="The full-sphere 2:1 panorama."),
@@ -194,14 +251,39 @@ class SphereKSampler(validation.CheckedNode):
         overlap,
         width,
         sync_until,
+        lpips=None,
+        anchor_weight=0.0,
+        anchor_steps=10,
+        anchor_view=0,
+        view_batch_size=0,
+        memory_budget_gb=0.0,
+        sync_fast=False,
     ) -> io.NodeOutput:
         node = node_name(cls)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
         _check_width(node, width)
+        validation.require_view_batch_size(node, view_batch_size)
         width = width or default_canvas_width(view_size, fov)
         settings = SphereSettings(view_size, fov, overlap, layout, width, sync_until)
         cameras = sphere_views(settings)
+        anchor = AnchorSettings(
+            core_sync.SyncSchedule(weight=float(anchor_weight), steps=int(anchor_steps)),
+            int(anchor_view),
+            int(view_batch_size),
+            memory_guards.capped_budget_gib(node, "memory_budget_gb", memory_budget_gb) if memory_budget_gb else 0.0,
+            bool(sync_fast),
+        )
+        if anchor.active and not 0 <= anchor.view < len(cameras):
+            raise input_error(
+                node,
+                "anchor_view",
+                anchor_view,
+                f"this layout has {len(cameras)} views (0 to {len(cameras) - 1})",
+                "use 0 (the horizon view looking forward) or a smaller index",
+            )
+        if anchor.active and lpips is None:
+            lpips = load_lpips(node)
         ratio = getattr(vae, "downscale_ratio", 8)
         ratio = ratio if isinstance(ratio, int) else 8
         channels = model.get_model_object("latent_format").latent_channels
@@ -212,15 +294,17 @@ class SphereKSampler(validation.CheckedNode):
         ).sigmas
         sigma_cut = float(sigmas[min(steps, round(sync_until * steps))])
         sync = SphereSync(cameras, width, vae, sigma_cut, views_per_image=1)
+        sampler = SphereSampler(
+            node, sampler_name, sync, anchor, vae, (lpips.patcher, lpips.resolution) if anchor.active else None
+        )
         patched = model.clone()
         patched.set_model_sampler_post_cfg_function(sync)
-        samples = comfy.sample.sample(
+        samples = comfy.sample.sample_custom(
             patched,
             comfy.sample.prepare_noise(latent, seed),
-            steps,
             cfg,
-            sampler_name,
-            scheduler,
+            sampler,
+            sigmas,
             positive,
             negative,
             latent,

@@ -8,21 +8,35 @@ own x0 (it has nothing to agree with), so one view alone samples exactly as the 
 LDM3D VAEs (RGB + depth): each view's depth (inverse z-depth, white = near) becomes inverse ray distance (divided by
 |(x_c, y_c, 1)|), is aligned (least-squares scale and shift) to the previous depth canvas rendered into the view,
 and is fused like the colour; rendered back, it is turned into inverse z-depth again and encoded with the colour.
+
+On top, SyncDiffusion's LPIPS step (`SphereSampler` with `AnchorSettings`): before each of the first anchor steps,
+every view's latent takes one gradient step pulling its decoded x0 toward the anchor view's (the flat sampler's
+`lpips_step` and segment loop, with each view its own latent). Memory: the views are denoised in batches of the plan
+(nodes/sync/memory_plan.py, the calc_cond_batch hook `ViewBatches`), the gradient pass batches and checkpoints like
+the flat sampler, and ComfyUI's VAE batches the decode and encode of the fusion by its own estimate.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import math
 from dataclasses import dataclass
 
 import comfy.model_management
+import comfy.samplers
 import torch
 
 from ...ldm3d_core import rgbd
 from ...ldm3d_core.projection import View, view_directions
 from ...ldm3d_core.sphere_canvas import SphereCanvas, align_depth
 from ...ldm3d_core.sphere_views import cube_layout, ring_layout
+from ...sync_core import sync as core_sync
 from ..ldm3d.ldm3d_vae import is_ldm3d_vae
+from ..shared import comfy_compat
+from ..sync import memory_plan
+from ..sync.sampler import lpips_step, make_loss, sample_syncdiffusion, vp_scale_at
 
 LAYOUTS = ("rings", "cube")
 
@@ -39,6 +53,23 @@ class SphereSettings:
     layout: str
     canvas_width: int
     sync_until: float
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """SyncDiffusion's LPIPS step on the sphere: views pulled toward view `view` by `schedule` (w, decay, the first
+    steps); `view_batch_size` (0 = planned from `memory_budget_gb`, 0 = ComfyUI's free memory) batches both the
+    denoising and the gradient pass; `fast`: the loss decodes with TAESD and LPIPS runs at 256 px."""
+
+    schedule: core_sync.SyncSchedule
+    view: int = 0
+    view_batch_size: int = 0
+    memory_budget_gb: float = 0.0
+    fast: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.schedule.weight > 0 and self.schedule.steps > 0
 
 
 def sphere_views(settings: SphereSettings) -> list[View]:
@@ -68,10 +99,20 @@ class SphereSync:
         self.ray_norm = torch.stack([view_directions(c).norm(dim=-1) for c in cameras]).float()[:, None, None]
         self.previous = None  # the last fused canvases (colour, depth): kept where no view sees
         self.steps_synced = 0
+        self._paused = False
+
+    @contextlib.contextmanager
+    def paused(self):
+        """No fusion inside the block (the LPIPS gradient pass differentiates each view's own x0)."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
 
     def __call__(self, args: dict) -> torch.Tensor:
         denoised = args["denoised"]
-        if float(args["sigma"].max()) <= self.sigma_cut or not bool(self.synced.any()):
+        if self._paused or float(args["sigma"].max()) <= self.sigma_cut or not bool(self.synced.any()):
             return denoised
         comfy.model_management.throw_exception_if_processing_interrupted()
         model = args["model"]
@@ -133,3 +174,133 @@ class SphereSync:
         )
         image = target.fuse(colour).movedim(1, -1).clamp(0, 1)
         return image, None if depth is None else target.fuse(depth)[:, 0].clamp(0, 1)
+
+
+class ViewBatches:
+    """The calc_cond_batch hook that evaluates the stacked views `rows` batch rows at a time (every view has the
+    same conditioning, so a slice is just fewer views); `previous` is the hook installed before it."""
+
+    def __init__(self, rows: int, previous=None):
+        self.rows = max(1, int(rows))
+        self.previous = previous
+
+    def __call__(self, args: dict) -> list[torch.Tensor]:
+        x, sigma = args["input"], args["sigma"]
+
+        def evaluate(rows: slice) -> list[torch.Tensor]:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            timestep = sigma[rows] if sigma.shape[0] == x.shape[0] else sigma
+            return comfy_compat.calc_cond_batch(
+                args["model"], args["conds"], x[rows], timestep, args["model_options"], self.previous
+            )
+
+        if x.shape[0] <= self.rows:
+            return evaluate(slice(None))
+        parts = [evaluate(slice(start, start + self.rows)) for start in range(0, x.shape[0], self.rows)]
+        return [torch.cat([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+
+class SphereRun:
+    """What sampler.sample_syncdiffusion needs for the sphere: the base sampler, the anchor schedule and the LPIPS
+    step. Each view is its own latent, so the step's result is the new latent (no averaging, no deviations)."""
+
+    def __init__(self, base_sampler_name, base, anchor: AnchorSettings, fusion: SphereSync, plan, vae, loss, lpips):
+        self.base_sampler_name = base_sampler_name
+        self.base = base
+        self.anchor = anchor
+        self.fusion = fusion
+        self.plan = plan
+        self.vae = vae
+        self.perceptual = loss
+        self.lpips_patcher = lpips
+
+    @property
+    def schedule(self) -> core_sync.SyncSchedule:
+        return self.anchor.schedule
+
+    def segment(self, deviations, sigma: float):
+        return contextlib.nullcontext()
+
+    def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
+        sigma = sigmas[i]
+        to_ddim = vp_scale_at(comfy_compat.guider_inner_model(guider).model_sampling, sigma)
+        views = x.reshape(self.fusion.views, -1, *x.shape[1:])  # [V, B, C, h, w], view-major
+        model_options, seed = extra_args["model_options"], extra_args.get("seed")
+
+        def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            z = (u / to_ddim).flatten(0, 1)
+            with self.fusion.paused():
+                x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
+            return x0.reshape(u.shape)
+
+        updated = lpips_step(
+            guider,
+            views * to_ddim,
+            self.anchor.view,
+            predict_x0,
+            self.schedule.weight_at(i, total),
+            self.vae,
+            self.perceptual,
+            self.lpips_patcher,
+            self.plan,
+            checkpointing=True,
+        )
+        return (updated.to(x) / to_ddim).reshape(x.shape), None
+
+
+class SphereSampler(comfy.samplers.Sampler):
+    """A ComfyUI SAMPLER over the sphere's views (one batch, view-major; the fusion is the model's post-CFG
+    function): ComfyUI's `base_sampler_name` with the views denoised in planned batches and, when the anchor step
+    is on, SyncDiffusion's LPIPS step before each anchor step."""
+
+    def __init__(self, node: str, base_sampler_name: str, fusion: SphereSync, anchor: AnchorSettings, vae, lpips=None):
+        """`lpips`: (ModelPatcher, resolution) from the LPIPS loader, needed when the anchor step is on."""
+        self.node = node
+        self.base_sampler_name = base_sampler_name
+        self.base = comfy.samplers.sampler_object(base_sampler_name)
+        self.fusion = fusion
+        self.anchor = anchor
+        self.vae = vae
+        self.lpips = lpips
+
+    def max_denoise(self, model_wrap, sigmas):
+        return self.base.max_denoise(model_wrap, sigmas)
+
+    def sample(
+        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
+        anchor = self.anchor
+        fast = anchor.fast and anchor.active
+        loss_vae = memory_plan.load_tiny_decoder(self.node, model_wrap.model_patcher) if fast else self.vae
+        rows, channels, height, width = noise.shape
+        batch = rows // self.fusion.views
+        plan = memory_plan.plan_memory(
+            model_wrap.inner_model,
+            loss_vae,
+            noise.device,
+            self.fusion.views,
+            batch,
+            channels,
+            height,
+            width,
+            anchor.view_batch_size,
+            anchor.memory_budget_gb,
+            checkpointing=True,
+        )
+        logging.info("%s: %s", self.node, plan.describe(self.fusion.views))
+        model_options = dict(extra_args["model_options"])
+        model_options[comfy_compat.CALC_COND_BATCH_HOOK] = ViewBatches(
+            plan.denoise_batch * batch, model_options.get(comfy_compat.CALC_COND_BATCH_HOOK)
+        )
+        extra_args = {**extra_args, "model_options": model_options}
+        function, extra_options, inpaint_options = comfy_compat.ksampler_parts(self.base)
+        if anchor.active:
+            patcher, resolution = self.lpips
+            loss = make_loss(patcher.model, resolution, fast, 8 * width, checkpointing=True)
+            run = SphereRun(self.base_sampler_name, self.base, anchor, self.fusion, plan, loss_vae, loss, patcher)
+            function = functools.partial(sample_syncdiffusion, run=run)
+        ksampler = comfy.samplers.KSAMPLER(function, extra_options=extra_options, inpaint_options=inpaint_options)
+        return ksampler.sample(
+            model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar
+        )

@@ -148,9 +148,16 @@ class SyncRun:
         self.perceptual = perceptual
         self.lpips_patcher = lpips_patcher
 
+    @property
+    def schedule(self) -> core_sync.SyncSchedule:
+        return self.settings.schedule
+
+    def segment(self, deviations, sigma: float):
+        """The context the base sampler runs a segment in: the tiler feeds the views their synced latents."""
+        return self.tiler.start_from(deviations, sigma)
+
     def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
         """One SyncDiffusion update at step i: (averaged latent, per-view deviations from it)."""
-        weight = self.settings.schedule.weight_at(i, total)
         sigma = sigmas[i]
         model = comfy_compat.guider_inner_model(guider)
         to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
@@ -174,21 +181,18 @@ class SyncRun:
                 x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
             return x0.reshape(u.shape)
 
-        lpips = [self.lpips_patcher] if self.lpips_patcher is not None else []
-        comfy.model_management.load_models_gpu(
-            [guider.model_patcher, *comfy_compat.guider_loaded_models(guider), self.vae.patcher, *lpips]
+        updated = lpips_step(
+            guider,
+            crops * to_ddim,
+            anchor,
+            predict_x0,
+            self.schedule.weight_at(i, total),
+            self.vae,
+            self.perceptual,
+            self.lpips_patcher,
+            self.plan,
+            self.settings.gradient_checkpointing,
         )
-        targets = memory_plan.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
-        with grad_enabled(), checkpointed(targets, enabled=self.settings.gradient_checkpointing, context=weight_bridge):
-            updated = core_sync.sync_views(
-                crops * to_ddim,
-                anchor,
-                predict_x0,
-                self._decode(model),
-                self.perceptual,
-                weight,
-                view_batch_size=self.plan.gradient_planner,
-            )
         updated = updated.to(x) / to_ddim
         if mask_crops is not None:  # inpainting: only the region being denoised moves
             updated = crops + (updated - crops) * mask_crops
@@ -196,15 +200,50 @@ class SyncRun:
         deviations = [updated[v] - core_views.crop_view(averaged, views[v]) for v in range(len(views))]
         return averaged, deviations
 
-    def _decode(self, model):
-        vae = self.vae
 
-        def decode(x0: torch.Tensor) -> torch.Tensor:
-            latent = model.process_latent_out(x0).to(device=vae.device, dtype=vae.vae_dtype)
-            image = vae.first_stage_model.decode(latent).float()[:, :3]
-            return (image + 1.0) / 2.0
+def lpips_step(
+    guider, views, anchor: int, predict_x0, weight: float, vae, perceptual, lpips_patcher, plan, checkpointing: bool
+) -> torch.Tensor:
+    """sync_core.sync.sync_views on view latents [V, B, C, h, w] in VP coordinates, with the denoiser, the loss
+    decoder and LPIPS placed by ComfyUI and their blocks checkpointed; view batches from `plan`."""
+    model = comfy_compat.guider_inner_model(guider)
+    lpips = [lpips_patcher] if lpips_patcher is not None else []
+    comfy.model_management.load_models_gpu(
+        [guider.model_patcher, *comfy_compat.guider_loaded_models(guider), vae.patcher, *lpips]
+    )
+    targets = memory_plan.checkpoint_targets(model.diffusion_model, vae.first_stage_model)
+    with grad_enabled(), checkpointed(targets, enabled=checkpointing, context=weight_bridge):
+        return core_sync.sync_views(
+            views,
+            anchor,
+            predict_x0,
+            loss_decoder(model, vae),
+            perceptual,
+            weight,
+            view_batch_size=plan.gradient_planner,
+        )
 
-        return decode
+
+def loss_decoder(model, vae):
+    """x0 (the model's latent space) -> image in [0, 1] through `vae`, differentiable (RGB of an LDM3D VAE)."""
+
+    def decode(x0: torch.Tensor) -> torch.Tensor:
+        latent = model.process_latent_out(x0).to(device=vae.device, dtype=vae.vae_dtype)
+        image = vae.first_stage_model.decode(latent).float()[:, :3]
+        return (image + 1.0) / 2.0
+
+    return decode
+
+
+def make_loss(lpips_model, resolution: int, fast: bool, window_px: int, checkpointing: bool):
+    """The perceptual loss of the sync step: LPIPS at `resolution` (0 = native; the fast path's default when
+    `fast`), checkpointed like the other blocks of the gradient pass."""
+    if lpips_model is None:
+        return None
+    resolution = resolution or None
+    if fast and resolution is None:
+        resolution = memory_plan.fast_lpips_resolution(window_px)
+    return core_perceptual.make_perceptual(lpips_model, resolution, checkpoint=checkpointing, context=weight_bridge)
 
 
 @torch.no_grad()
@@ -214,7 +253,7 @@ def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disab
     extra_args = {} if extra_args is None else extra_args
     base_function = comfy_compat.ksampler_parts(run.base)[0]
     total = len(sigmas) - 1
-    sync_steps = run.settings.schedule.sync_step_indices(total) if total > 0 else []
+    sync_steps = run.schedule.sync_step_indices(total) if total > 0 else []
     if not sync_steps:  # plain MultiDiffusion: the base sampler exactly as stock ComfyUI runs it
         return base_function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
     noise_sampler = persistent_noise_sampler(
@@ -228,7 +267,7 @@ def sample_syncdiffusion(model, x, sigmas, extra_args=None, callback=None, disab
     with tqdm.trange(total, disable=disable, desc="SyncDiffusion", unit="step") as bar:
         for boundary in sorted(set(sync_steps) | {total}):
             if boundary > start:
-                with run.tiler.start_from(deviations, float(sigmas[start])):
+                with run.segment(deviations, float(sigmas[start])):
                     x = base_function(
                         model,
                         x,
@@ -349,11 +388,10 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             tiler.cleanup()
 
     def _perceptual(self):
-        if self.lpips_model is None:
-            return None
-        resolution = self.lpips_resolution or None
-        if self.settings.fast and resolution is None:
-            resolution = memory_plan.fast_lpips_resolution(8 * min(self.settings.window))
-        return core_perceptual.make_perceptual(
-            self.lpips_model, resolution, checkpoint=self.settings.gradient_checkpointing, context=weight_bridge
+        return make_loss(
+            self.lpips_model,
+            self.lpips_resolution,
+            self.settings.fast,
+            8 * min(self.settings.window),
+            self.settings.gradient_checkpointing,
         )

@@ -32,7 +32,6 @@ import math
 import comfy.conds
 import comfy.model_base
 import comfy.model_management
-import comfy.samplers
 import comfy.utils
 import torch
 
@@ -231,14 +230,9 @@ class ViewTiler:
             None if cond_list is None else self._conds_for_views(cond_list, view_ids, per_view) for cond_list in conds
         ]
         timestep = sigma.repeat(n) if sigma.shape[0] * n == x_stack.shape[0] else sigma
-        options = dict(model_options)
-        options.pop(comfy_compat.CALC_COND_BATCH_HOOK, None)
-        if self.previous_function is not None:
-            options[comfy_compat.CALC_COND_BATCH_HOOK] = self.previous_function
-            return self.previous_function(
-                {"conds": view_conds, "input": x_stack, "sigma": timestep, "model": model, "model_options": options}
-            )
-        return comfy.samplers.calc_cond_batch(model, view_conds, x_stack, timestep, options)
+        return comfy_compat.calc_cond_batch(
+            model, view_conds, x_stack, timestep, model_options, previous=self.previous_function
+        )
 
     def _conds_for_views(self, cond_list: list[dict], view_ids: list[int], batch: int) -> list[dict]:
         out = []
