@@ -274,6 +274,16 @@ def view_problem(node: str, values: dict) -> str | None:
     return problem_of(view_geometry, node, window, stride, *heights)
 
 
+class ViewCheckedNode(CheckedNode):
+    """Base of the SyncDiffusion nodes with view inputs: their rule is ``view_problem``."""
+
+    RULE_INPUTS = VIEW_INPUTS
+
+    @classmethod
+    def input_rules(cls, node, values):
+        yield view_problem(node, values)
+
+
 def prefix_problem(node: str, values: dict) -> str | None:
     """Rule of the save nodes: ``filename_prefix`` stays inside the output folder (``file_guards.prefix_problem``)."""
     prefix = values.get("filename_prefix")

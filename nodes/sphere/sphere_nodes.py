@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from ...ldm3d_core import projection, sphere_canvas
 from ..shared import validation
 from ..shared.common import CATEGORY_SAMPLING, CATEGORY_STEREO, input_error, node_name, require_equirect, require_image
-from ..sync.inputs import check_model_and_vae
+from ..sync.inputs import check_model_and_vae, sampler_inputs
 from .sphere_sampler import LAYOUTS, SphereSettings, SphereSync, default_canvas_width, sphere_views
 
 MASK_MODES = {"bilinear (depth)": "bilinear", "nearest (mask)": "nearest"}
@@ -74,6 +74,17 @@ def _check_width(node: str, width) -> None:
         raise input_error(node, "width", width, "is not a multiple of 16", f"use {width + 16 - width % 16} (or 0)")
 
 
+# what the shared sampler widgets (inputs.sampler_inputs) mean on this node
+SAMPLER_TOOLTIPS = {
+    "seed": "Noise seed (independent noise per view).",
+    "steps": "Sampler steps.",
+    "cfg": "CFG scale.",
+    "sampler_name": "Any ComfyUI sampler; deterministic ones follow the paper (ancestral samplers "
+    "add independent noise per view after each synced step).",
+    "scheduler": "Schedule.",
+}
+
+
 class SphereKSampler(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -90,26 +101,7 @@ class SphereKSampler(validation.CheckedNode):
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning, shared by every view."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
                 io.Vae.Input("vae", tooltip="The model's VAE: decodes and re-encodes the views at each synced step."),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed (independent noise per view).",
-                ),
-                io.Int.Input("steps", default=30, min=1, max=10000, tooltip="Sampler steps."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="CFG scale."),
-                io.Combo.Input(
-                    "sampler_name",
-                    options=comfy.samplers.KSampler.SAMPLERS,
-                    default="ddim",
-                    tooltip="Any ComfyUI sampler; deterministic ones follow the paper (ancestral samplers add "
-                    "independent noise per view after each synced step).",
-                ),
-                io.Combo.Input(
-                    "scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal", tooltip="Schedule."
-                ),
+                *sampler_inputs(steps=30, sampler="ddim", scheduler="normal", tooltips=SAMPLER_TOOLTIPS),
                 io.Int.Input(
                     "view_size",
                     default=512,
