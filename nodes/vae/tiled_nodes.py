@@ -91,7 +91,15 @@ def decode_360(vae, z: torch.Tensor, tile: int, overlap: int, circular: bool) ->
         return tiling.apply_circular(z, decode_fn, max(1, overlap), 1, _scale(vae)).movedim(1, -1)
     whole = whole_image_norm(vae, "decoder")  # GroupNorm statistics over the whole image
     out = per_sample(
-        tiling.decode_tiled, z, decode_fn, tile, overlap, _scale(vae), circular, _progress(), whole_image=whole
+        tiling.decode_tiled,
+        z,
+        decode_fn,
+        tile,
+        overlap,
+        _scale(vae),
+        circular_x=circular,
+        progress=_progress(),
+        whole_image=whole,
     )
     return out.movedim(1, -1)
 
@@ -109,8 +117,10 @@ def encode_tiled(vae, pixels: torch.Tensor, tile: int, overlap: int, circular: b
             return vae.encode(pixels)
         return tiling.apply_circular(pixels.movedim(-1, 1), encode_fn, max(1, overlap), scale, 1)
     whole = whole_image_norm(vae, "encoder")  # GroupNorm statistics over the whole image
-    args = (encode_fn, tile, overlap, scale, circular, _progress())
-    return per_sample(tiling.encode_tiled, pixels.movedim(-1, 1), *args, whole_image=whole)
+    args = (encode_fn, tile, overlap, scale)
+    return per_sample(
+        tiling.encode_tiled, pixels.movedim(-1, 1), *args, circular_x=circular, progress=_progress(), whole_image=whole
+    )
 
 
 def _tile_inputs(default_circular: bool) -> list:
