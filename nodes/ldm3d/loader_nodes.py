@@ -1,8 +1,5 @@
-"""LDM3D nodes: load an Intel LDM3D model, and the LDM3D-SR conditioning (decode/encode: ldm3d_codec_nodes).
-
-Layouts: IMAGE [B,H,W,3] in [0,1]; depth MASK [B,H,W] float in [0,1], white = near (LDM3D convention);
-LATENT {"samples": [B,4,H/8,W/8]} unscaled (as stock VAE Encode/Decode). Math lives in ldm3d_core.rgbd/tiling.
-"""
+"""LDM3D nodes: load an Intel LDM3D model, and the LDM3D-SR conditioning (decode/encode, and the layouts both
+modules use: codec_nodes)."""
 
 from __future__ import annotations
 

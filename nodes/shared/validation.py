@@ -302,6 +302,16 @@ def tile_problem(node: str, values: dict, tiled: bool = True, untiled_fix: bool 
     return problem_of(require_overlap_below_tile, node, tile_size, overlap, untiled_fix)
 
 
+class TileCheckedNode(CheckedNode):
+    """Base of the tiling VAE nodes (tile_size 0 = untiled): their rule is ``tile_problem``."""
+
+    RULE_INPUTS = TILE_INPUTS
+
+    @classmethod
+    def input_rules(cls, node, values):
+        yield tile_problem(node, values)
+
+
 def require_overlap_below_tile(node: str, tile_size: int, overlap: int, untiled_fix: bool = True) -> None:
     if tile_size and overlap >= tile_size:
         raise input_error(

@@ -123,8 +123,10 @@ def encode_tiled(vae, pixels: torch.Tensor, tile: int, overlap: int, circular: b
     )
 
 
-def _tile_inputs(default_circular: bool) -> list:
+def _vae_and_tile_inputs(default_circular: bool) -> list:
+    """What follows the latent / image on both nodes: the VAE and the tiling widgets."""
     return [
+        io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
         io.Boolean.Input(
             "circular",
             default=default_circular,
@@ -154,7 +156,7 @@ def _tile_inputs(default_circular: bool) -> list:
     ]
 
 
-class VAEDecode360(validation.CheckedNode):
+class VAEDecode360(validation.TileCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -166,17 +168,10 @@ class VAEDecode360(validation.CheckedNode):
             "panoramas. circular off + tile_size 0 is exactly the stock VAE Decode.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (e.g. a circular SyncDiffusion panorama)."),
-                io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
-                *_tile_inputs(True),
+                *_vae_and_tile_inputs(True),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="Decoded IMAGE [B,H,W,3] in [0,1].")],
         )
-
-    RULE_INPUTS = validation.TILE_INPUTS
-
-    @classmethod
-    def input_rules(cls, node, values):
-        yield validation.tile_problem(node, values)
 
     @classmethod
     def execute(cls, samples, vae, circular=True, tile_size=1024, overlap=64) -> io.NodeOutput:
@@ -219,7 +214,7 @@ class VAEDecode360(validation.CheckedNode):
         return io.NodeOutput(decode_360(vae, z, plan.tile, plan.overlap, bool(circular)))
 
 
-class VAEEncodeTiled(validation.CheckedNode):
+class VAEEncodeTiled(validation.TileCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -232,17 +227,10 @@ class VAEEncodeTiled(validation.CheckedNode):
             "is exactly the stock VAE Encode.",
             inputs=[
                 io.Image.Input("pixels", tooltip="IMAGE [B,H,W,3] in [0,1]."),
-                io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
-                *_tile_inputs(False),
+                *_vae_and_tile_inputs(False),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The encoded latent {'samples': [B,C,h,w]}.")],
         )
-
-    RULE_INPUTS = validation.TILE_INPUTS
-
-    @classmethod
-    def input_rules(cls, node, values):
-        yield validation.tile_problem(node, values)
 
     @classmethod
     def execute(cls, pixels, vae, circular=False, tile_size=1024, overlap=64) -> io.NodeOutput:
