@@ -73,7 +73,7 @@ def _require_latent(node: str, samples) -> torch.Tensor:
 
 class LDM3DDecode(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DDecode",
             display_name="LDM3D Decode",
@@ -209,7 +209,7 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
 
 class LDM3DEncode(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DEncode",
             display_name="LDM3D Encode",

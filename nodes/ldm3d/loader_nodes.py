@@ -23,7 +23,7 @@ from .codec_nodes import require_encodable, require_ldm3d_vae
 
 class LDM3DLoader(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DLoader",
             display_name="LDM3D Loader",
@@ -70,7 +70,7 @@ class LDM3DLoader(validation.CheckedNode):
 
 class LDM3DUpscaleConditioning(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DUpscaleConditioning",
             display_name="LDM3D Upscale Conditioning (ldm3d-sr)",

@@ -21,7 +21,7 @@ FORMATS = ("glb", "obj", "ply", "all")
 
 class SaveDepthMesh(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_SaveDepthMesh",
             display_name="Save 360 Depth Mesh (GLB/OBJ/PLY)",

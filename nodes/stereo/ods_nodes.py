@@ -58,7 +58,7 @@ def _require_pole_fade(node: str, fade_from: float, fade_to: float) -> None:
 
 class Stereo360(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_Stereo360",
             display_name="Stereo 360 from RGB + Depth (ODS)",
