@@ -26,7 +26,7 @@ from . import memory_plan
 from .guards import check_unsupported
 from .inputs import view_batch_input, view_shape_inputs, window_inputs
 from .sampler import SyncDiffusionSampler
-from .view_tiler import ViewTiler
+from .view_tiler import install_view_tiler
 
 WRAPPER_KEY = "sdl3d_view_tiler"
 
@@ -82,19 +82,9 @@ class ViewTilerWrapper:
             budget, _auto = memory_plan.device_budget(noise.device, 0.0)
             cost = memory_plan.denoise_cost_per_view(model, batch, channels, window[0], window[1])
             per_call = batching.balanced_batch_size(len(views), batching.views_that_fit(budget, cost, len(views)))
-        model_options = dict(extra_args["model_options"])
-        tiler = ViewTiler(
-            model,
-            views,
-            (latent_h, latent_w),
-            per_call,
-            previous_function=model_options.get(comfy_compat.CALC_COND_BATCH_HOOK),
-            fusion=self.fusion,
-            grid_spec=(window, stride, self.circular),
-            seed=extra_args.get("seed"),
+        tiler, extra_args = install_view_tiler(
+            extra_args, model, views, (latent_h, latent_w), per_call, self.fusion, (window, stride, self.circular)
         )
-        model_options[comfy_compat.CALC_COND_BATCH_HOOK] = tiler
-        extra_args = {**extra_args, "model_options": model_options}
         try:
             return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
         finally:
