@@ -246,10 +246,10 @@ def _equirect_width_input():
 
 
 def _conversion_schema(
-    node_id: str, display_name: str, description: str, inputs: list, image_out: tuple, mask_out: tuple
+    *, node_id: str, display_name: str, description: str, inputs: list, image_out: tuple, mask_out: tuple
 ) -> io.Schema:
     """The schema of a converter: ``image_out`` / ``mask_out`` are the (display name, tooltip) of its IMAGE and
-    MASK outputs."""
+    MASK outputs. ``node_id`` is given as a literal keyword at each call (ComfyUI-Manager scans for it)."""
     return io.Schema(
         node_id=node_id,
         display_name=display_name,
@@ -283,9 +283,9 @@ class EquirectToPerspective(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return _conversion_schema(
-            "SDL3D_EquirectToPerspective",
-            "Equirect to Perspective",
-            "The pinhole view of a 2:1 equirect panorama in a direction (yaw, pitch, roll, FOV); "
+            node_id="SDL3D_EquirectToPerspective",
+            display_name="Equirect to Perspective",
+            description="The pinhole view of a 2:1 equirect panorama in a direction (yaw, pitch, roll, FOV); "
             "continuous across the 0/360 seam and the poles.",
             inputs=[
                 _equirect_input(),
@@ -309,9 +309,9 @@ class PerspectiveToEquirect(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return _conversion_schema(
-            "SDL3D_PerspectiveToEquirect",
-            "Perspective to Equirect",
-            "Places a perspective view (yaw, pitch, roll, FOV) back on a 2:1 equirect panorama: "
+            node_id="SDL3D_PerspectiveToEquirect",
+            display_name="Perspective to Equirect",
+            description="Places a perspective view (yaw, pitch, roll, FOV) back on a 2:1 equirect panorama: "
             "pasted over 'background' where the view sees, e.g. after editing a view of the poles.",
             inputs=[
                 io.Image.Input("image", tooltip="The perspective view."),
@@ -345,9 +345,9 @@ class EquirectToCubemap(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return _conversion_schema(
-            "SDL3D_EquirectToCubemap",
-            "Equirect to Cubemap",
-            "Six 90-degree cube faces of a 2:1 equirect, as one horizontal strip in the order front, "
+            node_id="SDL3D_EquirectToCubemap",
+            display_name="Equirect to Cubemap",
+            description="Six 90-degree cube faces of a 2:1 equirect, as one horizontal strip in the order front, "
             "right, back, left, up, down.",
             inputs=[
                 _equirect_input(),
@@ -373,9 +373,9 @@ class CubemapToEquirect(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return _conversion_schema(
-            "SDL3D_CubemapToEquirect",
-            "Cubemap to Equirect",
-            "A 2:1 equirect from a strip of six cube faces (front, right, back, left, up, down), as "
+            node_id="SDL3D_CubemapToEquirect",
+            display_name="Cubemap to Equirect",
+            description="A 2:1 equirect from a strip of six cube faces (front, right, back, left, up, down), as "
             "made by Equirect to Cubemap; every pixel comes from the face it lies on.",
             inputs=[
                 io.Image.Input("image", tooltip="Horizontal strip of 6 square faces."),
@@ -405,9 +405,9 @@ class RotateEquirect(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return _conversion_schema(
-            "SDL3D_RotateEquirect",
-            "Rotate Equirect",
-            "Turns a 2:1 equirect panorama: the new centre shows what a camera with this yaw, pitch "
+            node_id="SDL3D_RotateEquirect",
+            display_name="Rotate Equirect",
+            description="Turns a 2:1 equirect panorama: the new centre shows what a camera with this yaw, pitch "
             "and roll saw at its centre (e.g. pitch 90 brings the zenith to the middle for inpainting).",
             inputs=[_equirect_input(), *_angle_inputs(), *_mask_inputs()],
             image_out=("equirect", "The rotated panorama."),
