@@ -180,6 +180,18 @@ def glb_bytes(mesh: SphereMesh, texture_png: bytes, name: str = "ldm3d_sphere") 
     return buf.getvalue()
 
 
+def _float_accessor(buffer_view: int, values: np.ndarray, kind: str) -> dict:
+    """The glTF accessor of a float32 vertex attribute [n, k] (positions need min/max; uv get them too)."""
+    return {
+        "bufferView": buffer_view,
+        "componentType": 5126,
+        "count": int(values.shape[0]),
+        "type": kind,
+        "min": values.min(0).astype(float).tolist(),
+        "max": values.max(0).astype(float).tolist(),
+    }
+
+
 def _write_glb(handle: BinaryIO, mesh: SphereMesh, texture_png: bytes, name: str) -> None:
     """``glb_bytes`` streamed into a binary file object: the arrays are written as they are, never copied."""
     parts = [
@@ -197,7 +209,6 @@ def _write_glb(handle: BinaryIO, mesh: SphereMesh, texture_png: bytes, name: str
             view["target"] = 34963  # ELEMENT_ARRAY_BUFFER
         views.append(view)
         offset += data.nbytes + (-data.nbytes % 4)
-    n = len(mesh.positions)
     doc = {
         "asset": {"version": "2.0", "generator": "syncdiffusion-ldm3d"},
         "scene": 0,
@@ -228,22 +239,8 @@ def _write_glb(handle: BinaryIO, mesh: SphereMesh, texture_png: bytes, name: str
         "samplers": [{"magFilter": 9729, "minFilter": 9729, "wrapS": 33071, "wrapT": 33071}],
         "images": [{"bufferView": 3, "mimeType": "image/png"}],
         "accessors": [
-            {
-                "bufferView": 0,
-                "componentType": 5126,
-                "count": n,
-                "type": "VEC3",
-                "min": mesh.positions.min(0).astype(float).tolist(),
-                "max": mesh.positions.max(0).astype(float).tolist(),
-            },
-            {
-                "bufferView": 1,
-                "componentType": 5126,
-                "count": n,
-                "type": "VEC2",
-                "min": mesh.uv.min(0).astype(float).tolist(),
-                "max": mesh.uv.max(0).astype(float).tolist(),
-            },
+            _float_accessor(0, mesh.positions, "VEC3"),
+            _float_accessor(1, mesh.uv, "VEC2"),
             {"bufferView": 2, "componentType": 5125, "count": int(mesh.faces.size), "type": "SCALAR"},
         ],
         "bufferViews": views,

@@ -136,6 +136,16 @@ class _State:
         finally:
             self.run_lock.acquire()
 
+    def next_call(self, x: torch.Tensor) -> tuple[int, tuple, int] | None:
+        """Inside a tile pass, a patched module's call: (its key, the order of calls in the pass; the tile;
+        the activation's size factor). None outside one (bypassed: the module runs as it is)."""
+        local = self.local
+        if getattr(local, "bypass", True):
+            return None
+        key = local.calls
+        local.calls += 1
+        return key, local.tile, self.factor(x)
+
     def columns(self, x0: int, count: int, f: int, device: torch.device) -> torch.Tensor:
         cols = x0 * f + torch.arange(count * f, device=device)
         return cols % (self.canvas_hw[1] * f) if self.circular_x else cols
@@ -143,13 +153,10 @@ class _State:
 
 def _norm_forward(module: torch.nn.GroupNorm, original: Callable, state: _State) -> Callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        local = state.local
-        if getattr(local, "bypass", True):
+        call = state.next_call(x)
+        if call is None:
             return original(x)
-        key = local.calls
-        local.calls += 1
-        (_, _), ((r0, r1), (c0, c1)) = local.tile
-        f = state.factor(x)
+        key, (_, ((r0, r1), (c0, c1))), f = call
         b, g = x.shape[0], module.num_groups
         part = x[..., r0 * f : r1 * f, c0 * f : c1 * f].reshape(b, g, -1).double()
         entry = state.sums.setdefault(key, [0.0, 0.0, 0])
@@ -172,13 +179,10 @@ def _norm_forward(module: torch.nn.GroupNorm, original: Callable, state: _State)
 
 def _attention_forward(original: Callable, state: _State) -> Callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        local = state.local
-        if getattr(local, "bypass", True):
+        call = state.next_call(x)
+        if call is None:
             return original(x)
-        key = local.calls
-        local.calls += 1
-        (y0, x0), ((r0, r1), (c0, c1)) = local.tile
-        f = state.factor(x)
+        key, ((y0, x0), ((r0, r1), (c0, c1))), f = call
         th, tw = state.tile_hw
         canvas = state.canvases.get(key)
         if canvas is None:
@@ -187,11 +191,11 @@ def _attention_forward(original: Callable, state: _State) -> Callable:
         cols = state.columns(x0 + c0, c1 - c0, f, x.device)
         canvas[:, :, (y0 + r0) * f : (y0 + r1) * f].index_copy_(3, cols, x[..., r0 * f : r1 * f, c0 * f : c1 * f])
         if state.wait() == 0:
-            local.bypass = True
+            state.local.bypass = True
             try:
                 state.canvases[key] = original(canvas)
             finally:
-                local.bypass = False
+                state.local.bypass = False
         state.wait()
         out = state.canvases[key][:, :, y0 * f : (y0 + th) * f]
         return out.index_select(3, state.columns(x0, tw, f, x.device))

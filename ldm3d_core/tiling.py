@@ -89,38 +89,26 @@ def decode_circular(latent: torch.Tensor, decode_fn: DecodeFn, pad: int, scale: 
 
 
 def decode_tiled(
-    latent: torch.Tensor,
-    decode_fn: DecodeFn,
-    tile: int,
-    overlap: int,
-    scale: int,
-    circular_x: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    whole_image: WholeImageNorm | None = None,
+    latent: torch.Tensor, decode_fn: DecodeFn, tile: int, overlap: int, scale: int, **options
 ) -> torch.Tensor:
-    """Decode `latent` tile by tile and blend (see module Convention). Returns [B,Co,h*scale,w*scale] float32."""
+    """Decode `latent` tile by tile and blend (see module Convention). Returns [B,Co,h*scale,w*scale] float32.
+    `options`: `tiled_apply`'s circular_x, progress and whole_image."""
     if latent.ndim != 4:
         raise ValueError(f"latent must be [B,C,h,w], got shape {tuple(latent.shape)}")
-    return tiled_apply(latent, decode_fn, tile, overlap, 1, scale, circular_x, progress, whole_image)
+    return tiled_apply(latent, decode_fn, tile, overlap, 1, scale, **options)
 
 
 def encode_tiled(
-    pixels: torch.Tensor,
-    encode_fn: DecodeFn,
-    tile: int,
-    overlap: int,
-    scale: int,
-    circular_x: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    whole_image: WholeImageNorm | None = None,
+    pixels: torch.Tensor, encode_fn: DecodeFn, tile: int, overlap: int, scale: int, **options
 ) -> torch.Tensor:
     """Encode pixels [B,Ci,H,W] (H, W multiples of `scale`) tile by tile -> latent [B,C,H/scale,W/scale] float32.
-    `tile`/`overlap` in latent pixels; blending as in the module Convention (weights ramp in latent pixels)."""
+    `tile`/`overlap` in latent pixels; blending as in the module Convention (weights ramp in latent pixels);
+    `options` as in `decode_tiled`."""
     if pixels.ndim != 4:
         raise ValueError(f"pixels must be [B,C,H,W], got shape {tuple(pixels.shape)}")
     if pixels.shape[-2] % scale or pixels.shape[-1] % scale:
         raise ValueError(f"pixel size {tuple(pixels.shape[-2:])} is not a multiple of the VAE scale {scale}")
-    return tiled_apply(pixels, encode_fn, tile, overlap, scale, 1, circular_x, progress, whole_image)
+    return tiled_apply(pixels, encode_fn, tile, overlap, scale, 1, **options)
 
 
 def tiled_apply(

@@ -57,10 +57,9 @@ def _search_order(search_dirs: Sequence[str]) -> list[str]:
     return dirs
 
 
-def find_backbone_weights(net: str, search_dirs: Sequence[str]) -> str | None:
-    """Path of the torchvision backbone file for ``net`` in ``search_dirs`` (in order), then in torch's hub cache
+def find_torchvision_file(name: str, search_dirs: Sequence[str]) -> str | None:
+    """Path of torchvision's weights file ``name`` in ``search_dirs`` (in order), then in torch's hub cache
     (``torch.hub.get_dir()/checkpoints``, where torchvision would have downloaded it); None if absent."""
-    name = BACKBONE_FILES[normalize_net_name(net)]
     for d in _search_order(search_dirs):
         path = os.path.join(d, name)
         if os.path.isfile(path):
@@ -68,16 +67,35 @@ def find_backbone_weights(net: str, search_dirs: Sequence[str]) -> str | None:
     return None
 
 
-def _missing_error(net: str, search_dirs: Sequence[str]) -> LPIPSWeightsMissing:
-    name = BACKBONE_FILES[net]
-    searched = _search_order(search_dirs)
-    target = searched[0]
-    return LPIPSWeightsMissing(
-        f"LPIPS-{net} needs the torchvision ImageNet backbone file '{name}', which was not found. Searched: "
-        + ", ".join(repr(d) for d in searched)
-        + f". Put '{name}' (from torchvision, e.g. https://download.pytorch.org/models/{name}) into {target!r}; "
-        "no download is attempted."
-    )
+def load_torchvision_file(
+    name: str,
+    path: str | None,
+    search_dirs: Sequence[str],
+    label: str,
+    error: type[Exception],
+    what: str = "the torchvision ImageNet backbone file",
+) -> Mapping[str, Tensor]:
+    """The state dict in torchvision's file ``name``: ``path`` (which must exist), else the file found by
+    :func:`find_torchvision_file`. ``error`` (a ``FileNotFoundError``) when there is none, saying that ``label``
+    needs ``what``; nothing is downloaded."""
+    if path is not None and not os.path.isfile(path):
+        raise error(f"{label} backbone file {path!r} does not exist; expected torchvision's '{name}'")
+    if path is None:
+        path = find_torchvision_file(name, search_dirs)
+    if path is None:
+        searched = _search_order(search_dirs)
+        raise error(
+            f"{label} needs {what} '{name}', which was not found. Searched: "
+            + ", ".join(repr(d) for d in searched)
+            + f". Put '{name}' (from torchvision, e.g. https://download.pytorch.org/models/{name}) into "
+            f"{searched[0]!r}; no download is attempted."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def find_backbone_weights(net: str, search_dirs: Sequence[str]) -> str | None:
+    """Path of the torchvision backbone file for ``net`` (:func:`find_torchvision_file`); None if absent."""
+    return find_torchvision_file(BACKBONE_FILES[normalize_net_name(net)], search_dirs)
 
 
 def _map_backbone_keys(model: torch.nn.Module, state_dict: Mapping[str, Tensor], net: str) -> dict[str, Tensor]:
@@ -125,16 +143,9 @@ def build_lpips(
     """
     net = normalize_net_name(net)
     if backbone_state_dict is None:
-        path = backbone_path
-        if path is not None and not os.path.isfile(path):
-            raise LPIPSWeightsMissing(
-                f"LPIPS-{net} backbone file {path!r} does not exist; expected torchvision's '{BACKBONE_FILES[net]}'"
-            )
-        if path is None:
-            path = find_backbone_weights(net, search_dirs)
-        if path is None:
-            raise _missing_error(net, search_dirs)
-        backbone_state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        backbone_state_dict = load_torchvision_file(
+            BACKBONE_FILES[net], backbone_path, search_dirs, f"LPIPS-{net}", LPIPSWeightsMissing
+        )
     import lpips  # local import: heavy, and only needed here
 
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`

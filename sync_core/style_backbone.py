@@ -4,11 +4,12 @@ downloaded)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from .perceptual import find_torchvision_file, load_torchvision_file
 
 STYLE_BACKBONE_FILE = "vgg19-dcbb9e9d.pth"
 #: indices in torchvision's ``vgg19().features`` of conv1_1, conv1_2, conv2_1, conv2_2, conv3_1
@@ -20,19 +21,9 @@ class StyleWeightsMissing(FileNotFoundError):
     """torchvision's VGG19 ImageNet file for Intra-Style-L was not found in any searched folder."""
 
 
-def _search_order(search_dirs: Sequence[str]) -> list[str]:
-    dirs = [os.fspath(d) for d in search_dirs if d]
-    hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-    return dirs if hub in dirs else [*dirs, hub]
-
-
 def find_style_weights(search_dirs: Sequence[str]) -> str | None:
     """Path of ``vgg19-dcbb9e9d.pth`` in ``search_dirs`` (in order), then in torch's hub cache; None if absent."""
-    for d in _search_order(search_dirs):
-        path = os.path.join(d, STYLE_BACKBONE_FILE)
-        if os.path.isfile(path):
-            return path
-    return None
+    return find_torchvision_file(STYLE_BACKBONE_FILE, search_dirs)
 
 
 def _load_vgg19_features(features: torch.nn.Sequential, state_dict: Mapping[str, Tensor]) -> None:
@@ -74,22 +65,14 @@ def build_style_vgg(
     in place. Priority: ``backbone_state_dict``, ``backbone_path``, then ``search_dirs`` + the torch hub cache.
     Raises :class:`StyleWeightsMissing` when no file is found (nothing is downloaded)."""
     if backbone_state_dict is None:
-        path = backbone_path
-        if path is not None and not os.path.isfile(path):
-            raise StyleWeightsMissing(
-                f"Intra-Style-L backbone file {path!r} does not exist; expected torchvision's '{STYLE_BACKBONE_FILE}'"
-            )
-        if path is None:
-            path = find_style_weights(search_dirs)
-        if path is None:
-            searched = _search_order(search_dirs)
-            raise StyleWeightsMissing(
-                f"Intra-Style-L needs torchvision's VGG19 ImageNet file '{STYLE_BACKBONE_FILE}', which was not found."
-                " Searched: " + ", ".join(repr(d) for d in searched) + f". Put '{STYLE_BACKBONE_FILE}' (from "
-                f"torchvision, e.g. https://download.pytorch.org/models/{STYLE_BACKBONE_FILE}) into {searched[0]!r};"
-                " no download is attempted."
-            )
-        backbone_state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        backbone_state_dict = load_torchvision_file(
+            STYLE_BACKBONE_FILE,
+            backbone_path,
+            search_dirs,
+            "Intra-Style-L",
+            StyleWeightsMissing,
+            what="torchvision's VGG19 ImageNet file",
+        )
     from torchvision.models import vgg as tv_vgg  # local import: only needed here
 
     features = tv_vgg.make_layers(tv_vgg.cfgs["E"])  # exactly torchvision's vgg19().features

@@ -73,7 +73,7 @@ def _require_latent(node: str, samples) -> torch.Tensor:
 
 class LDM3DDecode(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DDecode",
             display_name="LDM3D Decode",
@@ -142,14 +142,7 @@ class LDM3DDecode(validation.CheckedNode):
         scale = vae.upscale_ratio
         tiled, tile_size, overlap = _plan_decode(node, vae, z, tiled, tile_size, overlap)
         if tiled:
-            if overlap >= tile_size:
-                raise input_error(
-                    node,
-                    "overlap",
-                    overlap,
-                    f"must be smaller than tile_size {tile_size}",
-                    "lower the overlap (a quarter of the tile is typical)",
-                )
+            validation.require_overlap_below_tile(node, tile_size, overlap, untiled_fix=False)
             tile, lap = max(1, tile_size // scale), overlap // scale
             pbar = comfy.utils.ProgressBar(1)
             decoded = vae.decode_rgbd_tiled(z, tile, min(lap, tile - 1), circular_x=circular, pbar=pbar)
@@ -216,7 +209,7 @@ def _plan_decode(node: str, vae, z: torch.Tensor, tiled: bool, tile_size: int, o
 
 class LDM3DEncode(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DEncode",
             display_name="LDM3D Encode",

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 class PackDepthRGB(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_PackDepthRGB",
             display_name="Pack Depth to RGB (16-bit)",
@@ -46,7 +46,7 @@ class PackDepthRGB(validation.CheckedNode):
 
 class UnpackDepthRGB(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_UnpackDepthRGB",
             display_name="Unpack RGB to Depth (16-bit)",
@@ -90,7 +90,7 @@ def _png_metadata(cls) -> PngInfo | None:
 
 class SaveDepthPNG16(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_SaveDepthPNG16",
             display_name="Save Depth PNG (16-bit)",
@@ -155,7 +155,7 @@ def _input_files() -> list[str]:
 
 class LoadDepthPNG(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LoadDepthPNG",
             display_name="Load Depth PNG (16-bit)",

@@ -1,8 +1,5 @@
-"""LDM3D nodes: load an Intel LDM3D model, and the LDM3D-SR conditioning (decode/encode: ldm3d_codec_nodes).
-
-Layouts: IMAGE [B,H,W,3] in [0,1]; depth MASK [B,H,W] float in [0,1], white = near (LDM3D convention);
-LATENT {"samples": [B,4,H/8,W/8]} unscaled (as stock VAE Encode/Decode). Math lives in ldm3d_core.rgbd/tiling.
-"""
+"""LDM3D nodes: load an Intel LDM3D model, and the LDM3D-SR conditioning (decode/encode, and the layouts both
+modules use: codec_nodes)."""
 
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ from .codec_nodes import require_encodable, require_ldm3d_vae
 
 class LDM3DLoader(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DLoader",
             display_name="LDM3D Loader",
@@ -73,7 +70,7 @@ class LDM3DLoader(validation.CheckedNode):
 
 class LDM3DUpscaleConditioning(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_LDM3DUpscaleConditioning",
             display_name="LDM3D Upscale Conditioning (ldm3d-sr)",

@@ -220,30 +220,15 @@ def depth_inputs(default_mode: str = "inverse") -> list:
     ]
 
 
-def depth_mapping(
-    node: str,
-    depth_mode,
-    near_m,
-    far_m,
-    invert_depth,
-    metric_scale_m,
-    sphere_radius_m,
-    displacement_m,
-    finite_far: bool = False,
-) -> distance.DepthMapping:
+def depth_mapping(node: str, finite_far: bool = False, **widgets) -> distance.DepthMapping:
     """The core ``DepthMapping`` built once from the depth widgets; far_m <= 0 means infinity.
 
+    ``widgets``: the depth widgets by input name (``depth_inputs``; a missing one takes its default).
     ``DepthMapping`` is the one check of these values; its errors become node errors naming the input.
     ``finite_far``: also refuse an infinite far distance (a mesh needs one)."""
-    values = dict(
-        depth_mode=depth_mode,
-        near_m=near_m,
-        far_m=far_m,
-        invert_depth=invert_depth,
-        metric_scale_m=metric_scale_m,
-        sphere_radius_m=sphere_radius_m,
-        displacement_m=displacement_m,
-    )
+    values = {spec.id: spec.default for spec in depth_inputs()}  # a widget not given takes its default
+    values.update(widgets)
+    depth_mode, near_m, far_m = values["depth_mode"], values["near_m"], values["far_m"]
     far = far_m
     if isinstance(far_m, (int, float)) and not isinstance(far_m, bool) and math.isfinite(far_m) and far_m <= 0:
         far = math.inf  # the widget's 'infinity'
@@ -252,10 +237,10 @@ def depth_mapping(
             mode=depth_mode,
             near=near_m,
             far=far,
-            invert=bool(invert_depth),
-            scale=metric_scale_m,
-            radius=sphere_radius_m,
-            displacement=displacement_m,
+            invert=bool(values["invert_depth"]),
+            scale=values["metric_scale_m"],
+            radius=values["sphere_radius_m"],
+            displacement=values["displacement_m"],
         )
     except distance.DepthMappingError as err:
         name = DEPTH_INPUT_OF[err.field]
@@ -263,6 +248,23 @@ def depth_mapping(
     if finite_far and mapping.mode == "inverse" and math.isinf(mapping.far):
         raise input_error(node, "far_m", far_m, "a mesh needs a finite far distance", "set far_m > near_m (e.g. 20)")
     return mapping
+
+
+def equirect_depth_inputs(image_tooltip: str) -> list:
+    """The panorama and its depth map: the first two inputs of the stereo and mesh nodes."""
+    return [
+        io.Image.Input("image", tooltip=image_tooltip),
+        io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+    ]
+
+
+def equirect_depth(
+    node: str, image, depth, finite_far: bool = False, **widgets
+) -> tuple[torch.Tensor, distance.DepthMapping]:
+    """The checks every stereo and mesh node starts with: a 2:1 equirect IMAGE, its depth as float [B, H, W]
+    (``depth_batch``) and the ``DepthMapping`` of the depth widgets (``depth_mapping``)."""
+    require_equirect(node, require_image(node, "image", image))
+    return depth_batch(node, depth, image), depth_mapping(node, finite_far, **widgets)
 
 
 def depth_batch(node: str, depth, image: torch.Tensor) -> torch.Tensor:

@@ -47,16 +47,20 @@ COHERENCE_PAIR_BYTES_PER_PIXEL = {"vgg": 2000, "alex": 170}
 COHERENCE_PIXELS_PER_CALL = 2**21  # crops per backbone call: at most 8 of 512 px, so progress moves often
 
 
+def _env_number(name: str) -> tuple[float, str]:
+    """The number an environment variable holds (NaN when unset or not a number), and its text."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw), raw
+    except ValueError:
+        return math.nan, raw
+
+
 def memory_limit(device=None) -> tuple[int, str]:
     """(bytes, how it was chosen): the SDL3D_MEMORY_LIMIT_MB override, else ComfyUI's memory figures."""
-    override = os.environ.get(ENV_MEMORY_LIMIT, "").strip()
-    if override:
-        try:
-            megabytes = float(override)
-        except ValueError:
-            megabytes = math.nan
-        if math.isfinite(megabytes) and megabytes > 0:
-            return int(megabytes * 2**20), f"{ENV_MEMORY_LIMIT}={override}"
+    megabytes, override = _env_number(ENV_MEMORY_LIMIT)
+    if math.isfinite(megabytes) and megabytes > 0:
+        return int(megabytes * 2**20), f"{ENV_MEMORY_LIMIT}={override}"
     import comfy.model_management as mm
     import torch
 
@@ -198,14 +202,9 @@ def require_lpips_resolution(node: str, net: str, resolution: int) -> None:
 def work_limit(kind: str) -> tuple[int, str]:
     """(count, how it was chosen) for 'tiles', 'views' or 'pairs': the environment variable, else the default."""
     env, default = WORK_LIMITS[kind]
-    raw = os.environ.get(env, "").strip()
-    if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 1:
-            return int(value), f"{env}={raw}"
+    value, raw = _env_number(env)
+    if math.isfinite(value) and value >= 1:
+        return int(value), f"{env}={raw}"
     return default, f"the default; override with {env}"
 
 

@@ -274,6 +274,16 @@ def view_problem(node: str, values: dict) -> str | None:
     return problem_of(view_geometry, node, window, stride, *heights)
 
 
+class ViewCheckedNode(CheckedNode):
+    """Base of the SyncDiffusion nodes with view inputs: their rule is ``view_problem``."""
+
+    RULE_INPUTS = VIEW_INPUTS
+
+    @classmethod
+    def input_rules(cls, node, values):
+        yield view_problem(node, values)
+
+
 def prefix_problem(node: str, values: dict) -> str | None:
     """Rule of the save nodes: ``filename_prefix`` stays inside the output folder (``file_guards.prefix_problem``)."""
     prefix = values.get("filename_prefix")
@@ -290,6 +300,16 @@ def tile_problem(node: str, values: dict, tiled: bool = True, untiled_fix: bool 
     if not tiled or not tile_size or overlap is None:
         return None
     return problem_of(require_overlap_below_tile, node, tile_size, overlap, untiled_fix)
+
+
+class TileCheckedNode(CheckedNode):
+    """Base of the tiling VAE nodes (tile_size 0 = untiled): their rule is ``tile_problem``."""
+
+    RULE_INPUTS = TILE_INPUTS
+
+    @classmethod
+    def input_rules(cls, node, values):
+        yield tile_problem(node, values)
 
 
 def require_overlap_below_tile(node: str, tile_size: int, overlap: int, untiled_fix: bool = True) -> None:

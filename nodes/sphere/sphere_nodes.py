@@ -15,7 +15,7 @@ from ...ldm3d_core import projection, sphere_canvas
 from ...sync_core import sync as core_sync
 from ..shared import memory_guards, validation
 from ..shared.common import CATEGORY_SAMPLING, CATEGORY_STEREO, input_error, node_name, require_equirect, require_image
-from ..sync.inputs import check_model_and_vae, load_lpips, lpips_input, speed_inputs
+from ..sync.inputs import check_model_and_vae, load_lpips, lpips_input, sampler_inputs, speed_inputs
 from .sphere_sampler import (
     LAYOUTS,
     AnchorSettings,
@@ -130,6 +130,17 @@ def _check_width(node: str, width) -> None:
         raise input_error(node, "width", width, "is not a multiple of 16", f"use {width + 16 - width % 16} (or 0)")
 
 
+# what the shared sampler widgets (inputs.sampler_inputs) mean on this node
+SAMPLER_TOOLTIPS = {
+    "seed": "Noise seed (independent noise per view).",
+    "steps": "Sampler steps.",
+    "cfg": "CFG scale.",
+    "sampler_name": "Any ComfyUI sampler; deterministic ones follow the paper (ancestral samplers "
+    "add independent noise per view after each synced step).",
+    "scheduler": "Schedule.",
+}
+
+
 class SphereKSampler(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -146,26 +157,7 @@ class SphereKSampler(validation.CheckedNode):
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning, shared by every view."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt conditioning."),
                 io.Vae.Input("vae", tooltip="The model's VAE: decodes and re-encodes the views at each synced step."),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed (independent noise per view).",
-                ),
-                io.Int.Input("steps", default=30, min=1, max=10000, tooltip="Sampler steps."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="CFG scale."),
-                io.Combo.Input(
-                    "sampler_name",
-                    options=comfy.samplers.KSampler.SAMPLERS,
-                    default="ddim",
-                    tooltip="Any ComfyUI sampler; deterministic ones follow the paper (ancestral samplers add "
-                    "independent noise per view after each synced step).",
-                ),
-                io.Combo.Input(
-                    "scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal", tooltip="Schedule."
-                ),
+                *sampler_inputs(steps=30, sampler="ddim", scheduler="normal", tooltips=SAMPLER_TOOLTIPS),
                 io.Int.Input(
                     "view_size",
                     default=512,
@@ -319,67 +311,102 @@ class SphereKSampler(validation.CheckedNode):
         return io.NodeOutput(equirect.to(device), {"samples": samples}, depth.to(device))
 
 
-class EquirectToPerspective(validation.CheckedNode):
+def _view_inputs() -> list:
+    """yaw, pitch, roll and the horizontal FOV of a perspective view."""
+    return [
+        *_angle_inputs(),
+        io.Float.Input("fov", default=90.0, min=1.0, max=179.0, step=1.0, tooltip="Horizontal FOV, degrees."),
+    ]
+
+
+def _equirect_input():
+    return io.Image.Input("image", tooltip="A 2:1 equirect panorama.")
+
+
+def _equirect_width_input():
+    return io.Int.Input(
+        "width", default=2048, min=16, max=16384, step=16, tooltip="Equirect width (height = width / 2)."
+    )
+
+
+def _conversion_schema(
+    *, node_id: str, display_name: str, description: str, inputs: list, image_out: tuple, mask_out: tuple
+) -> io.Schema:
+    """The schema of a converter: ``image_out`` / ``mask_out`` are the (display name, tooltip) of its IMAGE and
+    MASK outputs. ``node_id`` is given as a literal keyword at each call (ComfyUI-Manager scans for it)."""
+    return io.Schema(
+        node_id=node_id,
+        display_name=display_name,
+        category=CATEGORY_STEREO,
+        description=description,
+        inputs=inputs,
+        outputs=[
+            io.Image.Output("IMAGE", display_name=image_out[0], tooltip=image_out[1]),
+            io.Mask.Output("MASK", display_name=mask_out[0], tooltip=mask_out[1]),
+        ],
+    )
+
+
+class _MaskedConversion(validation.CheckedNode):
+    """A converter that maps an image and its optional mask/depth alike (``_mask_inputs``): ``conversion`` checks
+    the image and returns the map as a function of ([B, C, H, W], interpolation mode)."""
+
+    @classmethod
+    def conversion(cls, node: str, image: torch.Tensor, **params):
+        raise NotImplementedError
+
+    @classmethod
+    def execute(cls, image, mask=None, mask_interpolation="bilinear (depth)", **params) -> io.NodeOutput:
+        node = node_name(cls)
+        convert = cls.conversion(node, require_image(node, "image", image), **params)
+        out = convert(_chw(image), "bilinear").movedim(1, -1)
+        return io.NodeOutput(out, _mask_out(node, mask, image, lambda m: convert(m, MASK_MODES[mask_interpolation])))
+
+
+class EquirectToPerspective(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return _conversion_schema(
             node_id="SDL3D_EquirectToPerspective",
             display_name="Equirect to Perspective",
-            category=CATEGORY_STEREO,
             description="The pinhole view of a 2:1 equirect panorama in a direction (yaw, pitch, roll, FOV); "
             "continuous across the 0/360 seam and the poles.",
             inputs=[
-                io.Image.Input("image", tooltip="A 2:1 equirect panorama."),
-                *_angle_inputs(),
-                io.Float.Input("fov", default=90.0, min=1.0, max=179.0, step=1.0, tooltip="Horizontal FOV, degrees."),
+                _equirect_input(),
+                *_view_inputs(),
                 io.Int.Input("width", default=512, min=8, max=8192, step=8, tooltip="Output width in pixels."),
                 io.Int.Input("height", default=512, min=8, max=8192, step=8, tooltip="Output height in pixels."),
                 *_mask_inputs(),
             ],
-            outputs=[
-                io.Image.Output("IMAGE", display_name="view", tooltip="The perspective view."),
-                io.Mask.Output("MASK", display_name="mask", tooltip="The mask/depth in the same view (if given)."),
-            ],
+            image_out=("view", "The perspective view."),
+            mask_out=("mask", "The mask/depth in the same view (if given)."),
         )
 
     @classmethod
-    def execute(
-        cls, image, yaw, pitch, roll, fov, width, height, mask=None, mask_interpolation="bilinear (depth)"
-    ) -> io.NodeOutput:
-        node = node_name(cls)
-        require_equirect(node, require_image(node, "image", image))
+    def conversion(cls, node, image, yaw, pitch, roll, fov, width, height):
+        require_equirect(node, image)
         view = projection.View(yaw, pitch, fov, (height, width), roll)
-        out = projection.equirect_to_perspective(_chw(image), view).movedim(1, -1)
-        mode = MASK_MODES[mask_interpolation]
-        return io.NodeOutput(
-            out, _mask_out(node, mask, image, lambda m: projection.equirect_to_perspective(m, view, mode))
-        )
+        return lambda x, mode: projection.equirect_to_perspective(x, view, mode)
 
 
 class PerspectiveToEquirect(validation.CheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return _conversion_schema(
             node_id="SDL3D_PerspectiveToEquirect",
             display_name="Perspective to Equirect",
-            category=CATEGORY_STEREO,
             description="Places a perspective view (yaw, pitch, roll, FOV) back on a 2:1 equirect panorama: "
             "pasted over 'background' where the view sees, e.g. after editing a view of the poles.",
             inputs=[
                 io.Image.Input("image", tooltip="The perspective view."),
-                *_angle_inputs(),
-                io.Float.Input("fov", default=90.0, min=1.0, max=179.0, step=1.0, tooltip="Horizontal FOV, degrees."),
-                io.Int.Input(
-                    "width", default=2048, min=16, max=16384, step=16, tooltip="Equirect width (height = width / 2)."
-                ),
+                *_view_inputs(),
+                _equirect_width_input(),
                 io.Image.Input(
                     "background", optional=True, tooltip="Equirect to paste onto (resized to 'width'); else black."
                 ),
             ],
-            outputs=[
-                io.Image.Output("IMAGE", display_name="equirect", tooltip="The panorama with the view placed."),
-                io.Mask.Output("MASK", display_name="coverage", tooltip="1 where the view covers the panorama."),
-            ],
+            image_out=("equirect", "The panorama with the view placed."),
+            mask_out=("coverage", "1 where the view covers the panorama."),
         )
 
     @classmethod
@@ -398,106 +425,83 @@ class PerspectiveToEquirect(validation.CheckedNode):
         return io.NodeOutput(out.movedim(1, -1), covered)
 
 
-class EquirectToCubemap(validation.CheckedNode):
+class EquirectToCubemap(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return _conversion_schema(
             node_id="SDL3D_EquirectToCubemap",
             display_name="Equirect to Cubemap",
-            category=CATEGORY_STEREO,
             description="Six 90-degree cube faces of a 2:1 equirect, as one horizontal strip in the order front, "
             "right, back, left, up, down.",
             inputs=[
-                io.Image.Input("image", tooltip="A 2:1 equirect panorama."),
+                _equirect_input(),
                 io.Int.Input("face_size", default=512, min=8, max=8192, step=8, tooltip="Pixels per face side."),
                 *_mask_inputs(),
             ],
-            outputs=[
-                io.Image.Output("IMAGE", display_name="cubemap", tooltip="Strip of 6 faces (6 x face_size wide)."),
-                io.Mask.Output("MASK", display_name="mask", tooltip="The mask/depth as the same strip (if given)."),
-            ],
+            image_out=("cubemap", "Strip of 6 faces (6 x face_size wide)."),
+            mask_out=("mask", "The mask/depth as the same strip (if given)."),
         )
 
     @classmethod
-    def execute(cls, image, face_size, mask=None, mask_interpolation="bilinear (depth)") -> io.NodeOutput:
-        node = node_name(cls)
-        require_equirect(node, require_image(node, "image", image))
+    def conversion(cls, node, image, face_size):
+        require_equirect(node, image)
 
-        def strip(x, mode="bilinear"):
+        def strip(x, mode):
             faces = sphere_canvas.equirect_to_cubemap(x, face_size, mode)  # [6, B, C, s, s]
             return torch.cat(list(faces), dim=-1)
 
-        out = strip(_chw(image)).movedim(1, -1)
-        return io.NodeOutput(out, _mask_out(node, mask, image, lambda m: strip(m, MASK_MODES[mask_interpolation])))
+        return strip
 
 
-class CubemapToEquirect(validation.CheckedNode):
+class CubemapToEquirect(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return _conversion_schema(
             node_id="SDL3D_CubemapToEquirect",
             display_name="Cubemap to Equirect",
-            category=CATEGORY_STEREO,
             description="A 2:1 equirect from a strip of six cube faces (front, right, back, left, up, down), as "
             "made by Equirect to Cubemap; every pixel comes from the face it lies on.",
             inputs=[
                 io.Image.Input("image", tooltip="Horizontal strip of 6 square faces."),
-                io.Int.Input(
-                    "width", default=2048, min=16, max=16384, step=16, tooltip="Equirect width (height = width / 2)."
-                ),
+                _equirect_width_input(),
                 *_mask_inputs(),
             ],
-            outputs=[
-                io.Image.Output("IMAGE", display_name="equirect", tooltip="The 2:1 panorama."),
-                io.Mask.Output("MASK", display_name="mask", tooltip="The mask/depth as an equirect (if given)."),
-            ],
+            image_out=("equirect", "The 2:1 panorama."),
+            mask_out=("mask", "The mask/depth as an equirect (if given)."),
         )
 
     @classmethod
-    def execute(cls, image, width, mask=None, mask_interpolation="bilinear (depth)") -> io.NodeOutput:
-        node = node_name(cls)
-        strip = require_image(node, "image", image)
-        if strip.shape[2] != 6 * strip.shape[1]:
+    def conversion(cls, node, image, width):
+        if image.shape[2] != 6 * image.shape[1]:
             raise input_error(
                 node,
                 "image",
-                strip,
-                f"size {strip.shape[2]}x{strip.shape[1]} is not a strip of 6 square faces",
+                image,
+                f"size {image.shape[2]}x{image.shape[1]} is not a strip of 6 square faces",
                 "connect the output of Equirect to Cubemap (width = 6 x height)",
             )
-
-        def sphere(x, mode="bilinear"):
-            return sphere_canvas.cubemap_to_equirect(torch.stack(x.chunk(6, dim=-1)), width // 2, width, mode)
-
-        out = sphere(_chw(strip)).movedim(1, -1)
-        return io.NodeOutput(out, _mask_out(node, mask, image, lambda m: sphere(m, MASK_MODES[mask_interpolation])))
+        return lambda x, mode: sphere_canvas.cubemap_to_equirect(
+            torch.stack(x.chunk(6, dim=-1)), width // 2, width, mode
+        )
 
 
-class RotateEquirect(validation.CheckedNode):
+class RotateEquirect(_MaskedConversion):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return _conversion_schema(
             node_id="SDL3D_RotateEquirect",
             display_name="Rotate Equirect",
-            category=CATEGORY_STEREO,
             description="Turns a 2:1 equirect panorama: the new centre shows what a camera with this yaw, pitch "
             "and roll saw at its centre (e.g. pitch 90 brings the zenith to the middle for inpainting).",
-            inputs=[io.Image.Input("image", tooltip="A 2:1 equirect panorama."), *_angle_inputs(), *_mask_inputs()],
-            outputs=[
-                io.Image.Output("IMAGE", display_name="equirect", tooltip="The rotated panorama."),
-                io.Mask.Output("MASK", display_name="mask", tooltip="The mask/depth rotated alike (if given)."),
-            ],
+            inputs=[_equirect_input(), *_angle_inputs(), *_mask_inputs()],
+            image_out=("equirect", "The rotated panorama."),
+            mask_out=("mask", "The mask/depth rotated alike (if given)."),
         )
 
     @classmethod
-    def execute(cls, image, yaw, pitch, roll, mask=None, mask_interpolation="bilinear (depth)") -> io.NodeOutput:
-        node = node_name(cls)
-        require_equirect(node, require_image(node, "image", image))
-        mode = MASK_MODES[mask_interpolation]
-        out = projection.rotate_equirect(_chw(image), yaw, pitch, roll).movedim(1, -1)
-        return io.NodeOutput(
-            out, _mask_out(node, mask, image, lambda m: projection.rotate_equirect(m, yaw, pitch, roll, mode))
-        )
+    def conversion(cls, node, image, yaw, pitch, roll):
+        require_equirect(node, image)
+        return lambda x, mode: projection.rotate_equirect(x, yaw, pitch, roll, mode)
 
 
 SPHERE_NODES = [

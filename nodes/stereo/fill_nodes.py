@@ -15,29 +15,23 @@ from ...ldm3d_core import distance, layouts, ods, ods_fill, ods_warp
 from ..shared import validation
 from ..shared.common import (
     CATEGORY_STEREO,
-    DEPTH_TOOLTIP,
-    depth_batch,
     depth_inputs,
-    depth_mapping,
+    equirect_depth,
+    equirect_depth_inputs,
     input_error,
     node_name,
-    require_equirect,
     require_image,
     require_mask,
 )
+from .inputs import eye_outputs, ipd_input, layout_input
 from .ods_nodes import _compute_device
 
 
 def _geometry_inputs() -> list:
     return [
-        io.Float.Input(
-            "ipd_m",
-            default=0.064,
-            min=0.0,
-            max=0.2,
-            step=0.001,
-            tooltip="Interpupillary distance in metres, as in the Stereo 360 node (use the same value in both "
-            "nodes of this pair).",
+        ipd_input(
+            "Interpupillary distance in metres, as in the Stereo 360 node (use the same value in both "
+            "nodes of this pair)."
         ),
         *depth_inputs(),
     ]
@@ -51,13 +45,9 @@ class _FillChecks(validation.CheckedNode):
         yield validation.depth_problem(node, values)
 
 
-def _setup(node, image, depth, ipd_m, mapping_args):
-    require_image(node, "image", image)
-    require_equirect(node, image)
-    d = depth_batch(node, depth, image)
-    mapping = depth_mapping(node, *mapping_args)
-    geom = ods.ODSGeometry(ipd=float(ipd_m))
-    return d, mapping, geom
+def _setup(node, image, depth, ipd_m, depth_widgets):
+    d, mapping = equirect_depth(node, image, depth, **depth_widgets)
+    return d, mapping, ods.ODSGeometry(ipd=float(ipd_m))
 
 
 class Stereo360HoleMask(_FillChecks):
@@ -71,8 +61,7 @@ class Stereo360HoleMask(_FillChecks):
             "into the source panorama: one mask to inpaint once (a diffusion inpainting model, wrapping at "
             "the seam), then give the result to Stereo 360 (Filled Holes) so both eyes show the same fill.",
             inputs=[
-                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1."),
-                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                *equirect_depth_inputs("Equirectangular RGB panorama, 2:1."),
                 *_geometry_inputs(),
                 io.Int.Input(
                     "grow_px",
@@ -87,9 +76,9 @@ class Stereo360HoleMask(_FillChecks):
         )
 
     @classmethod
-    def execute(cls, image, depth, ipd_m=0.064, grow_px=8, **mapping) -> io.NodeOutput:
+    def execute(cls, image, depth, ipd_m=0.064, grow_px=8, **depth_widgets) -> io.NodeOutput:
         node = node_name(cls)
-        d, mapping, geom = _setup(node, image, depth, ipd_m, _mapping_args(mapping))
+        d, mapping, geom = _setup(node, image, depth, ipd_m, depth_widgets)
         dev, out_dev = _compute_device()
         masks = []
         for i in range(image.shape[0]):
@@ -110,23 +99,16 @@ class Stereo360FilledHoles(_FillChecks):
             "background distance and warped into both eyes, filling only their hole pixels. Left and right "
             "see the same fill at their own parallax; every other pixel is the plain forward warp.",
             inputs=[
-                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1 (the one the mask was made from)."),
-                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                *equirect_depth_inputs("Equirectangular RGB panorama, 2:1 (the one the mask was made from)."),
                 io.Image.Input("background", tooltip="The panorama inpainted inside 'mask' (same size)."),
                 io.Mask.Input("mask", tooltip="The Stereo 360 Hole Mask output the background was inpainted in."),
                 *_geometry_inputs(),
-                io.Combo.Input(
-                    "layout",
-                    options=list(layouts.LAYOUTS),
-                    default="top_bottom",
-                    tooltip="Packing of the 'stereo' output: top_bottom (left eye on top), side_by_side or "
-                    "red-cyan anaglyph.",
+                layout_input(
+                    "Packing of the 'stereo' output: top_bottom (left eye on top), side_by_side or red-cyan anaglyph."
                 ),
             ],
             outputs=[
-                io.Image.Output("stereo", display_name="stereo", tooltip="Both eyes packed as chosen by 'layout'."),
-                io.Image.Output("left", display_name="left", tooltip="Left-eye equirect, holes filled."),
-                io.Image.Output("right", display_name="right", tooltip="Right-eye equirect, holes filled."),
+                *eye_outputs("Left-eye equirect, holes filled.", "Right-eye equirect, holes filled."),
                 io.Mask.Output(
                     "filled",
                     display_name="filled",
@@ -136,9 +118,11 @@ class Stereo360FilledHoles(_FillChecks):
         )
 
     @classmethod
-    def execute(cls, image, depth, background, mask, ipd_m=0.064, layout="top_bottom", **mapping) -> io.NodeOutput:
+    def execute(
+        cls, image, depth, background, mask, ipd_m=0.064, layout="top_bottom", **depth_widgets
+    ) -> io.NodeOutput:
         node = node_name(cls)
-        d, mapping, geom = _setup(node, image, depth, ipd_m, _mapping_args(mapping))
+        d, mapping, geom = _setup(node, image, depth, ipd_m, depth_widgets)
         background = require_image(node, "background", background)
         if background.shape[1:3] != image.shape[1:3]:
             raise input_error(
@@ -175,25 +159,6 @@ class Stereo360FilledHoles(_FillChecks):
             filled.append(torch.cat(holes, dim=0))
         left, right = torch.stack(lefts), torch.stack(rights)
         return io.NodeOutput(layouts.pack_stereo(left, right, layout, False), left, right, torch.stack(filled))
-
-
-_MAPPING_NAMES = (
-    "depth_mode",
-    "near_m",
-    "far_m",
-    "invert_depth",
-    "metric_scale_m",
-    "sphere_radius_m",
-    "displacement_m",
-)
-_MAPPING_DEFAULTS = ("inverse", 1.0, 20.0, False, 10.0, 6.0, 4.0)
-
-
-def _mapping_args(values: dict) -> tuple:
-    """The depth widgets (depth_inputs) in depth_mapping's order; missing ones take the widget defaults."""
-    merged = dict(zip(_MAPPING_NAMES, _MAPPING_DEFAULTS))
-    merged.update({k: v for k, v in values.items() if k in merged})
-    return tuple(merged[k] for k in _MAPPING_NAMES)
 
 
 STEREO_FILL_NODES = [Stereo360HoleMask, Stereo360FilledHoles]

@@ -14,24 +14,14 @@ from comfy_api.latest import io
 from ...ldm3d_core import distance
 from ...ldm3d_core import mesh as core_mesh
 from ..shared import file_guards, memory_guards, validation
-from ..shared.common import (
-    CATEGORY_MESH,
-    DEPTH_TOOLTIP,
-    depth_batch,
-    depth_inputs,
-    depth_mapping,
-    input_error,
-    node_name,
-    require_equirect,
-    require_image,
-)
+from ..shared.common import CATEGORY_MESH, depth_inputs, equirect_depth, equirect_depth_inputs, input_error, node_name
 
 FORMATS = ("glb", "obj", "ply", "all")
 
 
 class SaveDepthMesh(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_SaveDepthMesh",
             display_name="Save 360 Depth Mesh (GLB/OBJ/PLY)",
@@ -41,8 +31,7 @@ class SaveDepthMesh(validation.CheckedNode):
             "-Z forward, +X right, +Y up; view it from the centre.",
             is_output_node=True,
             inputs=[
-                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1; becomes the texture."),
-                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
+                *equirect_depth_inputs("Equirectangular RGB panorama, 2:1; becomes the texture."),
                 io.Combo.Input(
                     "format",
                     options=list(FORMATS),
@@ -112,23 +101,15 @@ class SaveDepthMesh(validation.CheckedNode):
         format,
         mesh_width,
         mesh_height,
-        depth_mode,
-        near_m,
-        far_m,
-        invert_depth,
-        metric_scale_m,
-        sphere_radius_m,
-        displacement_m,
         cull_edges,
         edge_ratio_tau,
         filename_prefix,
+        **depth_widgets,
     ) -> io.NodeOutput:
         import comfy.utils
 
         node = node_name(cls)
-        require_image(node, "image", image)
-        require_equirect(node, image)
-        d = depth_batch(node, depth, image)
+        d, mapping = equirect_depth(node, image, depth, finite_far=True, **depth_widgets)  # before writing anything
         if format not in FORMATS:
             raise input_error(node, "format", format, "unknown format", f"use one of {FORMATS}")
         if mesh_width < 3 or mesh_height < 3:
@@ -147,18 +128,7 @@ class SaveDepthMesh(validation.CheckedNode):
             f"{memory_guards.format_bytes(memory_guards.mesh_memory(1024, 512, width, height, cull))})",
             device="cpu",
         )
-        mapping = depth_mapping(
-            node,
-            depth_mode,
-            near_m,
-            far_m,
-            invert_depth,
-            metric_scale_m,
-            sphere_radius_m,
-            displacement_m,
-            finite_far=True,
-        )  # before writing anything
-        r_of = _positive_distances(node, mapping, depth_mode)
+        r_of = _positive_distances(node, mapping)
 
         folder, filename, counter, subfolder = file_guards.output_folder(node, "filename_prefix", filename_prefix)
         kinds = ("glb", "obj", "ply") if format == "all" else (format,)
@@ -205,7 +175,7 @@ class SaveDepthMesh(validation.CheckedNode):
         return io.NodeOutput(saved[0], ui=ui_out)
 
 
-def _positive_distances(node: str, mapping, depth_mode):
+def _positive_distances(node: str, mapping):
     """depth -> distance for the mesh builder, refusing distances <= 0 (the sphere would fold through itself)."""
 
     def r_of(dd):
@@ -214,7 +184,7 @@ def _positive_distances(node: str, mapping, depth_mode):
             raise input_error(
                 node,
                 "depth_mode",
-                depth_mode,
+                mapping.mode,
                 "maps some depth values to a distance of 0 or less (metric mode: D = 0 is distance 0)",
                 "a mesh needs positive distances: use "
                 "inverse, linear or sphere_displace, or turn on invert_depth if white = far",

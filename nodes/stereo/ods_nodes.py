@@ -14,17 +14,8 @@ from comfy_api.latest import io
 
 from ...ldm3d_core import distance, layouts, ods, ods_warp
 from ..shared import memory_guards, validation
-from ..shared.common import (
-    CATEGORY_STEREO,
-    DEPTH_TOOLTIP,
-    depth_batch,
-    depth_inputs,
-    depth_mapping,
-    input_error,
-    node_name,
-    require_equirect,
-    require_image,
-)
+from ..shared.common import CATEGORY_STEREO, depth_inputs, equirect_depth, equirect_depth_inputs, input_error, node_name
+from .inputs import eye_outputs, ipd_input, layout_input
 
 
 def _compute_device():
@@ -54,9 +45,20 @@ def _require_memory(node: str, image, warp: str, supersample: int, dev, out_dev)
         memory_guards.require_memory(node, "image", image, estimate, fix, device=device)
 
 
+def _require_pole_fade(node: str, fade_from: float, fade_to: float) -> None:
+    if fade_to < fade_from:
+        raise input_error(
+            node,
+            "pole_fade_to_deg",
+            fade_to,
+            f"is below pole_fade_from_deg = {fade_from}",
+            "make it >= pole_fade_from_deg",
+        )
+
+
 class Stereo360(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_Stereo360",
             display_name="Stereo 360 from RGB + Depth (ODS)",
@@ -65,16 +67,8 @@ class Stereo360(validation.CheckedNode):
             "per-row geometry (asin, not a constant shift), z-buffered forward warp, seam-aware, pole "
             "fade, hole masks per eye for inpainting, top-bottom / side-by-side / anaglyph packing.",
             inputs=[
-                io.Image.Input("image", tooltip="Equirectangular RGB panorama, 2:1 (e.g. 1024x512)."),
-                io.MultiType.Input("depth", types=[io.Mask, io.Image], tooltip=DEPTH_TOOLTIP),
-                io.Float.Input(
-                    "ipd_m",
-                    default=0.064,
-                    min=0.0,
-                    max=0.2,
-                    step=0.001,
-                    tooltip="Interpupillary distance in metres (64 mm is average); 0 = no stereo.",
-                ),
+                *equirect_depth_inputs("Equirectangular RGB panorama, 2:1 (e.g. 1024x512)."),
+                ipd_input("Interpupillary distance in metres (64 mm is average); 0 = no stereo."),
                 *depth_inputs(),
                 io.Float.Input(
                     "convergence_m",
@@ -145,12 +139,9 @@ class Stereo360(validation.CheckedNode):
                     max=2,
                     tooltip="2 = warp at twice the resolution and average down (smoother edges, 4x work).",
                 ),
-                io.Combo.Input(
-                    "layout",
-                    options=list(layouts.LAYOUTS),
-                    default="top_bottom",
-                    tooltip="Packing of the 'stereo' output: top_bottom (left eye on top, _360_TB), "
-                    "side_by_side (left eye left, _360_LR) or red-cyan anaglyph.",
+                layout_input(
+                    "Packing of the 'stereo' output: top_bottom (left eye on top, _360_TB), "
+                    "side_by_side (left eye left, _360_LR) or red-cyan anaglyph."
                 ),
                 io.Boolean.Input(
                     "swap_eyes",
@@ -159,9 +150,7 @@ class Stereo360(validation.CheckedNode):
                 ),
             ],
             outputs=[
-                io.Image.Output("stereo", display_name="stereo", tooltip="Both eyes packed as chosen by 'layout'."),
-                io.Image.Output("left", display_name="left", tooltip="Left-eye equirect."),
-                io.Image.Output("right", display_name="right", tooltip="Right-eye equirect."),
+                *eye_outputs("Left-eye equirect.", "Right-eye equirect."),
                 io.Mask.Output(
                     "left_hole",
                     display_name="left_hole",
@@ -188,16 +177,8 @@ class Stereo360(validation.CheckedNode):
     def input_rules(cls, node, values):
         yield validation.depth_problem(node, values)
         fade_from, fade_to = values["pole_fade_from_deg"], values["pole_fade_to_deg"]
-        if None not in (fade_from, fade_to) and fade_to < fade_from:
-            yield str(
-                input_error(
-                    node,
-                    "pole_fade_to_deg",
-                    fade_to,
-                    f"is below pole_fade_from_deg = {fade_from}",
-                    "make it >= pole_fade_from_deg",
-                )
-            )
+        if None not in (fade_from, fade_to):
+            yield validation.problem_of(_require_pole_fade, node, fade_from, fade_to)
 
     @classmethod
     def execute(
@@ -205,13 +186,6 @@ class Stereo360(validation.CheckedNode):
         image,
         depth,
         ipd_m,
-        depth_mode,
-        near_m,
-        far_m,
-        invert_depth,
-        metric_scale_m,
-        sphere_radius_m,
-        displacement_m,
         convergence_m,
         pole_fade_from_deg,
         pole_fade_to_deg,
@@ -223,14 +197,10 @@ class Stereo360(validation.CheckedNode):
         supersample,
         layout,
         swap_eyes,
+        **depth_widgets,
     ) -> io.NodeOutput:
         node = node_name(cls)
-        require_image(node, "image", image)
-        require_equirect(node, image)
-        d = depth_batch(node, depth, image)
-        mapping = depth_mapping(
-            node, depth_mode, near_m, far_m, invert_depth, metric_scale_m, sphere_radius_m, displacement_m
-        )
+        d, mapping = equirect_depth(node, image, depth, **depth_widgets)
         if not (math.isfinite(ipd_m) and ipd_m >= 0):
             raise input_error(
                 node,
@@ -239,14 +209,7 @@ class Stereo360(validation.CheckedNode):
                 "must be a distance >= 0 in metres",
                 "use 0.064 (average adult); to swap eyes use swap_eyes",
             )
-        if pole_fade_to_deg < pole_fade_from_deg:
-            raise input_error(
-                node,
-                "pole_fade_to_deg",
-                pole_fade_to_deg,
-                f"is below pole_fade_from_deg = {pole_fade_from_deg}",
-                "make it >= pole_fade_from_deg",
-            )
+        _require_pole_fade(node, pole_fade_from_deg, pole_fade_to_deg)
         if supersample not in (1, 2):
             raise input_error(node, "supersample", supersample, "must be 1 or 2", "use 1 or 2")
         geom = ods.ODSGeometry(

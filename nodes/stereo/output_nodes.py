@@ -15,7 +15,7 @@ from ..shared.common import CATEGORY_STEREO, input_error, node_name, require_ima
 
 class StereoPack(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_StereoPack",
             display_name="Stereo 360 Pack Eyes",
@@ -56,7 +56,7 @@ class StereoPack(validation.CheckedNode):
 
 class SaveStereo360(validation.CheckedNode):
     @classmethod
-    def define_schema(cls):
+    def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SDL3D_SaveStereo360",
             display_name="Save Stereo 360 (VR)",

@@ -26,6 +26,10 @@ from .sampler import SyncSettings, is_supported_model_sampling
 LPIPS_TYPE = io.Custom("SDL3D_LPIPS")
 ANCHORS = ["middle", "first", "last"]
 LPIPS_NETS = ["vgg", "alex"]
+SAMPLER_NAME_TOOLTIP = (
+    "The base sampler that takes the steps (any ComfyUI sampler). euler with the ddim_uniform scheduler is the "
+    "paper's DDIM."
+)
 
 
 @dataclass(frozen=True)
@@ -63,25 +67,51 @@ def load_lpips(node: str, net: str = "vgg", resolution: int = 0, input_name: str
     return LPIPSChoice(net=net, model=patcher.model, resolution=int(resolution), patcher=patcher)
 
 
-def sync_inputs(default_sampler: str | None = None) -> list:
+def sampler_inputs(steps: int, sampler: str, scheduler: str, tooltips: dict[str, str]) -> list:
+    """seed, steps, cfg, sampler_name, scheduler: the stock KSampler's widgets (ids and ranges), shared by the
+    SyncDiffusion KSampler and the Sphere KSampler; each gives its defaults and what its tooltips say."""
     return [
         io.Int.Input(
-            "window",
-            default=512,
-            min=64,
-            max=8192,
-            step=8,
-            tooltip="View (window) width in pixels (and height unless window_height is set). 512 for "
+            "seed",
+            default=0,
+            min=0,
+            max=0xFFFFFFFFFFFFFFFF,
+            control_after_generate=True,
+            tooltip=tooltips["seed"],
+        ),
+        io.Int.Input("steps", default=steps, min=1, max=10000, tooltip=tooltips["steps"]),
+        io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=tooltips["cfg"]),
+        sampler_name_input(sampler, tooltips["sampler_name"]),
+        io.Combo.Input(
+            "scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default=scheduler, tooltip=tooltips["scheduler"]
+        ),
+    ]
+
+
+def sampler_name_input(default: str, tooltip: str = SAMPLER_NAME_TOOLTIP):
+    return io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default=default, tooltip=tooltip)
+
+
+def window_inputs(window_tooltip: str, stride_tooltip: str) -> list:
+    """The view size and step in pixels (window, stride) of every SyncDiffusion node."""
+    return [
+        io.Int.Input("window", default=512, min=64, max=8192, step=8, tooltip=window_tooltip),
+        io.Int.Input("stride", default=128, min=8, max=8192, step=8, tooltip=stride_tooltip),
+    ]
+
+
+def view_batch_input(tooltip: str):
+    return io.Int.Input("view_batch_size", default=0, min=0, max=256, tooltip=tooltip)
+
+
+def sync_inputs() -> list:
+    """The view and sync widgets of the KSampler and the SAMPLER node (sampler_name follows on the SAMPLER node)."""
+    return [
+        *window_inputs(
+            "View (window) width in pixels (and height unless window_height is set). 512 for "
             "SD1.x/SD2-base (the paper), 768 for SD2 768-v, 1024 for SDXL. A window larger than "
             "the image on an axis is clamped to the image (noted in the log).",
-        ),
-        io.Int.Input(
-            "stride",
-            default=128,
-            min=8,
-            max=8192,
-            step=8,
-            tooltip="Horizontal distance between neighbouring views in pixels (and vertical unless "
+            "Horizontal distance between neighbouring views in pixels (and vertical unless "
             "stride_height is set; the paper: 128 = 16 latent). Smaller = more overlap, more "
             "coherent, slower. Must be <= window.",
         ),
@@ -132,23 +162,12 @@ def sync_inputs(default_sampler: str | None = None) -> list:
             tooltip="360 panorama: views wrap over the right edge back to the left (horizontal only), "
             "so the left and right borders join seamlessly.",
         ),
-        io.Int.Input(
-            "view_batch_size",
-            default=0,
-            min=0,
-            max=256,
-            tooltip="Views per model call. 0 = auto: the denoising passes batch as many views as fit in "
+        view_batch_input(
+            "Views per model call. 0 = auto: the denoising passes batch as many views as fit in "
             "free memory (ComfyUI's own estimate), the sync gradient pass batches views under "
             "memory_budget_gb (at most 4 in auto; measured and re-planned on CUDA). A number "
             "fixes both. The result does not depend on it. Area, mask and ControlNet "
-            "conditioning are evaluated one view at a time.",
-        ),
-        io.Combo.Input(
-            "sampler_name",
-            options=comfy.samplers.SAMPLER_NAMES,
-            default=default_sampler or "euler",
-            tooltip="The base sampler that takes the steps (any ComfyUI sampler). euler with the "
-            "ddim_uniform scheduler is the paper's DDIM.",
+            "conditioning are evaluated one view at a time."
         ),
     ]
 

@@ -18,11 +18,14 @@ from .guards import base_sampler_input, check_base_sampler, check_unsupported
 from .inputs import (
     LPIPS_NETS,
     LPIPS_TYPE,
+    SAMPLER_NAME_TOOLTIP,
     build_sampler,
     check_geometry,
     check_model_and_vae,
     load_lpips,
     lpips_input,
+    sampler_inputs,
+    sampler_name_input,
     speed_inputs,
     sync_inputs,
     sync_settings,
@@ -30,8 +33,17 @@ from .inputs import (
 )
 from .sampler import SyncDiffusionSampler
 
+# what the shared sampler widgets (inputs.sampler_inputs) mean on this node
+KSAMPLER_TOOLTIPS = {
+    "seed": "Noise seed (same noise as the stock KSampler for the same seed).",
+    "steps": "Sampler steps (paper: 50 DDIM).",
+    "cfg": "Classifier-free guidance scale (paper: 7.5).",
+    "sampler_name": SAMPLER_NAME_TOOLTIP,
+    "scheduler": "Noise schedule; ddim_uniform gives the paper's DDIM timesteps.",
+}
 
-class SyncDiffusionKSampler(validation.CheckedNode):
+
+class SyncDiffusionKSampler(validation.ViewCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -63,31 +75,7 @@ class SyncDiffusionKSampler(validation.CheckedNode):
                     "the paper; a TAESD VAE is ~18x cheaper. Its latent channels must "
                     "match the model's (4 for SD1.x/SDXL, 16 for SD3.x/Flux).",
                 ),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed (same noise as the stock KSampler for the same seed).",
-                ),
-                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampler steps (paper: 50 DDIM)."),
-                io.Float.Input(
-                    "cfg",
-                    default=7.5,
-                    min=0.0,
-                    max=100.0,
-                    step=0.1,
-                    round=0.01,
-                    tooltip="Classifier-free guidance scale (paper: 7.5).",
-                ),
-                *sync_inputs()[-1:],
-                io.Combo.Input(
-                    "scheduler",
-                    options=comfy.samplers.KSampler.SCHEDULERS,
-                    default="ddim_uniform",
-                    tooltip="Noise schedule; ddim_uniform gives the paper's DDIM timesteps.",
-                ),
+                *sampler_inputs(steps=50, sampler="euler", scheduler="ddim_uniform", tooltips=KSAMPLER_TOOLTIPS),
                 io.Float.Input(
                     "denoise",
                     default=1.0,
@@ -96,19 +84,13 @@ class SyncDiffusionKSampler(validation.CheckedNode):
                     step=0.01,
                     tooltip="Below 1: img2img panorama from latent_image (sync counts from the first executed step).",
                 ),
-                *sync_inputs()[:-1],
+                *sync_inputs(),
                 lpips_input(),
                 *speed_inputs(),
                 *view_shape_inputs(),
             ],
             outputs=[io.Latent.Output("LATENT", display_name="latent", tooltip="The sampled panorama latent.")],
         )
-
-    RULE_INPUTS = validation.VIEW_INPUTS
-
-    @classmethod
-    def input_rules(cls, node, values):
-        yield validation.view_problem(node, values)
 
     @classmethod
     def execute(
@@ -124,43 +106,14 @@ class SyncDiffusionKSampler(validation.CheckedNode):
         sampler_name,
         scheduler,
         denoise,
-        window,
-        stride,
-        sync_weight,
-        sync_decay,
-        sync_freq,
-        sync_steps,
-        anchor,
-        circular,
-        view_batch_size,
         lpips=None,
-        memory_budget_gb=0.0,
-        sync_fast=False,
-        window_height=0,
-        stride_height=0,
-        fusion="uniform",
+        **sync_widgets,
     ) -> io.NodeOutput:
         node = node_name(cls)
         validation.require_sampler_and_scheduler(node, sampler_name, scheduler)
         check_model_and_vae(node, model, vae)
         check_unsupported(node, model, {"positive": positive, "negative": negative})
-        settings = sync_settings(
-            node,
-            window,
-            stride,
-            sync_weight,
-            sync_decay,
-            sync_freq,
-            sync_steps,
-            anchor,
-            circular,
-            view_batch_size,
-            memory_budget_gb,
-            sync_fast,
-            window_height,
-            stride_height,
-            fusion,
-        )
+        settings = sync_settings(node, **sync_widgets)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         settings = check_geometry(node, latent, settings, model, vae)
         sampler = build_sampler(node, SyncDiffusionSampler, sampler_name, settings, vae, lpips)
@@ -194,7 +147,7 @@ class SyncDiffusionKSampler(validation.CheckedNode):
         return io.NodeOutput(out)
 
 
-class SyncDiffusionSamplerNode(validation.CheckedNode):
+class SyncDiffusionSamplerNode(validation.ViewCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -207,6 +160,7 @@ class SyncDiffusionSamplerNode(validation.CheckedNode):
             inputs=[
                 io.Vae.Input("vae", tooltip="Decoder for the LPIPS loss (the model's VAE, or TAESD for speed)."),
                 *sync_inputs(),
+                sampler_name_input("euler"),
                 lpips_input(),
                 *speed_inputs(),
                 *view_shape_inputs(),
@@ -219,57 +173,15 @@ class SyncDiffusionSamplerNode(validation.CheckedNode):
             ],
         )
 
-    RULE_INPUTS = validation.VIEW_INPUTS
-
     @classmethod
-    def input_rules(cls, node, values):
-        yield validation.view_problem(node, values)
-
-    @classmethod
-    def execute(
-        cls,
-        vae,
-        window,
-        stride,
-        sync_weight,
-        sync_decay,
-        sync_freq,
-        sync_steps,
-        anchor,
-        circular,
-        view_batch_size,
-        sampler_name,
-        lpips=None,
-        memory_budget_gb=0.0,
-        sync_fast=False,
-        window_height=0,
-        stride_height=0,
-        fusion="uniform",
-        sampler=None,
-    ) -> io.NodeOutput:
+    def execute(cls, vae, sampler_name, lpips=None, sampler=None, **sync_widgets) -> io.NodeOutput:
         node = node_name(cls)
         check_base_sampler(node, sampler)
         if sampler is None:
             validation.require_sampler_and_scheduler(node, sampler_name)
         if vae is None or not hasattr(vae, "first_stage_model"):
             raise input_error(node, "vae", vae, "not a ComfyUI VAE", "connect the checkpoint's VAE or a TAESD VAE")
-        settings = sync_settings(
-            node,
-            window,
-            stride,
-            sync_weight,
-            sync_decay,
-            sync_freq,
-            sync_steps,
-            anchor,
-            circular,
-            view_batch_size,
-            memory_budget_gb,
-            sync_fast,
-            window_height,
-            stride_height,
-            fusion,
-        )
+        settings = sync_settings(node, **sync_widgets)
         return io.NodeOutput(
             build_sampler(node, CheckedSyncDiffusionSampler, sampler_name, settings, vae, lpips, base=sampler)
         )

@@ -24,9 +24,9 @@ from ..shared import comfy_compat, memory_guards, validation
 from ..shared.common import CATEGORY_SAMPLING, input_error, node_name
 from . import memory_plan
 from .guards import check_unsupported
-from .inputs import view_shape_inputs
+from .inputs import view_batch_input, view_shape_inputs, window_inputs
 from .sampler import SyncDiffusionSampler
-from .view_tiler import ViewTiler
+from .view_tiler import install_view_tiler
 
 WRAPPER_KEY = "sdl3d_view_tiler"
 
@@ -82,26 +82,16 @@ class ViewTilerWrapper:
             budget, _auto = memory_plan.device_budget(noise.device, 0.0)
             cost = memory_plan.denoise_cost_per_view(model, batch, channels, window[0], window[1])
             per_call = batching.balanced_batch_size(len(views), batching.views_that_fit(budget, cost, len(views)))
-        model_options = dict(extra_args["model_options"])
-        tiler = ViewTiler(
-            model,
-            views,
-            (latent_h, latent_w),
-            per_call,
-            previous_function=model_options.get(comfy_compat.CALC_COND_BATCH_HOOK),
-            fusion=self.fusion,
-            grid_spec=(window, stride, self.circular),
-            seed=extra_args.get("seed"),
+        tiler, extra_args = install_view_tiler(
+            extra_args, model, views, (latent_h, latent_w), per_call, self.fusion, (window, stride, self.circular)
         )
-        model_options[comfy_compat.CALC_COND_BATCH_HOOK] = tiler
-        extra_args = {**extra_args, "model_options": model_options}
         try:
             return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
         finally:
             tiler.cleanup()
 
 
-class SyncDiffusionModelPatch(validation.CheckedNode):
+class SyncDiffusionModelPatch(validation.ViewCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -117,45 +107,23 @@ class SyncDiffusionModelPatch(validation.CheckedNode):
             "Patches only a clone of the model.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to patch (the input model is not changed)."),
-                io.Int.Input(
-                    "window",
-                    default=512,
-                    min=64,
-                    max=8192,
-                    step=8,
-                    tooltip="View width in pixels (and height unless window_height is set); clamped to "
-                    "the image on an axis where it is larger (noted in the log).",
-                ),
-                io.Int.Input(
-                    "stride",
-                    default=128,
-                    min=8,
-                    max=8192,
-                    step=8,
-                    tooltip="Horizontal distance between views in pixels (and vertical unless "
-                    "stride_height is set); <= window.",
+                *window_inputs(
+                    "View width in pixels (and height unless window_height is set); clamped to the image on an "
+                    "axis where it is larger (noted in the log).",
+                    "Horizontal distance between views in pixels (and vertical unless stride_height is set); "
+                    "<= window.",
                 ),
                 io.Boolean.Input(
                     "circular", default=False, tooltip="360 panorama: views wrap over the right edge back to the left."
                 ),
-                io.Int.Input(
-                    "view_batch_size",
-                    default=0,
-                    min=0,
-                    max=256,
-                    tooltip="Views per model call; 0 = as many as fit in free memory (ComfyUI's "
-                    "estimate). Area, mask and ControlNet conditioning run one view at a time.",
+                view_batch_input(
+                    "Views per model call; 0 = as many as fit in free memory (ComfyUI's estimate). Area, mask "
+                    "and ControlNet conditioning run one view at a time."
                 ),
                 *view_shape_inputs(),
             ],
             outputs=[io.Model.Output(display_name="MODEL", tooltip="A clone of the model that samples over views.")],
         )
-
-    RULE_INPUTS = validation.VIEW_INPUTS
-
-    @classmethod
-    def input_rules(cls, node, values):
-        yield validation.view_problem(node, values)
 
     @classmethod
     def execute(

@@ -43,7 +43,7 @@ from ..shared import comfy_compat, model_cache
 from ..shared.common import input_error
 from . import memory_plan
 from .gradient_bridge import grad_enabled, weight_bridge
-from .view_tiler import ViewTiler
+from .view_tiler import ViewTiler, install_view_tiler
 
 
 @dataclass(frozen=True)
@@ -358,19 +358,15 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             settings.gradient_checkpointing,
         )
         logging.info("%s: %s", self.node_name, plan.describe(len(views)))
-        model_options = dict(extra_args["model_options"])
-        tiler = ViewTiler(
+        tiler, extra_args = install_view_tiler(
+            extra_args,
             model_wrap.inner_model,
             views,
             (latent_h, latent_w),
             plan.denoise_batch,
-            previous_function=model_options.get(comfy_compat.CALC_COND_BATCH_HOOK),
-            fusion=settings.fusion,
-            grid_spec=(window, stride, settings.circular),
-            seed=extra_args.get("seed"),
+            settings.fusion,
+            (window, stride, settings.circular),
         )
-        model_options[comfy_compat.CALC_COND_BATCH_HOOK] = tiler
-        extra_args = {**extra_args, "model_options": model_options}
         run = SyncRun(
             self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_patcher
         )

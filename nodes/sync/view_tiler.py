@@ -333,3 +333,29 @@ def _scaled_view(view: core_views.View, scale_h: float, scale_w: float) -> core_
         int(round(view.height * scale_h)),
         int(round(view.width * scale_w)),
     )
+
+
+def install_view_tiler(
+    extra_args: dict,
+    model: comfy.model_base.BaseModel,
+    views: list[core_views.View],
+    latent_hw: tuple[int, int],
+    view_batch_size: int,
+    fusion: str,
+    grid_spec: tuple,
+) -> tuple[ViewTiler, dict]:
+    """A ViewTiler for one sampling run, chained after the calc_cond_batch function already in the run's model
+    options, and the run's extra_args with it installed (copies: the caller's dicts are not changed)."""
+    model_options = dict(extra_args["model_options"])
+    tiler = ViewTiler(
+        model,
+        views,
+        latent_hw,
+        view_batch_size,
+        previous_function=model_options.get(comfy_compat.CALC_COND_BATCH_HOOK),
+        fusion=fusion,
+        grid_spec=grid_spec,
+        seed=extra_args.get("seed"),
+    )
+    model_options[comfy_compat.CALC_COND_BATCH_HOOK] = tiler
+    return tiler, {**extra_args, "model_options": model_options}

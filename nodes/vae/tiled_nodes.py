@@ -91,7 +91,15 @@ def decode_360(vae, z: torch.Tensor, tile: int, overlap: int, circular: bool) ->
         return tiling.apply_circular(z, decode_fn, max(1, overlap), 1, _scale(vae)).movedim(1, -1)
     whole = whole_image_norm(vae, "decoder")  # GroupNorm statistics over the whole image
     out = per_sample(
-        tiling.decode_tiled, z, decode_fn, tile, overlap, _scale(vae), circular, _progress(), whole_image=whole
+        tiling.decode_tiled,
+        z,
+        decode_fn,
+        tile,
+        overlap,
+        _scale(vae),
+        circular_x=circular,
+        progress=_progress(),
+        whole_image=whole,
     )
     return out.movedim(1, -1)
 
@@ -109,12 +117,16 @@ def encode_tiled(vae, pixels: torch.Tensor, tile: int, overlap: int, circular: b
             return vae.encode(pixels)
         return tiling.apply_circular(pixels.movedim(-1, 1), encode_fn, max(1, overlap), scale, 1)
     whole = whole_image_norm(vae, "encoder")  # GroupNorm statistics over the whole image
-    args = (encode_fn, tile, overlap, scale, circular, _progress())
-    return per_sample(tiling.encode_tiled, pixels.movedim(-1, 1), *args, whole_image=whole)
+    args = (encode_fn, tile, overlap, scale)
+    return per_sample(
+        tiling.encode_tiled, pixels.movedim(-1, 1), *args, circular_x=circular, progress=_progress(), whole_image=whole
+    )
 
 
-def _tile_inputs(default_circular: bool) -> list:
+def _vae_and_tile_inputs(default_circular: bool) -> list:
+    """What follows the latent / image on both nodes: the VAE and the tiling widgets."""
     return [
+        io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
         io.Boolean.Input(
             "circular",
             default=default_circular,
@@ -144,7 +156,7 @@ def _tile_inputs(default_circular: bool) -> list:
     ]
 
 
-class VAEDecode360(validation.CheckedNode):
+class VAEDecode360(validation.TileCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -156,17 +168,10 @@ class VAEDecode360(validation.CheckedNode):
             "panoramas. circular off + tile_size 0 is exactly the stock VAE Decode.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode (e.g. a circular SyncDiffusion panorama)."),
-                io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
-                *_tile_inputs(True),
+                *_vae_and_tile_inputs(True),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="Decoded IMAGE [B,H,W,3] in [0,1].")],
         )
-
-    RULE_INPUTS = validation.TILE_INPUTS
-
-    @classmethod
-    def input_rules(cls, node, values):
-        yield validation.tile_problem(node, values)
 
     @classmethod
     def execute(cls, samples, vae, circular=True, tile_size=1024, overlap=64) -> io.NodeOutput:
@@ -209,7 +214,7 @@ class VAEDecode360(validation.CheckedNode):
         return io.NodeOutput(decode_360(vae, z, plan.tile, plan.overlap, bool(circular)))
 
 
-class VAEEncodeTiled(validation.CheckedNode):
+class VAEEncodeTiled(validation.TileCheckedNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -222,17 +227,10 @@ class VAEEncodeTiled(validation.CheckedNode):
             "is exactly the stock VAE Encode.",
             inputs=[
                 io.Image.Input("pixels", tooltip="IMAGE [B,H,W,3] in [0,1]."),
-                io.Vae.Input("vae", tooltip="The VAE that belongs to the model (any 2-D image VAE)."),
-                *_tile_inputs(False),
+                *_vae_and_tile_inputs(False),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The encoded latent {'samples': [B,C,h,w]}.")],
         )
-
-    RULE_INPUTS = validation.TILE_INPUTS
-
-    @classmethod
-    def input_rules(cls, node, values):
-        yield validation.tile_problem(node, values)
 
     @classmethod
     def execute(cls, pixels, vae, circular=False, tile_size=1024, overlap=64) -> io.NodeOutput:
