@@ -36,7 +36,7 @@ from ...sync_core import sync as core_sync
 from ..ldm3d.ldm3d_vae import is_ldm3d_vae
 from ..shared import comfy_compat
 from ..sync import memory_plan
-from ..sync.sampler import lpips_step, make_loss, sample_syncdiffusion, vp_scale_at
+from ..sync.sampler import LPIPSRun, lpips_step, make_loss, sample_syncdiffusion, vp_scale_at
 
 LAYOUTS = ("rings", "cube")
 
@@ -200,19 +200,13 @@ class ViewBatches:
         return [torch.cat([part[k] for part in parts]) for k in range(len(parts[0]))]
 
 
-class SphereRun:
-    """What sampler.sample_syncdiffusion needs for the sphere: the base sampler, the anchor schedule and the LPIPS
-    step. Each view is its own latent, so the step's result is the new latent (no averaging, no deviations)."""
+@dataclass
+class SphereRun(LPIPSRun):
+    """The sphere's run for sampler.sample_syncdiffusion: the anchor schedule and the LPIPS step. Each view is its
+    own latent, so the step's result is the new latent (no averaging, no deviations)."""
 
-    def __init__(self, base_sampler_name, base, anchor: AnchorSettings, fusion: SphereSync, plan, vae, loss, lpips):
-        self.base_sampler_name = base_sampler_name
-        self.base = base
-        self.anchor = anchor
-        self.fusion = fusion
-        self.plan = plan
-        self.vae = vae
-        self.perceptual = loss
-        self.lpips_patcher = lpips
+    anchor: AnchorSettings = None
+    fusion: SphereSync = None
 
     @property
     def schedule(self) -> core_sync.SyncSchedule:
@@ -298,7 +292,7 @@ class SphereSampler(comfy.samplers.Sampler):
         if anchor.active:
             patcher, resolution = self.lpips
             loss = make_loss(patcher.model, resolution, fast, 8 * width, checkpointing=True)
-            run = SphereRun(self.base_sampler_name, self.base, anchor, self.fusion, plan, loss_vae, loss, patcher)
+            run = SphereRun(self.base_sampler_name, self.base, plan, loss_vae, loss, patcher, anchor, self.fusion)
             function = functools.partial(sample_syncdiffusion, run=run)
         ksampler = comfy.samplers.KSAMPLER(function, extra_options=extra_options, inpaint_options=inpaint_options)
         return ksampler.sample(

@@ -125,28 +125,25 @@ def persistent_noise_sampler(sampler_name: str | None, sampler_function, x, sigm
     return k_sampling.default_noise_sampler(x, seed=seed)
 
 
-class SyncRun:
-    """The state of one sampling run: tiler (which holds the views), memory plan, decoder and LPIPS."""
+@dataclass
+class LPIPSRun:
+    """What `sample_syncdiffusion` and `lpips_step` read of one run: the base sampler, the memory plan, the loss
+    decoder and LPIPS. Subclasses add `schedule`, `segment(deviations, sigma)` and `sync(...)`."""
 
-    def __init__(
-        self,
-        base_sampler_name: str,
-        base,
-        settings: SyncSettings,
-        tiler: ViewTiler,
-        plan: memory_plan.MemoryPlan,
-        vae,
-        perceptual,
-        lpips_patcher,
-    ):
-        self.base_sampler_name = base_sampler_name
-        self.base = base
-        self.settings = settings
-        self.tiler = tiler
-        self.plan = plan
-        self.vae = vae
-        self.perceptual = perceptual
-        self.lpips_patcher = lpips_patcher
+    base_sampler_name: str | None
+    base: object
+    plan: memory_plan.MemoryPlan
+    vae: object
+    perceptual: object
+    lpips_patcher: object
+
+
+@dataclass
+class SyncRun(LPIPSRun):
+    """The flat sampler's run: its settings and the tiler that holds the views."""
+
+    settings: SyncSettings = None
+    tiler: ViewTiler = None
 
     @property
     def schedule(self) -> core_sync.SyncSchedule:
@@ -368,7 +365,7 @@ class SyncDiffusionSampler(comfy.samplers.Sampler):
             (window, stride, settings.circular),
         )
         run = SyncRun(
-            self.base_sampler_name, self.base, settings, tiler, plan, vae, self._perceptual(), self.lpips_patcher
+            self.base_sampler_name, self.base, plan, vae, self._perceptual(), self.lpips_patcher, settings, tiler
         )
         _function, extra_options, inpaint_options = comfy_compat.ksampler_parts(self.base)
         ksampler = comfy.samplers.KSAMPLER(
