@@ -51,6 +51,7 @@ WIDE = {
     "SDL3D_SaveDepthMesh": 390,
     "SDL3D_SaveDepthPNG16": 370,
     "SDL3D_SaveStereo360": 370,
+    "SDL3D_SphereKSampler": 390,
     "SDL3D_Stereo360": 430,
     "SDL3D_SyncDiffusionKSampler": 530,
     "SDL3D_SyncDiffusionModelPatch": 390,
