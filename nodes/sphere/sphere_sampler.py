@@ -11,9 +11,9 @@ and is fused like the colour; rendered back, it is turned into inverse z-depth a
 
 On top, SyncDiffusion's LPIPS step (`SphereSampler` with `AnchorSettings`): before each of the first anchor steps,
 every view's latent takes one gradient step pulling its decoded x0 toward the anchor view's (the flat sampler's
-`lpips_step` and segment loop, with each view its own latent). Memory: the views are denoised in batches of the plan
-(nodes/sync/memory_plan.py, the calc_cond_batch hook `ViewBatches`), the gradient pass batches and checkpoints like
-the flat sampler, and ComfyUI's VAE batches the decode and encode of the fusion by its own estimate.
+`LPIPSRun.lpips_step` and segment loop, with each view its own latent). Memory: the views are denoised in batches
+of the plan (nodes/sync/memory_plan.py, the calc_cond_batch hook `ViewBatches`), the gradient pass batches and
+checkpoints like the flat sampler, and ComfyUI's VAE batches the decode and encode of the fusion by its own estimate.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ...sync_core import sync as core_sync
 from ..ldm3d.ldm3d_vae import is_ldm3d_vae
 from ..shared import comfy_compat
 from ..sync import memory_plan
-from ..sync.sampler import LPIPSRun, lpips_step, make_loss, sample_syncdiffusion, vp_scale_at
+from ..sync.sampler import LPIPSRun, make_loss, sample_syncdiffusion
 
 LAYOUTS = ("rings", "cube")
 
@@ -202,45 +202,25 @@ class ViewBatches:
 
 @dataclass
 class SphereRun(LPIPSRun):
-    """The sphere's run for sampler.sample_syncdiffusion: the anchor schedule and the LPIPS step. Each view is its
+    """The sphere's run for sampler.sample_syncdiffusion (settings: AnchorSettings). Each view is its
     own latent, so the step's result is the new latent (no averaging, no deviations)."""
 
-    anchor: AnchorSettings = None
     fusion: SphereSync = None
 
-    @property
-    def schedule(self) -> core_sync.SyncSchedule:
-        return self.anchor.schedule
-
-    def segment(self, deviations, sigma: float):
-        return contextlib.nullcontext()
-
     def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
-        sigma = sigmas[i]
-        to_ddim = vp_scale_at(comfy_compat.guider_inner_model(guider).model_sampling, sigma)
         views = x.reshape(self.fusion.views, -1, *x.shape[1:])  # [V, B, C, h, w], view-major
-        model_options, seed = extra_args["model_options"], extra_args.get("seed")
-
-        def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            z = (u / to_ddim).flatten(0, 1)
-            with self.fusion.paused():
-                x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
-            return x0.reshape(u.shape)
-
-        updated = lpips_step(
+        updated = self.lpips_step(
             guider,
-            views * to_ddim,
-            self.anchor.view,
-            predict_x0,
-            self.schedule.weight_at(i, total),
-            self.vae,
-            self.perceptual,
-            self.lpips_patcher,
-            self.plan,
+            views,
+            self.settings.view,
+            sigmas[i],
+            i,
+            total,
+            extra_args,
+            in_view=lambda ids: self.fusion.paused(),
             checkpointing=True,
         )
-        return (updated.to(x) / to_ddim).reshape(x.shape), None
+        return updated.reshape(x.shape), None
 
 
 class SphereSampler(comfy.samplers.Sampler):

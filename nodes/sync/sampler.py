@@ -21,6 +21,7 @@ decoder and LPIPS blocks (same gradients, a fraction of the memory).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -127,8 +128,9 @@ def persistent_noise_sampler(sampler_name: str | None, sampler_function, x, sigm
 
 @dataclass
 class LPIPSRun:
-    """What `sample_syncdiffusion` and `lpips_step` read of one run: the base sampler, the memory plan, the loss
-    decoder and LPIPS. Subclasses add `schedule`, `segment(deviations, sigma)` and `sync(...)`."""
+    """What `sample_syncdiffusion` reads of one run: the base sampler, the memory plan, the loss
+    decoder, LPIPS and the run's settings (whose `schedule` gives w per step). Subclasses add `sync(...)` and, where
+    the base sampler needs one, a `segment(deviations, sigma)` context."""
 
     base_sampler_name: str | None
     base: object
@@ -136,29 +138,64 @@ class LPIPSRun:
     vae: object
     perceptual: object
     lpips_patcher: object
-
-
-@dataclass
-class SyncRun(LPIPSRun):
-    """The flat sampler's run: its settings and the tiler that holds the views."""
-
-    settings: SyncSettings = None
-    tiler: ViewTiler = None
+    settings: object  # SyncSettings or the sphere's AnchorSettings
 
     @property
     def schedule(self) -> core_sync.SyncSchedule:
         return self.settings.schedule
 
     def segment(self, deviations, sigma: float):
-        """The context the base sampler runs a segment in: the tiler feeds the views their synced latents."""
+        """The context the base sampler runs a segment in (none by default)."""
+        return contextlib.nullcontext()
+
+    def lpips_step(
+        self, guider, views, anchor: int, sigma, i: int, total: int, extra_args: dict, *, in_view, checkpointing: bool
+    ) -> torch.Tensor:
+        """sync_core.sync.sync_views at step i on view latents [V, B, C, h, w] (the sampler's coordinates; returned
+        in them), with the denoiser, the loss decoder and LPIPS placed by ComfyUI and their blocks checkpointed;
+        view batches from the plan. `in_view(ids)`: the context the guider predicts views `ids` in."""
+        model = comfy_compat.guider_inner_model(guider)
+        to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
+        model_options, seed = extra_args["model_options"], extra_args.get("seed")
+
+        def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            z = (u / to_ddim).flatten(0, 1)
+            with in_view(ids):
+                x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
+            return x0.reshape(u.shape)
+
+        lpips = [self.lpips_patcher] if self.lpips_patcher is not None else []
+        comfy.model_management.load_models_gpu(
+            [guider.model_patcher, *comfy_compat.guider_loaded_models(guider), self.vae.patcher, *lpips]
+        )
+        targets = memory_plan.checkpoint_targets(model.diffusion_model, self.vae.first_stage_model)
+        with grad_enabled(), checkpointed(targets, enabled=checkpointing, context=weight_bridge):
+            updated = core_sync.sync_views(
+                views * to_ddim,
+                anchor,
+                predict_x0,
+                loss_decoder(model, self.vae),
+                self.perceptual,
+                self.schedule.weight_at(i, total),
+                view_batch_size=self.plan.gradient_planner,
+            )
+        return updated.to(views) / to_ddim
+
+
+@dataclass
+class SyncRun(LPIPSRun):
+    """The flat sampler's run: its SyncSettings and the tiler that holds the views."""
+
+    tiler: ViewTiler = None
+
+    def segment(self, deviations, sigma: float):
+        """The tiler feeds the views their synced latents."""
         return self.tiler.start_from(deviations, sigma)
 
     def sync(self, guider, x, sigmas, i: int, total: int, extra_args: dict):
         """One SyncDiffusion update at step i: (averaged latent, per-view deviations from it)."""
-        sigma = sigmas[i]
-        model = comfy_compat.guider_inner_model(guider)
-        to_ddim = vp_scale_at(model.model_sampling, sigma)  # VP latent = to_ddim * x (eps/v and flow models)
-        views = self.tiler.select_grid(sigma, sigmas)  # fusion "spot": this step's shifted grid
+        views = self.tiler.select_grid(sigmas[i], sigmas)  # fusion "spot": this step's shifted grid
         anchor = core_views.anchor_index(views, self.settings.anchor)
         crops = core_views.crop_views(x, views)  # [V, B, C, h, w]
         denoise_mask = extra_args.get("denoise_mask")
@@ -169,56 +206,22 @@ class SyncRun(LPIPSRun):
                 denoise_mask.expand_as(x) if denoise_mask.shape != x.shape else denoise_mask, views
             )
         )
-        model_options, seed = extra_args["model_options"], extra_args.get("seed")
-
-        def predict_x0(u: torch.Tensor, ids) -> torch.Tensor:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            z = (u / to_ddim).flatten(0, 1)
-            with self.tiler.views(ids):
-                x0 = guider(z, sigma * z.new_ones(z.shape[0]), model_options=model_options, seed=seed)
-            return x0.reshape(u.shape)
-
-        updated = lpips_step(
+        updated = self.lpips_step(
             guider,
-            crops * to_ddim,
+            crops,
             anchor,
-            predict_x0,
-            self.schedule.weight_at(i, total),
-            self.vae,
-            self.perceptual,
-            self.lpips_patcher,
-            self.plan,
-            self.settings.gradient_checkpointing,
+            sigmas[i],
+            i,
+            total,
+            extra_args,
+            in_view=self.tiler.views,
+            checkpointing=self.settings.gradient_checkpointing,
         )
-        updated = updated.to(x) / to_ddim
         if mask_crops is not None:  # inpainting: only the region being denoised moves
             updated = crops + (updated - crops) * mask_crops
         averaged = self.tiler.fuse(updated, x.shape[-2], x.shape[-1])
         deviations = [updated[v] - core_views.crop_view(averaged, views[v]) for v in range(len(views))]
         return averaged, deviations
-
-
-def lpips_step(
-    guider, views, anchor: int, predict_x0, weight: float, vae, perceptual, lpips_patcher, plan, checkpointing: bool
-) -> torch.Tensor:
-    """sync_core.sync.sync_views on view latents [V, B, C, h, w] in VP coordinates, with the denoiser, the loss
-    decoder and LPIPS placed by ComfyUI and their blocks checkpointed; view batches from `plan`."""
-    model = comfy_compat.guider_inner_model(guider)
-    lpips = [lpips_patcher] if lpips_patcher is not None else []
-    comfy.model_management.load_models_gpu(
-        [guider.model_patcher, *comfy_compat.guider_loaded_models(guider), vae.patcher, *lpips]
-    )
-    targets = memory_plan.checkpoint_targets(model.diffusion_model, vae.first_stage_model)
-    with grad_enabled(), checkpointed(targets, enabled=checkpointing, context=weight_bridge):
-        return core_sync.sync_views(
-            views,
-            anchor,
-            predict_x0,
-            loss_decoder(model, vae),
-            perceptual,
-            weight,
-            view_batch_size=plan.gradient_planner,
-        )
 
 
 def loss_decoder(model, vae):
